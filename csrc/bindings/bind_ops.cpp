@@ -1,0 +1,168 @@
+// Thin bindings of csrc/ops: check at the boundary, release the GIL, call the op.
+#include "../ops/ops.h"
+#include "checks.h"
+
+namespace exaone {
+namespace bind {
+
+using ops::WeightType;
+
+namespace {
+
+py::array out_or_new(py::object out, std::vector<py::ssize_t> shape, const char* name) {
+  if (out.is_none()) return py::array_t<float>(shape);
+  py::array o = py::reinterpret_borrow<py::array>(out);
+  std::vector<int64_t> want(shape.begin(), shape.end());
+  return checked<float>(o, name, int(shape.size()), want, true);
+}
+
+py::array matmul(py::array x, py::array w, WeightType wtype, py::object out) {
+  checked<float>(x, "x", 2);
+  if (wtype == WeightType::F32)
+    checked<float>(w, "w", 2);
+  else if (wtype == WeightType::BF16)
+    checked<uint16_t>(w, "w (bf16 stored as uint16)", 2);
+  else
+    checked<uint16_t>(w, "w (f16 stored as uint16)", 2);
+  const int64_t T = x.shape(0), K = x.shape(1), N = w.shape(0);
+  if (w.shape(1) != K)
+    throw py::value_error("matmul: x has " + std::to_string(K) + " columns but w has shape " +
+                          shape_str(w) + " (expected [N, " + std::to_string(K) + "])");
+  py::array y = out_or_new(out, {T, N}, "out");
+  const float* xp = cptr<float>(x);
+  const void* wp = w.data();
+  float* yp = mptr<float>(y);
+  {
+    py::gil_scoped_release nogil;
+    ops::matmul(xp, T, K, wp, wtype, N, yp);
+  }
+  return y;
+}
+
+py::array rmsnorm(py::array x, py::array w, float eps, py::object out) {
+  checked<float>(w, "weight", 1);
+  const int64_t n = w.shape(0);
+  checked<float>(x, "x", -1);
+  if (x.shape(x.ndim() - 1) != n)
+    throw py::value_error("rmsnorm: last dimension of x " + shape_str(x) +
+                          " does not match weight size " + std::to_string(n));
+  py::array y = out_or_new(out, shape_of(x), "out");
+  const float *xp = cptr<float>(x), *wp = cptr<float>(w);
+  float* yp = mptr<float>(y);
+  const int64_t rows = x.size() / n;
+  {
+    py::gil_scoped_release nogil;
+    ops::rmsnorm(xp, rows, n, wp, eps, yp, false);
+  }
+  return y;
+}
+
+void rmsnorm_add(py::array residual, py::array x, py::array w, float eps) {
+  checked<float>(w, "weight", 1);
+  checked<float>(x, "x", -1);
+  std::vector<int64_t> shape(x.shape(), x.shape() + x.ndim());
+  checked<float>(residual, "residual", int(x.ndim()), shape, true);
+  const int64_t n = w.shape(0);
+  if (x.shape(x.ndim() - 1) != n)
+    throw py::value_error("rmsnorm_add: last dimension of x " + shape_str(x) +
+                          " does not match weight size " + std::to_string(n));
+  const float *xp = cptr<float>(x), *wp = cptr<float>(w);
+  float* rp = mptr<float>(residual);
+  const int64_t rows = x.size() / n;
+  py::gil_scoped_release nogil;
+  ops::rmsnorm(xp, rows, n, wp, eps, rp, true);
+}
+
+py::array silu_mul(py::array gate, py::array up, py::object out) {
+  checked<float>(gate, "gate", -1);
+  std::vector<int64_t> shape(gate.shape(), gate.shape() + gate.ndim());
+  checked<float>(up, "up", int(gate.ndim()), shape);
+  py::array y = out_or_new(out, shape_of(gate), "out");
+  const float *gp = cptr<float>(gate), *upp = cptr<float>(up);
+  float* yp = mptr<float>(y);
+  const int64_t n = gate.size();
+  {
+    py::gil_scoped_release nogil;
+    ops::silu_mul(gp, upp, n, yp);
+  }
+  return y;
+}
+
+void rope(py::array x, py::array positions, py::array inv_freq, float attention_scaling) {
+  checked<float>(x, "x", 3, {}, true);
+  const int64_t T = x.shape(0), heads = x.shape(1), D = x.shape(2);
+  if (D % 2) throw py::value_error("rope: head_dim must be even, got " + std::to_string(D));
+  checked<int64_t>(positions, "positions", 1, {T});
+  checked<float>(inv_freq, "inv_freq", 1, {D / 2});
+  float* xp = mptr<float>(x);
+  const int64_t* pp = cptr<int64_t>(positions);
+  const float* fp = cptr<float>(inv_freq);
+  py::gil_scoped_release nogil;
+  ops::rope(xp, T, heads, D, pp, fp, attention_scaling);
+}
+
+py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py::array q_pos,
+                    int64_t window, float scale, py::object out) {
+  checked<float>(q, "q", 3);
+  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
+  checked<float>(k, "k_cache", 3, {-1, -1, D});
+  const int64_t S = k.shape(0), KV = k.shape(1);
+  checked<float>(v, "v_cache", 3, {S, KV, D});
+  if (H % KV)
+    throw py::value_error("attention: " + std::to_string(H) + " query heads are not a multiple of " +
+                          std::to_string(KV) + " KV heads");
+  checked<int64_t>(key_pos, "key_pos", 1, {S});
+  checked<int64_t>(q_pos, "q_pos", 1, {T});
+  if (window < 0) throw py::value_error("attention: window must be >= 0");
+  py::array o = out_or_new(out, {T, H, D}, "out");
+  const float *qp = cptr<float>(q), *kp = cptr<float>(k), *vp = cptr<float>(v);
+  const int64_t *kpos = cptr<int64_t>(key_pos), *qpos = cptr<int64_t>(q_pos);
+  float* op = mptr<float>(o);
+  {
+    py::gil_scoped_release nogil;
+    ops::attention(qp, T, H, D, kp, vp, S, KV, kpos, qpos, window, scale, op);
+  }
+  return o;
+}
+
+py::array to_f32(py::array src, WeightType type) {
+  if (type == WeightType::F32) throw py::value_error("to_f32: source is already f32");
+  checked<uint16_t>(src, "src (bf16/f16 stored as uint16)", -1);
+  py::array_t<float> dst(shape_of(src));
+  const uint16_t* sp = cptr<uint16_t>(src);
+  float* dp = dst.mutable_data();
+  const int64_t n = src.size();
+  {
+    py::gil_scoped_release nogil;
+    ops::convert_to_f32(sp, type, n, dp);
+  }
+  return dst;
+}
+
+}  // namespace
+
+void register_ops(py::module_& m) {
+  py::enum_<WeightType>(m, "WeightType", "Element format of a weight matrix")
+      .value("F32", WeightType::F32)
+      .value("BF16", WeightType::BF16)
+      .value("F16", WeightType::F16);
+
+  m.def("matmul", &matmul, py::arg("x"), py::arg("w"), py::arg("wtype"), py::arg("out") = py::none(),
+        "y[T, N] = x[T, K] @ w[N, K]^T; w is float32 (F32) or uint16 bit patterns (BF16, F16).");
+  m.def("rmsnorm", &rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"),
+        py::arg("out") = py::none(), "weight * x / rms(x) over the last dimension.");
+  m.def("rmsnorm_add", &rmsnorm_add, py::arg("residual"), py::arg("x"), py::arg("weight"),
+        py::arg("eps"), "residual += weight * x / rms(x), in place.");
+  m.def("silu_mul", &silu_mul, py::arg("gate"), py::arg("up"), py::arg("out") = py::none(),
+        "silu(gate) * up.");
+  m.def("rope", &rope, py::arg("x"), py::arg("positions"), py::arg("inv_freq"),
+        py::arg("attention_scaling") = 1.0f, "In-place rotate-half RoPE of x[T, heads, head_dim].");
+  m.def("attention", &attention, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
+        py::arg("key_pos"), py::arg("q_pos"), py::arg("window"), py::arg("scale"),
+        py::arg("out") = py::none(),
+        "Causal (and, with window > 0, sliding-window) GQA attention over a KV cache.");
+  m.def("to_f32", &to_f32, py::arg("src"), py::arg("wtype"), "Widen bf16/f16 bit patterns to float32.");
+}
+
+}  // namespace bind
+}  // namespace exaone

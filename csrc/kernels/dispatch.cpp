@@ -1,0 +1,114 @@
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+#define EXAONE_X86 1
+#elif defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define EXAONE_X86 1
+#endif
+
+namespace exaone {
+namespace kernels {
+namespace {
+
+#ifdef EXAONE_X86
+void cpuid(int leaf, int sub, unsigned regs[4]) {
+#if defined(_MSC_VER)
+  int r[4];
+  __cpuidex(r, leaf, sub);
+  for (int i = 0; i < 4; ++i) regs[i] = unsigned(r[i]);
+#else
+  __cpuid_count(leaf, sub, regs[0], regs[1], regs[2], regs[3]);
+#endif
+}
+
+unsigned long long xgetbv0() {
+#if defined(_MSC_VER)
+  return _xgetbv(0);
+#else
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<unsigned long long>(hi) << 32) | lo;
+#endif
+}
+#endif
+
+CpuFeatures detect() {
+  CpuFeatures f;
+#ifdef EXAONE_X86
+  unsigned r[4];
+  cpuid(0, 0, r);
+  const unsigned max_leaf = r[0];
+  if (max_leaf < 7) return f;
+  cpuid(1, 0, r);
+  const bool fma = r[2] & (1u << 12), osxsave = r[2] & (1u << 27), avx = r[2] & (1u << 28),
+             f16c = r[2] & (1u << 29);
+  if (!(osxsave && avx)) return f;
+  if ((xgetbv0() & 0x6) != 0x6) return f;  // XMM and YMM state enabled by the OS
+  cpuid(7, 0, r);
+  const bool avx2 = r[1] & (1u << 5);
+  f.avx2 = avx2 && fma && f16c;
+#endif
+  return f;
+}
+
+const KernelTable* table_by_name(const std::string& name) {
+  if (name == "scalar") return &scalar_table();
+  if (name == "avx2") return cpu_features().avx2 ? avx2_table() : nullptr;
+  return nullptr;
+}
+
+const KernelTable* best() {
+  const KernelTable* t = cpu_features().avx2 ? avx2_table() : nullptr;
+  return t ? t : &scalar_table();
+}
+
+std::atomic<const KernelTable*> g_active{nullptr};
+
+}  // namespace
+
+#ifndef EXAONE_HAVE_AVX2
+const KernelTable* avx2_table() { return nullptr; }
+#endif
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> names{"scalar"};
+  if (table_by_name("avx2")) names.push_back("avx2");
+  return names;
+}
+
+void set_isa(const std::string& name) {
+  const KernelTable* t = table_by_name(name);
+  if (!t) {
+    std::string have;
+    for (const auto& n : available_isas()) have += (have.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("ISA '" + name + "' is not available on this CPU/build (available: " +
+                                have + ")");
+  }
+  g_active.store(t);
+}
+
+const KernelTable& active() {
+  const KernelTable* t = g_active.load(std::memory_order_acquire);
+  if (t) return *t;
+  const char* env = std::getenv("EXAONE_CPU_ISA");
+  if (env && *env) {
+    set_isa(env);  // throws on a bad value rather than silently running another path
+  } else {
+    g_active.store(best());
+  }
+  return *g_active.load();
+}
+
+}  // namespace kernels
+}  // namespace exaone

@@ -1,0 +1,24 @@
+// Which kernel table runs: detected once from CPUID, overridable by EXAONE_CPU_ISA or set_isa().
+#pragma once
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+
+namespace exaone {
+namespace kernels {
+
+struct CpuFeatures {
+  bool avx2 = false;  // AVX2 + FMA + F16C, with the OS saving YMM state
+};
+
+const CpuFeatures& cpu_features();
+// The table every op uses. Its first call applies EXAONE_CPU_ISA (invalid values throw).
+const KernelTable& active();
+// ISA names this build has and this CPU runs, best last.
+std::vector<std::string> available_isas();
+// Selects a table by name; throws std::invalid_argument for unknown or unsupported names.
+void set_isa(const std::string& name);
+
+}  // namespace kernels
+}  // namespace exaone

@@ -1,0 +1,45 @@
+// Kernel table: one scalar reference and one entry per ISA variant, chosen once at run time.
+// Kernels are single-threaded and graph-agnostic; csrc/ops splits work across the thread pool.
+#pragma once
+#include <cstdint>
+
+namespace exaone {
+namespace kernels {
+
+// Element formats a weight matrix may be stored in (the checkpoint's dtype, memory-mapped).
+enum class WeightType : int { F32 = 0, BF16 = 1, F16 = 2 };
+
+// y[t * ldy + n] = sum_k x[t * K + k] * w[n * K + k]   for t in [0, T), n in [n0, n1)
+// (w is [N, K] row-major as a Hugging Face Linear stores it; activations are f32)
+using MatmulF32Fn = void (*)(const float* x, int64_t T, int64_t K, const float* w, int64_t n0,
+                             int64_t n1, float* y, int64_t ldy);
+using MatmulU16Fn = void (*)(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0,
+                             int64_t n1, float* y, int64_t ldy);
+
+struct KernelTable {
+  const char* name;
+  MatmulF32Fn matmul_f32;
+  MatmulU16Fn matmul_bf16;
+  MatmulU16Fn matmul_f16;
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+  // y += a * x
+  void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
+  // out = w * (x / rms(x))  or, with accumulate, out += w * (x / rms(x))
+  void (*rmsnorm_f32)(const float* x, const float* w, int64_t n, float eps, float* out,
+                      bool accumulate);
+  // out = silu(gate) * up
+  void (*silu_mul_f32)(const float* gate, const float* up, int64_t n, float* out);
+  // In-place rotate-half RoPE of one head: x[:half], x[half:] rotated by (cos, sin) [half].
+  void (*rope_f32)(float* x, const float* cos, const float* sin, int64_t half);
+  // In-place softmax over n scores (n >= 1).
+  void (*softmax_f32)(float* x, int64_t n);
+  void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+};
+
+const KernelTable& scalar_table();
+// Null when the library was built without that variant (e.g. AVX2 on an ARM build).
+const KernelTable* avx2_table();
+
+}  // namespace kernels
+}  // namespace exaone

@@ -1,0 +1,264 @@
+// AVX2 + FMA + F16C variants of the kernel table. This file alone is compiled with those flags;
+// everything in it has internal linkage and uses no inline library templates, so no AVX2 code can
+// leak into the paths a CPU without AVX2 runs.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels.h"
+
+namespace exaone {
+namespace kernels {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// exp(x) for 8 lanes: Cody-Waite reduction by ln2, degree-6 polynomial (about 1 ulp).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));  // keeps 2^n finite
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Scalar exp for tails, same polynomial so a row's lanes agree with its tail.
+inline float exp1(float x) {
+  float lanes[8];
+  _mm256_storeu_ps(lanes, exp8(_mm256_set1_ps(x)));
+  return lanes[0];
+}
+
+// Weight loaders: 8 consecutive weights widened to f32, and a single one for the K tail.
+struct F32W {
+  using T = float;
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+  static float load1(const float* p) { return *p; }
+};
+struct BF16W {
+  using T = uint16_t;
+  static __m256 load8(const uint16_t* p) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+  static float load1(const uint16_t* p) {
+    const uint32_t bits = uint32_t(*p) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+};
+struct F16W {
+  using T = uint16_t;
+  static __m256 load8(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+};
+
+// MT rows of x against NT rows of w: MT*NT accumulators, each weight vector widened once and used
+// MT times.
+template <class L, int MT, int NT>
+void tile(const float* x, int64_t K, const typename L::T* w, float* y, int64_t ldy) {
+  __m256 acc[MT][NT];
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 wv[NT];
+    for (int j = 0; j < NT; ++j) wv[j] = L::load8(w + j * K + k);
+    for (int i = 0; i < MT; ++i) {
+      const __m256 xv = _mm256_loadu_ps(x + i * K + k);
+      for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MT; ++i) {
+    for (int j = 0; j < NT; ++j) {
+      float s = hsum(acc[i][j]);
+      for (int64_t kk = k; kk < K; ++kk) s += x[i * K + kk] * L::load1(w + j * K + kk);
+      y[i * ldy + j] = s;
+    }
+  }
+}
+
+template <class L, int NT>
+void tile_rows(int mt, const float* x, int64_t K, const typename L::T* w, float* y, int64_t ldy) {
+  switch (mt) {
+    case 4: tile<L, 4, NT>(x, K, w, y, ldy); break;
+    case 3: tile<L, 3, NT>(x, K, w, y, ldy); break;
+    case 2: tile<L, 2, NT>(x, K, w, y, ldy); break;
+    default: tile<L, 1, NT>(x, K, w, y, ldy); break;
+  }
+}
+
+template <class L>
+void matmul(const float* x, int64_t T, int64_t K, const typename L::T* w, int64_t n0, int64_t n1,
+            float* y, int64_t ldy) {
+  // Block rows of x so a block stays in L2 while the weight rows stream past it.
+  const int64_t t_block = 32;
+  for (int64_t t0 = 0; t0 < T; t0 += t_block) {
+    const int64_t t1 = t0 + t_block < T ? t0 + t_block : T;
+    int64_t n = n0;
+    for (; n + 3 <= n1; n += 3) {
+      for (int64_t t = t0; t < t1; t += 4) {
+        const int mt = int(t1 - t < 4 ? t1 - t : 4);
+        tile_rows<L, 3>(mt, x + t * K, K, w + n * K, y + t * ldy + n, ldy);
+      }
+    }
+    for (; n < n1; ++n) {
+      for (int64_t t = t0; t < t1; t += 4) {
+        const int mt = int(t1 - t < 4 ? t1 - t : 4);
+        tile_rows<L, 1>(mt, x + t * K, K, w + n * K, y + t * ldy + n, ldy);
+      }
+    }
+  }
+}
+
+void matmul_f32(const float* x, int64_t T, int64_t K, const float* w, int64_t n0, int64_t n1,
+                float* y, int64_t ldy) {
+  matmul<F32W>(x, T, K, w, n0, n1, y, ldy);
+}
+void matmul_bf16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
+                 float* y, int64_t ldy) {
+  matmul<BF16W>(x, T, K, w, n0, n1, y, ldy);
+}
+void matmul_f16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
+                float* y, int64_t ldy) {
+  matmul<F16W>(x, T, K, w, n0, n1, y, ldy);
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+  const __m256 av = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void rmsnorm_f32(const float* x, const float* w, int64_t n, float eps, float* out,
+                 bool accumulate) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    acc = _mm256_fmadd_ps(v, v, acc);
+  }
+  float ss = hsum(acc);
+  for (; i < n; ++i) ss += x[i] * x[i];
+  const float r = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(ss / float(n) + eps)));
+  const __m256 rv = _mm256_set1_ps(r);
+  i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), rv));
+    if (accumulate) v = _mm256_add_ps(_mm256_loadu_ps(out + i), v);
+    _mm256_storeu_ps(out + i, v);
+  }
+  for (; i < n; ++i) {
+    const float v = w[i] * (x[i] * r);
+    out[i] = accumulate ? out[i] + v : v;
+  }
+}
+
+void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + exp1(-gate[i])) * up[i];
+}
+
+void rope_f32(float* x, const float* cos, const float* sin, int64_t half) {
+  float* x2 = x + half;
+  int64_t i = 0;
+  for (; i + 8 <= half; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x2 + i);
+    const __m256 c = _mm256_loadu_ps(cos + i), s = _mm256_loadu_ps(sin + i);
+    _mm256_storeu_ps(x + i, _mm256_fmsub_ps(a, c, _mm256_mul_ps(b, s)));
+    _mm256_storeu_ps(x2 + i, _mm256_fmadd_ps(b, c, _mm256_mul_ps(a, s)));
+  }
+  for (; i < half; ++i) {
+    const float a = x[i], b = x2[i];
+    x[i] = a * cos[i] - b * sin[i];
+    x2[i] = b * cos[i] + a * sin[i];
+  }
+}
+
+void softmax_f32(float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = hsum(acc);
+  for (; i < n; ++i) {
+    x[i] = exp1(x[i] - m);
+    sum += x[i];
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  const float invs = 1.0f / sum;
+  for (; i < n; ++i) x[i] *= invs;
+}
+
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, BF16W::load8(src + i));
+  for (; i < n; ++i) dst[i] = BF16W::load1(src + i);
+}
+
+void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, F16W::load8(src + i));
+  for (; i < n; ++i) dst[i] = F16W::load1(src + i);
+}
+
+}  // namespace
+
+const KernelTable* avx2_table() {
+  static const KernelTable table = {
+      "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, bf16_to_f32, f16_to_f32,
+  };
+  return &table;
+}
+
+}  // namespace kernels
+}  // namespace exaone

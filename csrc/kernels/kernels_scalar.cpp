@@ -1,0 +1,135 @@
+// Scalar reference kernels: the fallback on any CPU and the oracle the SIMD variants are tested
+// against. Plain loops in the order the math is written.
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace exaone {
+namespace kernels {
+namespace {
+
+float bf16_value(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+float f16_value(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;  // signed zero
+  } else {
+    // subnormal half: renormalise into a normal float
+    uint32_t e = 113;
+    while (!(mant & 0x400u)) {
+      mant <<= 1;
+      --e;
+    }
+    bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <class W, float (*Load)(W)>
+void matmul_ref(const float* x, int64_t T, int64_t K, const W* w, int64_t n0, int64_t n1, float* y,
+                int64_t ldy) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = n0; n < n1; ++n) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < K; ++k) acc += x[t * K + k] * Load(w[n * K + k]);
+      y[t * ldy + n] = acc;
+    }
+  }
+}
+
+float f32_value(float v) { return v; }
+
+void matmul_f32(const float* x, int64_t T, int64_t K, const float* w, int64_t n0, int64_t n1,
+                float* y, int64_t ldy) {
+  matmul_ref<float, f32_value>(x, T, K, w, n0, n1, y, ldy);
+}
+void matmul_bf16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
+                 float* y, int64_t ldy) {
+  matmul_ref<uint16_t, bf16_value>(x, T, K, w, n0, n1, y, ldy);
+}
+void matmul_f16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
+                float* y, int64_t ldy) {
+  matmul_ref<uint16_t, f16_value>(x, T, K, w, n0, n1, y, ldy);
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void rmsnorm_f32(const float* x, const float* w, int64_t n, float eps, float* out,
+                 bool accumulate) {
+  float ss = 0.0f;
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float r = 1.0f / std::sqrt(ss / float(n) + eps);
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = w[i] * (x[i] * r);
+    out[i] = accumulate ? out[i] + v : v;
+  }
+}
+
+void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void rope_f32(float* x, const float* cos, const float* sin, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = x[i], b = x[i + half];
+    x[i] = a * cos[i] - b * sin[i];
+    x[i + half] = b * cos[i] + a * sin[i];
+  }
+}
+
+void softmax_f32(float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_value(src[i]);
+}
+
+void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_value(src[i]);
+}
+
+}  // namespace
+
+const KernelTable& scalar_table() {
+  static const KernelTable table = {
+      "scalar",    matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, bf16_to_f32, f16_to_f32,
+  };
+  return table;
+}
+
+}  // namespace kernels
+}  // namespace exaone

@@ -1,0 +1,43 @@
+// Graph-agnostic ops on raw, already-validated buffers. Each splits its work over the global
+// thread pool and calls the active kernel table; none allocates per call beyond thread-local
+// scratch that is reused.
+#pragma once
+#include <cstdint>
+
+#include "../kernels/kernels.h"
+
+namespace exaone {
+namespace ops {
+
+using kernels::WeightType;
+
+// y[T, N] = x[T, K] @ w[N, K]^T, w in the given element format.
+void matmul(const float* x, int64_t T, int64_t K, const void* w, WeightType wtype, int64_t N,
+            float* y);
+
+// Row-wise RMSNorm of x[rows, n] with weight w[n]; out = w * x / rms(x), or out += that when
+// accumulate (the residual add after post_attention_layernorm / post_feedforward_layernorm).
+void rmsnorm(const float* x, int64_t rows, int64_t n, const float* w, float eps, float* out,
+             bool accumulate);
+
+// out[n] = silu(gate[n]) * up[n]
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+
+// In-place rotate-half RoPE of x[T, heads, head_dim] at the given positions, with inv_freq
+// [head_dim / 2] (already scaled, e.g. llama3) and cos/sin multiplied by attention_scaling.
+void rope(float* x, int64_t T, int64_t heads, int64_t head_dim, const int64_t* positions,
+          const float* inv_freq, float attention_scaling);
+
+// Attention of q[T, H, D] over a KV cache of S slots k/v[S, KV, D]. key_pos[s] is the absolute
+// position held in slot s (-1: empty), so one routine serves linear and ring-buffer caches.
+// Query t (at q_pos[t]) sees slot s when 0 <= key_pos[s] <= q_pos[t] and, for window > 0,
+// q_pos[t] - key_pos[s] < window. A query that sees no key gets zeros.
+void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, const float* v,
+               int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos, int64_t window,
+               float scale, float* out);
+
+// Widens n bf16 / f16 values to f32.
+void convert_to_f32(const uint16_t* src, WeightType type, int64_t n, float* dst);
+
+}  // namespace ops
+}  // namespace exaone

@@ -1,0 +1,21 @@
+"""exaone_cpu: LG AI's EXAONE 4.0 language models on ordinary CPUs, no PyTorch.
+
+    import exaone_cpu
+    model = exaone_cpu.load("path/to/EXAONE-4.0-1.2B")
+    new_ids = model.generate(prompt_ids, max_new_tokens=32)
+"""
+
+from . import _core  # the compiled kernels; an ImportError here means the build is broken
+from .checkpoint import CheckpointError
+from .config import ConfigError, Exaone4Config
+from .model import KVCache, Model, load
+
+__version__ = "0.1.0"
+
+
+def isa() -> str:
+    """Name of the kernel variant in use ('avx2', 'scalar', ...)."""
+    return _core.isa()
+
+
+__all__ = ["CheckpointError", "ConfigError", "Exaone4Config", "KVCache", "Model", "isa", "load", "__version__"]

@@ -1,0 +1,341 @@
+"""The EXAONE 4 forward pass, read top to bottom, driving the C++ ops in exaone_cpu._core.
+
+Per decoder layer (transformers' modeling_exaone4.py, no pre-norm):
+    q, k, v = q_proj(h), k_proj(h), v_proj(h)
+    q, k    = q_norm(q), k_norm(k)                  RMSNorm per head, before RoPE
+    q, k    = rope(q), rope(k)                      every layer if sliding_window is null,
+                                                    otherwise only on sliding layers (global: NoPE)
+    h       = h + post_attention_layernorm(o_proj(attention(q, k, v)))
+    h       = h + post_feedforward_layernorm(down_proj(silu(gate_proj(h)) * up_proj(h)))
+then the final norm and lm_head (tied to embed_tokens or not).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import _core
+from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
+from .config import SLIDING, Exaone4Config
+
+DEFAULT_PREFILL_CHUNK = 256
+
+
+class Linear:
+    """A weight matrix [out_features, in_features] in its stored format (memory-mapped)."""
+
+    __slots__ = ("weight", "wtype")
+
+    def __init__(self, tensor: Tensor):
+        self.weight = tensor.data
+        self.wtype = tensor.wtype
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _core.matmul(x, self.weight, self.wtype)
+
+
+@dataclass
+class DecoderLayer:
+    q_proj: Linear
+    k_proj: Linear
+    v_proj: Linear
+    o_proj: Linear
+    q_norm: np.ndarray  # [head_dim]
+    k_norm: np.ndarray  # [head_dim]
+    gate_proj: Linear
+    up_proj: Linear
+    down_proj: Linear
+    post_attention_layernorm: np.ndarray  # [hidden]
+    post_feedforward_layernorm: np.ndarray  # [hidden]
+
+
+class _WeightReader:
+    """Takes tensors out of a checkpoint by name, checking shape and dtype."""
+
+    def __init__(self, tensors: dict[str, Tensor], prefix: str):
+        self.tensors = tensors
+        self.prefix = prefix
+
+    def tensor(self, name: str, shape: tuple[int, ...], *, prefixed: bool = True) -> Tensor:
+        full = self.prefix + name if prefixed else name
+        t = self.tensors.get(full)
+        if t is None:
+            raise CheckpointError(f"checkpoint is missing tensor {full!r}")
+        if t.shape != shape:
+            raise CheckpointError(f"tensor {full!r} has shape {list(t.shape)}, expected {list(shape)}")
+        return t
+
+    def linear(self, name: str, out_features: int, in_features: int, **kw) -> Linear:
+        t = self.tensor(name, (out_features, in_features), **kw)
+        if t.wtype is None:
+            raise CheckpointError(f"tensor {t.name!r} has dtype {t.dtype}; weights must be F32, BF16 or F16")
+        return Linear(t)
+
+    def norm(self, name: str, size: int) -> np.ndarray:
+        return self.tensor(name, (size,)).to_f32()
+
+
+class LayerCache:
+    """K/V of one layer. Global layers keep every position (grown on demand); sliding layers keep a
+    ring of window + chunk - 1 slots: enough that writing a prefill chunk never overwrites a key an
+    earlier query of the same chunk still needs."""
+
+    def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool):
+        self.ring = ring
+        self.k = np.zeros((capacity, kv_heads, head_dim), np.float32)  # [slots, kv_heads, head_dim]
+        self.v = np.zeros((capacity, kv_heads, head_dim), np.float32)
+        self.pos = np.full(capacity, -1, np.int64)  # absolute position held by each slot
+        self.used = 0  # slots [0, used) may hold keys
+
+    def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+        if self.ring:
+            slots = positions % len(self.pos)
+        else:
+            end = int(positions[-1]) + 1
+            if end > len(self.pos):
+                self._grow(max(end, 2 * len(self.pos)))
+            slots = positions
+        self.k[slots] = k
+        self.v[slots] = v
+        self.pos[slots] = positions
+        self.used = min(len(self.pos), max(self.used, int(slots.max()) + 1))
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = np.zeros((capacity,) + old.shape[1:], np.float32)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        pos = np.full(capacity, -1, np.int64)
+        pos[: len(self.pos)] = self.pos
+        self.pos = pos
+
+    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.used
+        return self.k[:n], self.v[:n], self.pos[:n]
+
+
+class KVCache:
+    """The state of one sequence: per-layer K/V and the number of tokens already processed."""
+
+    def __init__(self, config: Exaone4Config, prefill_chunk: int, initial_capacity: int = 256):
+        self.length = 0
+        self.layers = []
+        for i in range(config.num_hidden_layers):
+            window = config.window(i)
+            if window is not None:
+                self.layers.append(
+                    LayerCache(config.num_key_value_heads, config.head_dim, window + prefill_chunk - 1, True)
+                )
+            else:
+                self.layers.append(
+                    LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False)
+                )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
+
+
+class Model:
+    """An EXAONE 4 causal language model on the CPU.
+
+    Weights stay in the checkpoint's format (f32, bf16 or f16), memory-mapped; activations are f32.
+    """
+
+    def __init__(self, config: Exaone4Config, tensors: dict[str, Tensor], *, prefix: str = "model.",
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+        self.config = config
+        self.prefill_chunk = prefill_chunk
+        c = config
+        hidden, d = c.hidden_size, c.head_dim
+        r = _WeightReader(tensors, prefix)
+        self.embed_tokens = r.tensor("embed_tokens.weight", (c.vocab_size, hidden))
+        if self.embed_tokens.wtype is None:
+            raise CheckpointError(f"embed_tokens.weight has dtype {self.embed_tokens.dtype}, expected a float type")
+        self.layers = [
+            DecoderLayer(
+                q_proj=r.linear(f"layers.{i}.self_attn.q_proj.weight", c.num_attention_heads * d, hidden),
+                k_proj=r.linear(f"layers.{i}.self_attn.k_proj.weight", c.num_key_value_heads * d, hidden),
+                v_proj=r.linear(f"layers.{i}.self_attn.v_proj.weight", c.num_key_value_heads * d, hidden),
+                o_proj=r.linear(f"layers.{i}.self_attn.o_proj.weight", hidden, c.num_attention_heads * d),
+                q_norm=r.norm(f"layers.{i}.self_attn.q_norm.weight", d),
+                k_norm=r.norm(f"layers.{i}.self_attn.k_norm.weight", d),
+                gate_proj=r.linear(f"layers.{i}.mlp.gate_proj.weight", c.intermediate_size, hidden),
+                up_proj=r.linear(f"layers.{i}.mlp.up_proj.weight", c.intermediate_size, hidden),
+                down_proj=r.linear(f"layers.{i}.mlp.down_proj.weight", hidden, c.intermediate_size),
+                post_attention_layernorm=r.norm(f"layers.{i}.post_attention_layernorm.weight", hidden),
+                post_feedforward_layernorm=r.norm(f"layers.{i}.post_feedforward_layernorm.weight", hidden),
+            )
+            for i in range(c.num_hidden_layers)
+        ]
+        self.norm = r.norm("norm.weight", hidden)
+        self.inv_freq = c.rope.inv_freq(d)  # [head_dim / 2]
+        self.attention_scale = float(d) ** -0.5
+        self.lm_head = self._output_head(r)
+
+    def _output_head(self, r: _WeightReader):
+        c = self.config
+        if c.tie_word_embeddings:
+            return Linear(self.embed_tokens)  # lm_head.weight, if stored, is ignored as transformers ties it
+        return r.linear("lm_head.weight", c.vocab_size, c.hidden_size, prefixed=False)
+
+    # ---- the forward pass -------------------------------------------------------------------
+
+    def embed(self, token_ids: np.ndarray) -> np.ndarray:
+        rows = self.embed_tokens.data[token_ids]  # [T, hidden] in the stored format
+        if self.embed_tokens.dtype == "F32":
+            return np.array(rows, dtype=np.float32)
+        return _core.to_f32(rows, self.embed_tokens.wtype)
+
+    def decoder_layer(self, i: int, layer: DecoderLayer, h: np.ndarray, positions: np.ndarray,
+                      cache: LayerCache) -> None:
+        """Runs layer i on h [T, hidden] in place, appending this chunk's K/V to the cache."""
+        c = self.config
+        T, H, KV, D = h.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        eps = c.rms_norm_eps
+
+        q = layer.q_proj(h).reshape(T, H, D)  # [T, heads, head_dim]
+        k = layer.k_proj(h).reshape(T, KV, D)  # [T, kv_heads, head_dim]
+        v = layer.v_proj(h).reshape(T, KV, D)
+        _core.rmsnorm(q, layer.q_norm, eps, out=q)
+        _core.rmsnorm(k, layer.k_norm, eps, out=k)
+        if c.uses_rope(i):
+            _core.rope(q, positions, self.inv_freq)
+            _core.rope(k, positions, self.inv_freq)
+        cache.store(positions, k, v)
+        k_all, v_all, key_pos = cache.view()  # [slots, kv_heads, head_dim], [slots]
+        attn = _core.attention(q, k_all, v_all, key_pos, positions, c.window(i) or 0, self.attention_scale)
+        o = layer.o_proj(attn.reshape(T, H * D))  # [T, hidden]
+        _core.rmsnorm_add(h, o, layer.post_attention_layernorm, eps)
+
+        gate = layer.gate_proj(h)  # [T, intermediate]
+        up = layer.up_proj(h)
+        down = layer.down_proj(_core.silu_mul(gate, up, out=gate))  # [T, hidden]
+        _core.rmsnorm_add(h, down, layer.post_feedforward_layernorm, eps)
+
+    def hidden_states(self, token_ids: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Final hidden states (after the final norm) [T, hidden] of token_ids appended to cache."""
+        T = len(token_ids)
+        h = self.embed(token_ids)  # [T, hidden]
+        positions = np.arange(cache.length, cache.length + T, dtype=np.int64)
+        for i, layer in enumerate(self.layers):
+            self.decoder_layer(i, layer, h, positions, cache.layers[i])
+        cache.length += T
+        return _core.rmsnorm(h, self.norm, self.config.rms_norm_eps, out=h)
+
+    def forward(self, token_ids: Sequence[int] | np.ndarray, cache: KVCache, *,
+                all_logits: bool = False) -> np.ndarray:
+        """Feeds token_ids after what cache holds; returns logits [T, vocab] (all_logits) or the
+        last position's [vocab]. Long inputs are processed in chunks of prefill_chunk tokens."""
+        ids = self.check_token_ids(token_ids, start=cache.length)
+        outputs = []
+        for start in range(0, len(ids), self.prefill_chunk):
+            chunk = ids[start : start + self.prefill_chunk]
+            h = self.hidden_states(chunk, cache)
+            if all_logits:
+                outputs.append(self.lm_head(h))
+            elif start + self.prefill_chunk >= len(ids):
+                outputs.append(self.lm_head(np.ascontiguousarray(h[-1:]))[0])
+        return np.concatenate(outputs) if all_logits else outputs[0]
+
+    # ---- public API ---------------------------------------------------------------------------
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config, self.prefill_chunk)
+
+    def logits(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """float32 logits [len(token_ids), vocab] for a fresh sequence."""
+        return self.forward(token_ids, self.new_cache(), all_logits=True)
+
+    def generate(self, token_ids: Sequence[int] | np.ndarray, max_new_tokens: int = 128, *,
+                 eos_token_id: int | Iterable[int] | None = None, stop_at_eos: bool = True,
+                 return_logits: bool = False):
+        """Greedy continuation of token_ids: a list of up to max_new_tokens new token ids, stopping
+        after an eos id (the config's unless eos_token_id is given; never when stop_at_eos=False).
+        With return_logits, also the logits [new_tokens, vocab] each token was chosen from."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        prompt = self.check_token_ids(token_ids)
+        if len(prompt) + max_new_tokens > self.config.max_position_embeddings:
+            raise ValueError(
+                f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+                f"max_position_embeddings ({self.config.max_position_embeddings})"
+            )
+        if eos_token_id is None:
+            eos = set(self.config.eos_token_ids)
+        else:
+            eos = {eos_token_id} if isinstance(eos_token_id, (int, np.integer)) else set(eos_token_id)
+        new_tokens: list[int] = []
+        steps: list[np.ndarray] = []
+        if max_new_tokens == 0:
+            return (new_tokens, np.zeros((0, self.config.vocab_size), np.float32)) if return_logits else new_tokens
+        cache = self.new_cache()
+        logits = self.forward(prompt, cache)
+        while True:
+            token = int(np.argmax(logits))
+            new_tokens.append(token)
+            if return_logits:
+                steps.append(logits)
+            if len(new_tokens) >= max_new_tokens or (stop_at_eos and token in eos):
+                break
+            logits = self.forward([token], cache)
+        return (new_tokens, np.stack(steps)) if return_logits else new_tokens
+
+    def check_token_ids(self, token_ids, *, start: int = 0) -> np.ndarray:
+        """token_ids as an int64 array, or ValueError naming what is wrong with them."""
+        ids = np.asarray(token_ids)
+        if ids.ndim != 1:
+            raise ValueError(f"token_ids must be a 1-D sequence of ints, got shape {ids.shape}")
+        if ids.size == 0:
+            raise ValueError("token_ids is empty: at least one token is needed")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"token_ids must be integers, got dtype {ids.dtype}")
+        bad = np.flatnonzero((ids < 0) | (ids >= self.config.vocab_size))
+        if bad.size:
+            j = int(bad[0])
+            raise ValueError(
+                f"token id {int(ids[j])} at position {j} is out of range [0, {self.config.vocab_size})"
+            )
+        if start + ids.size > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {start + ids.size} tokens exceeds max_position_embeddings "
+                f"({self.config.max_position_embeddings})"
+            )
+        return ids.astype(np.int64, copy=False)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    _core.set_num_threads(threads)
+
+
+def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> Model:
+    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors).
+
+    threads: threads for every op (default: the CPUs this process may use). The thread pool is
+    shared by the whole process, so the last value set applies to every loaded model.
+    prefill_chunk: tokens per forward step during prefill (bounds activation memory).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist" if not path.exists()
+                                else f"{path} is not a directory")
+    if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
+        raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+    config = Exaone4Config.from_pretrained(path)
+    set_threads(threads)
+    tensors = load_checkpoint_tensors(path)
+    return Model(config, tensors, prefill_chunk=prefill_chunk)
