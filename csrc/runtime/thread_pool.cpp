@@ -1,6 +1,8 @@
 #include "thread_pool.h"
 
+#include <chrono>
 #include <stdexcept>
+#include <string>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #include <immintrin.h>
@@ -14,8 +16,9 @@
 namespace exaone {
 
 namespace {
-constexpr int kSpinIterations = 1 << 16;
-}
+constexpr int kPauseSpins = 2000;                          // busy-wait first: the next op is near
+constexpr auto kYieldFor = std::chrono::microseconds(300);  // then give the core away, then sleep
+}  // namespace
 
 ThreadPool& ThreadPool::global() {
   static ThreadPool pool;
@@ -46,24 +49,36 @@ void ThreadPool::set_num_threads(int n) {
   if (n == n_threads_ && int(workers_.size()) == n - 1) return;
   stop_workers();
   n_threads_ = n;
-  for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 1; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
-void ThreadPool::work() {
+void ThreadPool::work(uint32_t generation) {
   for (;;) {
-    const int64_t i = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n_tasks_) break;
-    fn_(ctx_, i);
+    uint64_t cur = claim_.load(std::memory_order_acquire);
+    if (uint32_t(cur >> 32) != generation) return;
+    const int64_t i = int64_t(cur & 0xffffffffu);
+    if (i >= n_tasks_.load(std::memory_order_relaxed)) return;
+    if (!claim_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) continue;
+    // Task i of this job is now ours, so the job (and fn_/ctx_) cannot change until we finish it.
+    fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), i);
+    done_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
-void ThreadPool::worker_loop(int) {
-  uint64_t seen = generation_.load();
+void ThreadPool::worker_loop() {
+  uint32_t seen = generation_.load();
   for (;;) {
     int spins = 0;
+    auto yield_start = std::chrono::steady_clock::time_point();
     while (generation_.load(std::memory_order_acquire) == seen && !stopping_.load()) {
-      if (++spins < kSpinIterations) {
+      if (++spins < kPauseSpins) {
         EXAONE_PAUSE();
+        continue;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (yield_start == std::chrono::steady_clock::time_point()) yield_start = now;
+      if (now - yield_start < kYieldFor) {
+        std::this_thread::yield();
         continue;
       }
       std::unique_lock<std::mutex> lk(sleep_mutex_);
@@ -71,8 +86,7 @@ void ThreadPool::worker_loop(int) {
     }
     if (stopping_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
-    work();
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    work(seen);
   }
 }
 
@@ -83,19 +97,26 @@ void ThreadPool::run(int64_t n_tasks, TaskFn fn, void* ctx) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(ctx, i);
     return;
   }
-  fn_ = fn;
-  ctx_ = ctx;
-  n_tasks_ = n_tasks;
-  next_task_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(int(workers_.size()), std::memory_order_relaxed);
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  fn_.store(fn, std::memory_order_relaxed);
+  ctx_.store(ctx, std::memory_order_relaxed);
+  n_tasks_.store(n_tasks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  claim_.store(uint64_t(generation) << 32, std::memory_order_release);
   {
     // Taking the lock orders the bump against a worker that is about to sleep.
     std::lock_guard<std::mutex> lk(sleep_mutex_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    generation_.store(generation, std::memory_order_release);
   }
   wake_.notify_all();
-  work();
-  while (busy_workers_.load(std::memory_order_acquire) != 0) EXAONE_PAUSE();
+  work(generation);
+  // Wait only for tasks other threads have claimed; yield now and then in case they were preempted.
+  for (int spins = 0; done_.load(std::memory_order_acquire) != n_tasks; ++spins) {
+    if (spins < kPauseSpins)
+      EXAONE_PAUSE();
+    else
+      std::this_thread::yield();
+  }
 }
 
 }  // namespace exaone

@@ -1,7 +1,9 @@
-// One persistent pool for the whole process. The calling thread works too; workers spin briefly
-// between jobs (ops arrive microseconds apart during decode) before sleeping on a condition variable.
+// One persistent pool for the whole process. The calling thread works too. Workers spin briefly
+// between jobs (ops arrive microseconds apart during decode), then yield, then sleep on a condition
+// variable, so an idle or oversubscribed machine is not burned by spinning.
 #pragma once
 #include <atomic>
+#include <type_traits>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -26,7 +28,8 @@ class ThreadPool {
 
   template <class F>
   void parallel_for(int64_t n_tasks, F&& f) {
-    run(n_tasks, [](void* c, int64_t i) { (*static_cast<F*>(c))(i); }, &f);
+    using Fn = typename std::remove_reference<F>::type;
+    run(n_tasks, [](void* c, int64_t i) { (*static_cast<Fn*>(c))(i); }, &f);
   }
 
   ~ThreadPool();
@@ -34,20 +37,22 @@ class ThreadPool {
  private:
   ThreadPool();
   void stop_workers();
-  void worker_loop(int id);
-  void work();
+  void worker_loop();
+  // Claims and runs tasks of job `generation` until none are left or the job has changed.
+  void work(uint32_t generation);
 
   int n_threads_ = 1;
   std::vector<std::thread> workers_;
   std::mutex job_mutex_;  // one job at a time
 
-  // Current job, published by bumping generation_.
-  TaskFn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<int> busy_workers_{0};
-  std::atomic<uint64_t> generation_{0};
+  // The current job. claim_ packs (generation << 32 | next task index): a worker can claim a task
+  // only of the job it woke up for, and a job's fields stay put until all its tasks are done.
+  std::atomic<TaskFn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> n_tasks_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stopping_{false};
 
   std::mutex sleep_mutex_;

@@ -1,0 +1,275 @@
+"""Every op on every ISA this machine runs, against the scalar reference and against numpy.
+
+Sizes sweep 1..2x the vector width plus odd and larger sizes so every tail is exercised; outputs
+are pre-filled with NaN so an element a kernel forgets to write fails the comparison.
+"""
+
+import numpy as np
+import pytest
+
+from exaone_cpu import _core
+
+ISAS = _core.available_isas()
+VECTOR_SIZES = list(range(1, 17)) + [17, 23, 31, 33, 63, 64, 65, 127, 130]
+rng = np.random.default_rng(1234)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    before = _core.isa()
+    _core.set_isa(request.param)
+    yield request.param
+    _core.set_isa(before)
+
+
+@pytest.fixture(params=[1, 2, 3])
+def threads(request):
+    before = _core.get_num_threads()
+    _core.set_num_threads(request.param)
+    yield request.param
+    _core.set_num_threads(before)
+
+
+def run_on(isa_name, fn, *args, **kwargs):
+    before = _core.isa()
+    _core.set_isa(isa_name)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _core.set_isa(before)
+
+
+def assert_close(actual, expected, rtol=2e-6, what=""):
+    """Tolerance from the magnitude of the data times a few float32 epsilons; names the worst element."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite output at {np.argwhere(~np.isfinite(actual))[:3]}"
+    scale = max(np.abs(expected).max(), 1e-30)
+    err = np.abs(actual - expected)
+    worst = np.unravel_index(np.argmax(err), err.shape)
+    assert err[worst] <= rtol * scale, (
+        f"{what}: worst element {worst}: {actual[worst]} vs {expected[worst]} "
+        f"(|err| {err[worst]:.3g} > {rtol:.1g} x {scale:.3g})"
+    )
+
+
+def to_bf16(a):
+    """Round-to-nearest-even float32 -> bf16 bit patterns (uint16), and their float32 values."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return rounded, (rounded.astype(np.uint32) << 16).view(np.float32)
+
+
+def test_isa_names_and_override():
+    assert ISAS[0] == "scalar"
+    assert _core.isa() in ISAS
+    with pytest.raises(ValueError, match="not available"):
+        _core.set_isa("avx9000")
+
+
+def test_cpu_with_avx2_uses_it_by_default():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import exaone_cpu; print(exaone_cpu.isa())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ISAS[-1]
+
+
+def test_isa_environment_override():
+    import os
+    import subprocess
+    import sys
+
+    code = "import exaone_cpu; print(exaone_cpu.isa())"
+    env = dict(os.environ, EXAONE_CPU_ISA="scalar")
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "scalar"
+    env["EXAONE_CPU_ISA"] = "bogus"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "bogus" in bad.stderr
+
+
+@pytest.mark.parametrize("wtype", ["F32", "BF16", "F16"])
+@pytest.mark.parametrize("K", [1, 7, 8, 9, 15, 16, 17, 33, 64, 100])
+def test_matmul_against_numpy_and_scalar(isa, wtype, K):
+    for T in (1, 2, 3, 4, 5, 9, 33):
+        for N in (1, 2, 3, 4, 5, 7, 50, 97):
+            x = rng.standard_normal((T, K)).astype(np.float32)
+            w32 = rng.standard_normal((N, K)).astype(np.float32)
+            if wtype == "F32":
+                w, wv = w32, w32
+            elif wtype == "BF16":
+                w, wv = to_bf16(w32)
+            else:
+                wv = w32.astype(np.float16)
+                w, wv = wv.view(np.uint16), wv.astype(np.float32)
+            wt = getattr(_core.WeightType, wtype)
+            out = np.full((T, N), np.nan, np.float32)
+            _core.matmul(x, w, wt, out=out)
+            expected = x.astype(np.float64) @ wv.astype(np.float64).T
+            # a dot product of K terms: error grows with K times the size of the terms
+            tol = 4e-7 * (K + 4) * np.abs(x).max() * np.abs(wv).max() / max(np.abs(expected).max(), 1e-30)
+            assert_close(out, expected, rtol=max(tol, 2e-6), what=f"{isa} {wtype} T={T} K={K} N={N}")
+            ref = run_on("scalar", _core.matmul, x, w, wt)
+            assert_close(out, ref, rtol=max(tol, 2e-6), what=f"{isa} vs scalar {wtype} T={T} K={K} N={N}")
+
+
+def test_matmul_threads_split_rows_exactly(threads):
+    x = rng.standard_normal((37, 200)).astype(np.float32)
+    w = rng.standard_normal((1001, 200)).astype(np.float32)
+    single = None
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(1)
+        single = _core.matmul(x, w, _core.WeightType.F32)
+    finally:
+        _core.set_num_threads(before)
+    # Each output element is computed by one thread the same way: results are bit-identical.
+    np.testing.assert_array_equal(_core.matmul(x, w, _core.WeightType.F32), single)
+
+
+def test_bf16_and_f16_conversions_are_exact(isa):
+    bits = rng.integers(0, 2**16, size=1000, dtype=np.uint16)
+    f16 = bits.view(np.float16)
+    nan = np.isnan(f16)
+    got = _core.to_f32(bits, _core.WeightType.F16)
+    np.testing.assert_array_equal(got[~nan], f16[~nan].astype(np.float32))  # incl. subnormals, inf
+    assert np.isnan(got[nan]).all()
+    np.testing.assert_array_equal(
+        _core.to_f32(bits, _core.WeightType.BF16), (bits.astype(np.uint32) << 16).view(np.float32)
+    )
+
+
+@pytest.mark.parametrize("n", VECTOR_SIZES)
+def test_rmsnorm(isa, n):
+    rows = 5
+    x = rng.standard_normal((rows, n)).astype(np.float32) * 3
+    w = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    eps = 1e-5
+    out = np.full_like(x, np.nan)
+    _core.rmsnorm(x, w, eps, out=out)
+    x64 = x.astype(np.float64)
+    expected = w * (x64 / np.sqrt((x64**2).mean(-1, keepdims=True) + eps))
+    assert_close(out, expected, rtol=4e-6, what=f"rmsnorm {isa} n={n}")
+    assert_close(out, run_on("scalar", _core.rmsnorm, x, w, eps), rtol=4e-6, what="vs scalar")
+
+    residual = rng.standard_normal((rows, n)).astype(np.float32)
+    expected_sum = residual + expected
+    _core.rmsnorm_add(residual, x, w, eps)
+    assert_close(residual, expected_sum, rtol=4e-6, what=f"rmsnorm_add {isa} n={n}")
+
+
+@pytest.mark.parametrize("n", VECTOR_SIZES + [10000, 20001])
+def test_silu_mul(isa, threads, n):
+    gate = (rng.standard_normal(n) * 6).astype(np.float32)
+    gate[: min(n, 4)] = [-100.0, 100.0, 0.0, -0.0][: min(n, 4)]  # saturated and zero inputs
+    up = rng.standard_normal(n).astype(np.float32)
+    out = np.full_like(gate, np.nan)
+    _core.silu_mul(gate, up, out=out)
+    g = gate.astype(np.float64)
+    expected = g / (1 + np.exp(-g)) * up
+    # elementwise: relative to each element (a few ulp), not to the largest one
+    np.testing.assert_allclose(out, expected, rtol=3e-6, atol=1e-30, err_msg=f"{isa} n={n}")
+    np.testing.assert_allclose(out, run_on("scalar", _core.silu_mul, gate, up), rtol=3e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("head_dim", [2, 4, 8, 14, 16, 18, 32, 34, 64, 128])
+def test_rope(isa, head_dim):
+    T, heads = 6, 3
+    x = rng.standard_normal((T, heads, head_dim)).astype(np.float32)
+    positions = np.array([0, 1, 5, 100, 4095, 65535], np.int64)
+    inv_freq = (1.0 / 1e6 ** (np.arange(0, head_dim, 2) / head_dim)).astype(np.float32)
+    out = x.copy()
+    _core.rope(out, positions, inv_freq, 1.0)
+    half = head_dim // 2
+    angle = (positions[:, None].astype(np.float32) * inv_freq[None, :]).astype(np.float64)  # f32 product
+    cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
+    x1, x2 = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+    expected = np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    assert_close(out, expected, rtol=2e-6, what=f"rope {isa} d={head_dim}")
+    ref = x.copy()
+    run_on("scalar", _core.rope, ref, positions, inv_freq, 1.0)
+    assert_close(out, ref, rtol=2e-6, what="vs scalar")
+
+
+def numpy_attention(q, k, v, key_pos, q_pos, window, scale):
+    T, H, D = q.shape
+    KV = k.shape[1]
+    out = np.zeros((T, H, D))
+    for t in range(T):
+        for h in range(H):
+            kvh = h // (H // KV)
+            ok = (key_pos >= 0) & (key_pos <= q_pos[t])
+            if window:
+                ok &= q_pos[t] - key_pos < window
+            if not ok.any():
+                continue
+            s = (k[ok, kvh].astype(np.float64) @ q[t, h]) * scale
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            out[t, h] = p @ v[ok, kvh]
+    return out
+
+
+@pytest.mark.parametrize("D", [1, 3, 8, 9, 16, 17, 32, 64])
+@pytest.mark.parametrize("H,KV", [(1, 1), (4, 2), (4, 1), (6, 3)])
+@pytest.mark.parametrize("window", [0, 1, 3])
+def test_attention(isa, D, H, KV, window):
+    S, T = 11, 4
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((S, KV, D)).astype(np.float32)
+    v = rng.standard_normal((S, KV, D)).astype(np.float32)
+    # a ring buffer: positions out of slot order, one empty slot
+    key_pos = np.array([8, 9, 10, 0, 1, 2, 3, 4, 5, 6, -1], np.int64)
+    q_pos = np.array([7, 8, 9, 10], np.int64)
+    scale = D**-0.5
+    out = np.full((T, H, D), np.nan, np.float32)
+    _core.attention(q, k, v, key_pos, q_pos, window, scale, out=out)
+    expected = numpy_attention(q, k, v, key_pos, q_pos, window, scale)
+    assert_close(out, expected, rtol=4e-6, what=f"attention {isa} D={D} H={H} KV={KV} w={window}")
+    ref = run_on("scalar", _core.attention, q, k, v, key_pos, q_pos, window, scale)
+    assert_close(out, ref, rtol=4e-6, what="vs scalar")
+
+
+def test_attention_long_softmax_rows(isa):
+    # score rows longer than the vector width, with large logits
+    S, H, D = 300, 2, 16
+    q = (rng.standard_normal((3, H, D)) * 4).astype(np.float32)
+    k = (rng.standard_normal((S, 1, D)) * 4).astype(np.float32)
+    v = rng.standard_normal((S, 1, D)).astype(np.float32)
+    key_pos = np.arange(S, dtype=np.int64)
+    q_pos = np.array([0, 150, 299], np.int64)
+    out = _core.attention(q, k, v, key_pos, q_pos, 0, 0.25)
+    assert_close(out, numpy_attention(q, k, v, key_pos, q_pos, 0, 0.25), rtol=1e-5, what=isa)
+
+
+def test_boundary_rejects_bad_arrays():
+    x = np.ones((2, 8), np.float32)
+    w = np.ones((3, 8), np.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        _core.matmul(x.astype(np.float64), w, _core.WeightType.F32)
+    with pytest.raises(ValueError, match="columns"):
+        _core.matmul(x, np.ones((3, 7), np.float32), _core.WeightType.F32)
+    with pytest.raises(ValueError, match="uint16"):
+        _core.matmul(x, w, _core.WeightType.BF16)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.matmul(np.ones((8, 2), np.float32).T, w, _core.WeightType.F32)
+    with pytest.raises(ValueError, match="out"):
+        _core.matmul(x, w, _core.WeightType.F32, out=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="writable"):
+        ro = np.zeros((2, 3), np.float32)
+        ro.flags.writeable = False
+        _core.matmul(x, w, _core.WeightType.F32, out=ro)
+    with pytest.raises(ValueError, match="empty"):
+        _core.matmul(np.ones((0, 8), np.float32), w, _core.WeightType.F32)
+    with pytest.raises(ValueError, match="weight size"):
+        _core.rmsnorm(x, np.ones(7, np.float32), 1e-5)
+    with pytest.raises(ValueError, match="even"):
+        _core.rope(np.ones((1, 1, 3), np.float32), np.zeros(1, np.int64), np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="multiple"):
+        q = np.ones((1, 3, 4), np.float32)
+        kv = np.ones((2, 2, 4), np.float32)
+        _core.attention(q, kv, kv, np.zeros(2, np.int64), np.zeros(1, np.int64), 0, 1.0)
+    with pytest.raises(ValueError, match="threads"):
+        _core.set_num_threads(0)
