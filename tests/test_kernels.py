@@ -4,12 +4,15 @@ Sizes sweep 1..2x the vector width plus odd and larger sizes so every tail is ex
 are pre-filled with NaN so an element a kernel forgets to write fails the comparison.
 """
 
+import os
+
 import numpy as np
 import pytest
 
 from exaone_cpu import _core
 
 ISAS = _core.available_isas()
+HERE = os.path.dirname(os.path.abspath(__file__))  # a cwd where the installed package is imported
 VECTOR_SIZES = list(range(1, 17)) + [17, 23, 31, 33, 63, 64, 65, 127, 130]
 rng = np.random.default_rng(1234)
 
@@ -72,21 +75,20 @@ def test_cpu_with_avx2_uses_it_by_default():
     import sys
 
     out = subprocess.run([sys.executable, "-c", "import exaone_cpu; print(exaone_cpu.isa())"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+                         capture_output=True, text=True, check=True, cwd=HERE).stdout.strip()
     assert out == ISAS[-1]
 
 
 def test_isa_environment_override():
-    import os
     import subprocess
     import sys
 
     code = "import exaone_cpu; print(exaone_cpu.isa())"
     env = dict(os.environ, EXAONE_CPU_ISA="scalar")
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip() == "scalar"
+                          check=True, cwd=HERE).stdout.strip() == "scalar"
     env["EXAONE_CPU_ISA"] = "bogus"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=HERE)
     assert bad.returncode != 0 and "bogus" in bad.stderr
 
 
