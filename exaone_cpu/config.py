@@ -23,7 +23,6 @@ SLIDING = "sliding_attention"
 
 ARCHITECTURES = (
     "Exaone4ForCausalLM",
-    "Exaone4Model",
     "Exaone4ForSequenceClassification",
     "Exaone4ForTokenClassification",
     "Exaone4ForQuestionAnswering",

@@ -325,6 +325,9 @@ def set_threads(threads: int | None) -> None:
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors).
 
+    Returns a Model (Exaone4ForCausalLM) or, when config.json's `architectures` names a task head,
+    an exaone_cpu.heads model (sequence/token classification, question answering).
+
     threads: threads for every op (default: the CPUs this process may use). The thread pool is
     shared by the whole process, so the last value set applies to every loaded model.
     prefill_chunk: tokens per forward step during prefill (bounds activation memory).
@@ -338,4 +341,14 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     config = Exaone4Config.from_pretrained(path)
     set_threads(threads)
     tensors = load_checkpoint_tensors(path)
-    return Model(config, tensors, prefill_chunk=prefill_chunk)
+    return model_class(config)(config, tensors, prefill_chunk=prefill_chunk)
+
+
+def model_class(config: Exaone4Config) -> type[Model]:
+    """The class for the config's architecture: the causal LM or one of the task heads."""
+    arch = config.architectures[0]
+    if arch == "Exaone4ForCausalLM":
+        return Model
+    from .heads import TASK_MODELS  # heads build on Model
+
+    return TASK_MODELS[arch]
