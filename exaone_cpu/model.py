@@ -198,8 +198,10 @@ class Model:
         return _core.to_f32(rows, self.embed_tokens.wtype)
 
     def decoder_layer(self, i: int, layer: DecoderLayer, h: np.ndarray, positions: np.ndarray,
-                      cache: LayerCache) -> None:
-        """Runs layer i on h [T, hidden] in place, appending this chunk's K/V to the cache."""
+                      caches: Sequence[tuple[LayerCache, slice]]) -> None:
+        """Runs layer i on h [T, hidden] in place. The rows may belong to several sequences: each
+        (cache, rows) pair appends those rows' K/V to that sequence's cache and attends within it,
+        while the matmuls run on all rows at once, so every weight is read once per step."""
         c = self.config
         T, H, KV, D = h.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
         eps = c.rms_norm_eps
@@ -212,9 +214,12 @@ class Model:
         if c.uses_rope(i):
             _core.rope(q, positions, self.inv_freq)
             _core.rope(k, positions, self.inv_freq)
-        cache.store(positions, k, v)
-        k_all, v_all, key_pos = cache.view()  # [slots, kv_heads, head_dim], [slots]
-        attn = _core.attention(q, k_all, v_all, key_pos, positions, c.window(i) or 0, self.attention_scale)
+        attn = np.empty((T, H, D), np.float32)  # [T, heads, head_dim]
+        for cache, rows in caches:
+            cache.store(positions[rows], k[rows], v[rows])
+            k_all, v_all, key_pos = cache.view()  # [slots, kv_heads, head_dim], [slots]
+            _core.attention(q[rows], k_all, v_all, key_pos, positions[rows], c.window(i) or 0,
+                            self.attention_scale, out=attn[rows])
         o = layer.o_proj(attn.reshape(T, H * D))  # [T, hidden]
         _core.rmsnorm_add(h, o, layer.post_attention_layernorm, eps)
 
@@ -225,13 +230,39 @@ class Model:
 
     def hidden_states(self, token_ids: np.ndarray, cache: KVCache) -> np.ndarray:
         """Final hidden states (after the final norm) [T, hidden] of token_ids appended to cache."""
-        T = len(token_ids)
-        h = self.embed(token_ids)  # [T, hidden]
-        positions = np.arange(cache.length, cache.length + T, dtype=np.int64)
+        return self.hidden_states_batch([token_ids], [cache])
+
+    def hidden_states_batch(self, token_ids: Sequence[np.ndarray], caches: Sequence[KVCache]) -> np.ndarray:
+        """hidden_states of several sequences in one pass: rows [sum of lengths, hidden], in order."""
+        lengths = [len(ids) for ids in token_ids]
+        bounds = np.cumsum([0] + lengths)
+        rows = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        h = self.embed(np.concatenate(token_ids))  # [T, hidden]
+        positions = np.concatenate(
+            [np.arange(cache.length, cache.length + n, dtype=np.int64) for cache, n in zip(caches, lengths)]
+        )
         for i, layer in enumerate(self.layers):
-            self.decoder_layer(i, layer, h, positions, cache.layers[i])
-        cache.length += T
+            self.decoder_layer(i, layer, h, positions, [(cache.layers[i], r) for cache, r in zip(caches, rows)])
+        for cache, n in zip(caches, lengths):
+            cache.length += n
         return _core.rmsnorm(h, self.norm, self.config.rms_norm_eps, out=h)
+
+    def forward_batch(self, token_ids: Sequence[Sequence[int] | np.ndarray], caches: Sequence[KVCache]) -> np.ndarray:
+        """One step for several sequences together (batched decoding): token_ids[b] (at most
+        prefill_chunk tokens, usually one) are appended to caches[b]. Returns the logits of each
+        sequence's last position [batch, vocab]."""
+        if len(token_ids) != len(caches) or not caches:
+            raise ValueError(f"forward_batch needs one cache per sequence, got {len(token_ids)} and {len(caches)}")
+        if len({id(c) for c in caches}) != len(caches):
+            raise ValueError("forward_batch: the same cache appears twice")
+        ids = [self.check_token_ids(t, start=c.length) for t, c in zip(token_ids, caches)]
+        for b, t in enumerate(ids):
+            if len(t) > self.prefill_chunk:
+                raise ValueError(f"forward_batch: sequence {b} has {len(t)} tokens, more than prefill_chunk "
+                                 f"({self.prefill_chunk}); prefill it with forward() first")
+        h = self.hidden_states_batch(ids, caches)
+        last_rows = np.cumsum([len(t) for t in ids]) - 1
+        return self.lm_head(np.ascontiguousarray(h[last_rows]))
 
     def forward(self, token_ids: Sequence[int] | np.ndarray, cache: KVCache, *,
                 all_logits: bool = False) -> np.ndarray:

@@ -166,3 +166,29 @@ def test_compute_releases_the_gil():
     # a GIL-holding call of this length would starve the ticker completely
     assert elapsed < 0.02 or len(during) >= 3, (elapsed, len(during))
     del model
+
+
+def test_batched_step_equals_separate_sequences():
+    ref = reference("tiny-32b")
+    model = exaone_cpu.load(FIXTURES / "tiny-32b")
+    prompts = [ref["prompt"][:3], ref["prompt2"][:17], ref["prompt"][:11]]
+    caches = [model.new_cache() for _ in prompts]
+    for p, c in zip(prompts, caches):
+        model.forward(p, c)
+    separate_caches = [model.new_cache() for _ in prompts]
+    for p, c in zip(prompts, separate_caches):
+        model.forward(p, c)
+    steps = [[7, 8, 9], [100, 200, 300, 400], [5, 6]]  # several decode steps, different lengths
+    for step in range(2):
+        batched = model.forward_batch([[s[step]] for s in steps], caches)
+        for b, s in enumerate(steps):
+            alone = model.forward([s[step]], separate_caches[b])
+            assert rel_err(batched[b], alone) < 1e-5
+    # a mixed step: one sequence feeds several tokens while the others decode one
+    batched = model.forward_batch([[1, 2, 3], [4], [5]], caches)
+    expected = model.forward([1, 2, 3], separate_caches[0])
+    assert rel_err(batched[0], expected) < 1e-5
+    with pytest.raises(ValueError, match="one cache per sequence"):
+        model.forward_batch([[1]], caches)
+    with pytest.raises(ValueError, match="twice"):
+        model.forward_batch([[1], [2]], [caches[0], caches[0]])
