@@ -3,12 +3,17 @@
     import exaone_cpu
     model = exaone_cpu.load("path/to/EXAONE-4.0-1.2B")
     new_ids = model.generate(prompt_ids, max_new_tokens=32)
+
+or, as in transformers: `from exaone_cpu import AutoModelForCausalLM, AutoTokenizer`.
 """
 
 from . import _core  # the compiled kernels; an ImportError here means the build is broken
 from .checkpoint import CheckpointError
 from .config import ConfigError, Exaone4Config
 from .model import KVCache, Model, load
+from .auto import AutoModelForCausalLM, AutoTokenizer
+from .generation import ChatSession, GenerationParams, GenerationResult, Generator, PromptCache
+from .sampling import SamplingParams
 
 __version__ = "0.1.0"
 
@@ -18,4 +23,6 @@ def isa() -> str:
     return _core.isa()
 
 
-__all__ = ["CheckpointError", "ConfigError", "Exaone4Config", "KVCache", "Model", "isa", "load", "__version__"]
+__all__ = ["CheckpointError", "ConfigError", "Exaone4Config", "KVCache", "Model", "isa", "load", "__version__",
+           "AutoModelForCausalLM", "AutoTokenizer", "ChatSession", "GenerationParams", "GenerationResult",
+           "Generator", "PromptCache", "SamplingParams"]

@@ -22,6 +22,8 @@ import numpy as np
 from . import _core
 from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
 from .config import SLIDING, Exaone4Config
+from .generation import TokenStream
+from .sampling import SamplingParams
 
 DEFAULT_PREFILL_CHUNK = 256
 
@@ -124,12 +126,20 @@ class LayerCache:
         return self.k[:n], self.v[:n], self.pos[:n]
 
 
+    def truncate(self, length: int) -> None:
+        """Forgets every position >= length (their slots become empty)."""
+        self.pos[self.pos >= length] = -1
+        if not self.ring:
+            self.used = min(self.used, length)
+
+
 class KVCache:
     """The state of one sequence: per-layer K/V and the number of tokens already processed."""
 
     def __init__(self, config: Exaone4Config, prefill_chunk: int, initial_capacity: int = 256):
         self.length = 0
         self.layers = []
+        self.windows = tuple(config.window(i) for i in range(config.num_hidden_layers))
         for i in range(config.num_hidden_layers):
             window = config.window(i)
             if window is not None:
@@ -144,6 +154,28 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
+
+
+    def truncate(self, length: int) -> bool:
+        """Goes back to the state after the first `length` tokens, so the next forward continues at
+        position `length` (prompt caching: keep a shared prefix, recompute the rest).
+
+        Returns False, changing nothing, when a sliding layer's ring no longer holds the keys position
+        `length` attends to (positions length - window + 1 .. length - 1, overwritten by later ones:
+        the ring allows going back about prefill_chunk positions); the caller must then start over.
+        """
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length!r}")
+        length = int(length)
+        for layer, window in zip(self.layers, self.windows):
+            if layer.ring and length > 0:
+                needed = np.arange(max(0, length - window + 1), length)
+                if not np.array_equal(layer.pos[needed % len(layer.pos)], needed):
+                    return False
+        for layer in self.layers:
+            layer.truncate(length)  # also clears K/V an interrupted forward wrote past self.length
+        self.length = length
+        return True
 
 
 class Model:
@@ -290,12 +322,20 @@ class Model:
 
     def generate(self, token_ids: Sequence[int] | np.ndarray, max_new_tokens: int = 128, *,
                  eos_token_id: int | Iterable[int] | None = None, stop_at_eos: bool = True,
-                 return_logits: bool = False):
-        """Greedy continuation of token_ids: a list of up to max_new_tokens new token ids, stopping
-        after an eos id (the config's unless eos_token_id is given; never when stop_at_eos=False).
-        With return_logits, also the logits [new_tokens, vocab] each token was chosen from."""
+                 return_logits: bool = False, sampling: SamplingParams | None = None, **sampling_options):
+        """Continuation of token_ids: a list of up to max_new_tokens new token ids, stopping after an
+        eos id (the config's unless eos_token_id is given; never when stop_at_eos=False).
+        With return_logits, also the raw logits [new_tokens, vocab] each token was chosen from.
+
+        Greedy unless `sampling` (a SamplingParams) or its fields as keywords (temperature=, top_k=,
+        top_p=, min_p=, repetition_penalty=, presence_penalty=, frequency_penalty=, seed=) say
+        otherwise. For text, streaming and stop strings see exaone_cpu.generation.Generator.
+        """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        if sampling is not None and sampling_options:
+            raise TypeError("pass either sampling=SamplingParams(...) or its fields as keywords, not both")
+        sampling = sampling or SamplingParams(**sampling_options)
         prompt = self.check_token_ids(token_ids)
         if len(prompt) + max_new_tokens > self.config.max_position_embeddings:
             raise ValueError(
@@ -306,21 +346,17 @@ class Model:
             eos = set(self.config.eos_token_ids)
         else:
             eos = {eos_token_id} if isinstance(eos_token_id, (int, np.integer)) else set(eos_token_id)
+        stream = TokenStream(self, prompt, max_new_tokens=max_new_tokens, sampling=sampling,
+                             stop_token_ids=eos if stop_at_eos else ())
         new_tokens: list[int] = []
         steps: list[np.ndarray] = []
-        if max_new_tokens == 0:
-            return (new_tokens, np.zeros((0, self.config.vocab_size), np.float32)) if return_logits else new_tokens
-        cache = self.new_cache()
-        logits = self.forward(prompt, cache)
-        while True:
-            token = int(np.argmax(logits))
+        for token in stream:
             new_tokens.append(token)
             if return_logits:
-                steps.append(logits)
-            if len(new_tokens) >= max_new_tokens or (stop_at_eos and token in eos):
-                break
-            logits = self.forward([token], cache)
-        return (new_tokens, np.stack(steps)) if return_logits else new_tokens
+                steps.append(stream.logits)
+        if not return_logits:
+            return new_tokens
+        return new_tokens, (np.stack(steps) if steps else np.zeros((0, self.config.vocab_size), np.float32))
 
     def check_token_ids(self, token_ids, *, start: int = 0) -> np.ndarray:
         """token_ids as an int64 array, or ValueError naming what is wrong with them."""

@@ -1,0 +1,136 @@
+"""`exaone-cpu generate MODEL PROMPT`: one answer, streamed to stdout.
+
+Also holds the options `exaone-cpu chat` shares (model loading, sampling, stopping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+HELP = "Answer one prompt, streaming the text to stdout."
+
+# The model card's advice for reasoning mode, used with --think when no sampling option is given.
+REASONING_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="checkpoint directory (config.json, safetensors, tokenizer)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the kernels (default: every CPU this process may use)")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "generation",
+        "Unset options come from the checkpoint's generation_config.json (greedy decoding for EXAONE 4.0). "
+        "With --think and no sampling option, temperature 0.6 and top-p 0.95 are used, "
+        "as the model card advises.",
+    )
+    g.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="stop after N new tokens (default: at the end of the turn or of the context)")
+    g.add_argument("--temperature", type=float, default=None, metavar="T", help="sampling temperature; 0 is greedy")
+    g.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help="nucleus sampling: keep the top tokens of mass P")
+    g.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="sample among the K most likely tokens (0: all)")
+    g.add_argument("--min-p", type=float, default=None, metavar="P",
+                   help="drop tokens less likely than P times the most likely one")
+    g.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
+                   help="divide the logits of tokens already in the text by R (1: off)")
+    g.add_argument("--presence-penalty", type=float, default=None, metavar="X",
+                   help="subtract X from the logits of tokens already generated (model card: 1.5 against degeneration)")
+    g.add_argument("--frequency-penalty", type=float, default=None, metavar="X",
+                   help="subtract X times the count of each token already generated")
+    g.add_argument("--seed", type=int, default=None, metavar="S", help="random seed, for repeatable sampling")
+    g.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop when TEXT is generated (repeatable; TEXT itself is not printed)")
+    g.add_argument("--think", action="store_true", help="reasoning mode: the model thinks in a <think> block first")
+    g.add_argument("--stats", action="store_true",
+                   help="print token counts, cached prompt tokens and speeds to stderr after each answer")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("prompt", metavar="PROMPT", help='the prompt; "-" reads it from stdin')
+    parser.add_argument("--system", default=None, metavar="TEXT", help="system prompt")
+    parser.add_argument("--raw", action="store_true",
+                        help="continue PROMPT as plain text, without the chat template (--system and --think ignored)")
+    parser.add_argument("--hide-reasoning", action="store_true",
+                        help="with --think, print only the answer, not the reasoning before it")
+    add_sampling_arguments(parser)
+
+
+def sampling_options(args: argparse.Namespace, thinking: bool) -> dict[str, Any]:
+    """Generation keyword options (for Generator / ChatSession) from the parsed arguments."""
+    options = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
+        "presence_penalty": args.presence_penalty,
+        "frequency_penalty": args.frequency_penalty,
+        "seed": args.seed,
+        "stop_strings": tuple(args.stop) if args.stop else None,
+    }
+    if thinking and all(options[k] is None for k in ("temperature", "top_p", "top_k", "min_p")):
+        options.update(REASONING_SAMPLING)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+
+
+def load_generator(args: argparse.Namespace):
+    from ..generation import Generator
+
+    return Generator.from_pretrained(args.model, threads=args.threads)
+
+
+def print_stats(result) -> None:
+    print(f"[stats] {result.summary()}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..generation import ReasoningSplitter
+
+    check_arguments(args)
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    generator = load_generator(args)
+    if args.raw:
+        ids = generator.tokenizer.encode(prompt)
+        thinking = False
+    else:
+        messages = ([{"role": "system", "content": args.system}] if args.system is not None else [])
+        messages.append({"role": "user", "content": prompt})
+        thinking = args.think
+        ids = generator.encode_chat(messages, enable_thinking=thinking)
+    stream = generator.stream(ids, thinking=thinking, **sampling_options(args, thinking))
+    out = sys.stdout
+    splitter = ReasoningSplitter(thinking) if thinking and args.hide_reasoning else None
+    if thinking and splitter is None:
+        out.write("<think>\n")  # opened by the prompt: shown so the reasoning reads as such
+    try:
+        for piece in stream:
+            if splitter is not None:
+                piece = "".join(text for kind, text in splitter.feed(piece) if kind == "content")
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        stream.close()
+        out.write("\n")
+        return 130
+    if splitter is not None:
+        out.write("".join(text for kind, text in splitter.flush() if kind == "content"))
+    out.write("\n")
+    out.flush()
+    if args.stats:
+        print_stats(stream.result)
+    return 0

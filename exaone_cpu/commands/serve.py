@@ -1,0 +1,65 @@
+"""exaone-cpu serve: an OpenAI-compatible endpoint with batched decoding."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+HELP = "Serve a model over an OpenAI-compatible HTTP API (needs: pip install 'exaone_cpu[server]')."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model directory (Hugging Face layout, with tokenizer files)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all available CPUs)")
+    p.add_argument("--ctx", type=int, default=None,
+                   help="context length per request, prompt + completion (default: min(max_position_embeddings, 8192))")
+    p.add_argument("--parallel", type=int, default=4, help="sequences decoded together (default 4)")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests that may wait for a free slot before new ones get 429 (default 16)")
+    p.add_argument("--api-key", default=os.environ.get("EXAONE_CPU_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $EXAONE_CPU_API_KEY, else no key)")
+    p.add_argument("--model-name", default=None, help="name clients use in 'model' (default: the directory name)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build(args: argparse.Namespace):
+    """The Starlette app for these arguments (loads the model)."""
+    try:
+        from ..server.app import ServerSettings, create_app
+        from ..server.engine import BatchEngine
+    except ModuleNotFoundError as e:
+        raise ValueError(f"the server needs the [server] extra ({e.name} is missing): "
+                         "pip install 'exaone_cpu[server]'") from None
+    from ..model import load
+    from ..tokenizer import Tokenizer
+
+    for name in ("port", "parallel", "max_queue", "max_body_bytes"):
+        if getattr(args, name) < (0 if name == "max_queue" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    model = load(args.model, threads=args.threads)
+    limit = model.config.max_position_embeddings
+    ctx = args.ctx if args.ctx is not None else min(limit, 8192)
+    if not 1 <= ctx <= limit:
+        raise ValueError(f"--ctx must be between 1 and max_position_embeddings ({limit})")
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    settings = ServerSettings(model_name=args.model_name or Path(args.model).resolve().name, ctx=ctx,
+                              api_key=args.api_key or None, max_body_bytes=args.max_body_bytes)
+    engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue)
+    return create_app(engine, tokenizer, settings), settings
+
+
+def run(args: argparse.Namespace) -> int:
+    app, settings = build(args)
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    print(f"serving '{settings.model_name}' on http://{args.host}:{args.port}/v1 "
+          f"(parallel {args.parallel}, ctx {settings.ctx}{', API key required' if settings.api_key else ''})",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0

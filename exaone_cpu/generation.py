@@ -1,0 +1,650 @@
+"""Generation: the token loop over Model.forward + KVCache, streamed text, stop conditions, prompt caching.
+
+Three layers, each usable alone:
+
+    TokenStream       token ids out of a model: prefill, sampling (with penalties), stop token ids,
+                      max_new_tokens, timings. Needs no tokenizer; Model.generate is built on it.
+    GenerationStream  text pieces out of a TokenStream: incremental detokenization (a Korean syllable
+                      or an emoji is never split), stop strings, and at the end a GenerationResult with
+                      the parsed reasoning / answer / tool calls.
+    ChatSession       a multi-turn conversation that keeps the KV cache of the last turn (PromptCache),
+                      so a follow-up only computes the tokens after the shared prefix.
+
+    gen = Generator(model, tokenizer)
+    stream = gen.stream(prompt_ids, temperature=0.6, top_p=0.95, max_new_tokens=256)
+    for piece in stream:
+        print(piece, end="", flush=True)
+    stream.result.output.content, stream.result.finish_reason, stream.result.cached_tokens
+
+Cache invariant: after every step the KV cache holds the prompt and every generated token but the last
+one (a token is fed to the model only when the next one is needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .parsing import Conversation, ParsedOutput, parse_output
+from .sampling import (
+    GenerationDefaults,
+    Sampler,
+    SamplingParams,
+    apply_presence_frequency_penalty,
+    apply_repetition_penalty,
+    find_stop,
+    load_generation_config,
+    stop_prefix_length,
+)
+from .streaming import IncrementalDetokenizer
+
+if TYPE_CHECKING:
+    from .model import KVCache, Model
+    from .tokenizer import Tokenizer
+
+FINISH_STOP = "stop"  # a stop token id or stop string
+FINISH_LENGTH = "length"  # max_new_tokens or the end of the context
+FINISH_TOOL_CALLS = "tool_calls"  # stopped at the end of the turn with at least one well-formed tool call
+FINISH_ABORT = "abort"  # closed early by the caller
+
+THINK_START = "<think>"
+THINK_END = "</think>"
+
+_SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How long to generate and when to stop; `sampling` says how each token is picked.
+
+    max_new_tokens None: until a stop, or until the context (max_position_embeddings) is full.
+    stop_token_ids None: the model's eos ids (config.json and generation_config.json); () never stops
+    on a token. Stop tokens end generation but are not part of the text; stop strings end it and cut
+    the text where they begin. min_new_tokens forbids the stop tokens until that many were generated.
+    """
+
+    max_new_tokens: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_token_ids: tuple[int, ...] | None = None
+    stop_strings: tuple[str, ...] = ()
+    min_new_tokens: int = 0
+    skip_special_tokens: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "min_new_tokens"):
+            value = getattr(self, name)
+            if value is None and name == "max_new_tokens":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if isinstance(self.stop_strings, str):
+            object.__setattr__(self, "stop_strings", (self.stop_strings,))
+        object.__setattr__(self, "stop_strings", tuple(s for s in self.stop_strings if s))
+        if self.stop_token_ids is not None:
+            ids = (self.stop_token_ids,) if isinstance(self.stop_token_ids, (int, np.integer)) else self.stop_token_ids
+            object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in ids))
+
+    @classmethod
+    def create(cls, defaults: GenerationDefaults | None = None, **options: Any) -> GenerationParams:
+        """Params from keyword options naming fields of GenerationParams or SamplingParams (temperature=,
+        top_p=, seed= ...); options that are None are left at their default.
+
+        With `defaults` (a checkpoint's generation_config.json, see sampling.load_generation_config) its
+        sampling settings (applied as transformers does: greedy unless do_sample or a temperature is
+        given), max_new_tokens and stop strings are the starting point (its max_length, transformers'
+        total-length limit, is not used). Its eos ids join config.json's as stop tokens in Generator.
+        """
+        unknown = set(options) - _SAMPLING_FIELDS - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown generation options: {', '.join(sorted(unknown))}")
+        sampling_options = {k: options.pop(k) for k in list(options) if k in _SAMPLING_FIELDS}
+        options = {k: v for k, v in options.items() if v is not None}
+        if "sampling" in options and any(v is not None for v in sampling_options.values()):
+            raise TypeError("pass either sampling=SamplingParams(...) or sampling keywords, not both")
+        if "sampling" not in options:
+            if defaults is not None:
+                options["sampling"] = defaults.sampling_params(**sampling_options)
+            else:
+                options["sampling"] = SamplingParams(**{k: v for k, v in sampling_options.items() if v is not None})
+        if defaults is not None:
+            if "max_new_tokens" not in options and defaults.max_new_tokens is not None:
+                options["max_new_tokens"] = defaults.max_new_tokens
+            if "stop_strings" not in options and defaults.stop_strings:
+                options["stop_strings"] = tuple(defaults.stop_strings)
+        return cls(**options)
+
+
+# ---- the prompt cache ---------------------------------------------------------------------------------------
+
+
+def common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+class PromptCache:
+    """Owns one KVCache and knows which token ids it holds, so that a prompt sharing a prefix with what
+    was computed before (the previous turn of a chat) only computes the rest.
+
+    A sliding-window layer keeps a ring of window + prefill_chunk - 1 positions, so the cache can go
+    back only as far as the ring still holds the window before the cut (KVCache.truncate decides);
+    further back it is recomputed from scratch. One stream uses the cache at a time: starting a new
+    stream on it ends the use by the previous one.
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.cache: KVCache | None = None
+        self._ids = np.zeros(0, np.int64)  # the ids fed to the cache (a prefix of it is valid, see token_ids)
+        self._owner: TokenStream | None = None
+
+    @property
+    def token_ids(self) -> np.ndarray:
+        """The token ids the cache holds now."""
+        if self._owner is not None:
+            self._ids = self._owner.token_ids
+        length = 0 if self.cache is None else self.cache.length
+        return self._ids[:length]
+
+    def reset(self) -> None:
+        self.cache, self._ids, self._owner = None, np.zeros(0, np.int64), None
+
+    def acquire(self, owner: TokenStream, prompt: np.ndarray) -> tuple[KVCache, int]:
+        """A cache holding the longest reusable prefix of `prompt` (always leaving at least the last prompt
+        token to compute, whose logits pick the first new token) and that prefix's length."""
+        held = self.token_ids
+        reuse = min(common_prefix_length(held, prompt), len(prompt) - 1)
+        # truncate also drops K/V that an interrupted forward may have written past cache.length
+        if self.cache is None or not self.cache.truncate(reuse):
+            self.cache, reuse = self.model.new_cache(), 0
+        self._owner = owner
+        return self.cache, reuse
+
+    def owned_by(self, stream: TokenStream) -> bool:
+        return self._owner is stream
+
+
+# ---- tokens -------------------------------------------------------------------------------------------------
+
+
+class TokenStream:
+    """Iterator over the new token ids of one generation (the prefill runs on the first step).
+
+    After each step `logits` is the raw float32 logits [vocab] the token was picked from. When the
+    iteration ends, finish_reason is "stop" (stop_token holds the id) or "length".
+    """
+
+    def __init__(self, model: Model, prompt_ids: Sequence[int] | np.ndarray, *,
+                 max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
+                 stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
+                 prompt_cache: PromptCache | None = None):
+        self.model = model
+        prompt = model.check_token_ids(prompt_ids)
+        room = model.config.max_position_embeddings - len(prompt)
+        self.max_new_tokens = room if max_new_tokens is None else min(int(max_new_tokens), room)
+        self.min_new_tokens = int(min_new_tokens)
+        self.stop_token_ids = frozenset(int(t) for t in stop_token_ids)
+        self._stop_array = np.fromiter(self.stop_token_ids, np.int64, len(self.stop_token_ids))
+        self.prompt_tokens = len(prompt)
+        self._ids = np.empty(len(prompt) + max(self.max_new_tokens, 0), np.int64)  # prompt + generated
+        self._ids[: len(prompt)] = prompt
+        self._n = len(prompt)
+        self._prompt_cache = prompt_cache
+        self._cache: KVCache | None = None
+        self.cached_tokens = 0
+        self._set_sampling(sampling or SamplingParams())
+
+        self.logits: np.ndarray | None = None
+        self.finish_reason: str | None = None
+        self.stop_token: int | None = None
+        self.prefill_seconds = 0.0  # prefill and the first token: time to first token
+        self.decode_seconds = 0.0  # every later step
+        if self.max_new_tokens <= 0:
+            self.finish_reason = FINISH_LENGTH
+
+    def _set_sampling(self, params: SamplingParams) -> None:
+        self.sampling = params
+        rng = np.random.default_rng(params.seed)
+        neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+        # Penalties are applied here (repetition over prompt + output like transformers, presence and
+        # frequency over the output like OpenAI / vLLM), so the samplers never see them.
+        self._sampler = Sampler(dataclasses.replace(params, **neutral))
+        self._sampler.rng = rng
+        # With top_k, only the >= k-th largest tokens can be drawn: the rest of the pipeline (top_p, min_p,
+        # softmax) runs on those few instead of the whole vocabulary. Same distribution, far less work.
+        self._top_k_sampler = None
+        if not params.greedy and params.top_k > 0:
+            self._top_k_sampler = Sampler(dataclasses.replace(params, temperature=1.0, top_k=0, **neutral))
+            self._top_k_sampler.rng = rng
+
+    # ---- state ----
+
+    @property
+    def token_ids(self) -> np.ndarray:
+        """Prompt followed by every token generated so far (a view)."""
+        return self._ids[: self._n]
+
+    @property
+    def new_token_ids(self) -> np.ndarray:
+        return self._ids[self.prompt_tokens : self._n]
+
+    @property
+    def completion_tokens(self) -> int:
+        return self._n - self.prompt_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def stop(self, reason: str = FINISH_STOP) -> None:
+        """Ends the generation early (a stop string matched, the caller gave up)."""
+        if self.finish_reason is None:
+            self.finish_reason = reason
+
+    # ---- the loop ----
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> int:
+        if self.finish_reason is not None:
+            raise StopIteration
+        if self._prompt_cache is not None and self._cache is not None and not self._prompt_cache.owned_by(self):
+            raise RuntimeError("this generation's PromptCache was taken over by a newer generation")
+        start = time.perf_counter()
+        if self._cache is None:
+            self.logits = self._prefill()
+        else:
+            self.logits = self.model.forward(self._ids[self._n - 1 : self._n], self._cache)
+        token = self._pick(self.logits)
+        self._ids[self._n] = token
+        self._n += 1
+        if token in self.stop_token_ids:
+            self.finish_reason, self.stop_token = FINISH_STOP, token
+        elif self.completion_tokens >= self.max_new_tokens:
+            self.finish_reason = FINISH_LENGTH
+        elapsed = time.perf_counter() - start
+        if self.completion_tokens == 1:
+            self.prefill_seconds += elapsed
+        else:
+            self.decode_seconds += elapsed
+        return token
+
+    def _prefill(self) -> np.ndarray:
+        prompt = self._ids[: self.prompt_tokens]
+        if self._prompt_cache is not None:
+            self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
+        else:
+            self._cache = self.model.new_cache()
+        return self.model.forward(prompt[self.cached_tokens :], self._cache)
+
+    def _pick(self, logits: np.ndarray) -> int:
+        p = self.sampling
+        scores = logits
+        if p.repetition_penalty != 1.0:
+            scores = apply_repetition_penalty(scores, self.token_ids, p.repetition_penalty)
+        if p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
+            scores = apply_presence_frequency_penalty(
+                scores, self.new_token_ids, p.presence_penalty, p.frequency_penalty
+            )
+        if self.completion_tokens < self.min_new_tokens and self._stop_array.size:
+            scores = np.array(scores, dtype=np.float32, copy=True)
+            scores[self._stop_array[self._stop_array < scores.size]] = -np.inf
+        if p.greedy:
+            return int(np.argmax(scores))
+        if self._top_k_sampler is not None and p.top_k < scores.size:
+            scaled = scores if p.temperature == 1.0 else (scores / np.float32(p.temperature)).astype(np.float32)
+            kth = np.partition(scaled, -p.top_k)[-p.top_k]
+            candidates = np.flatnonzero(scaled >= kth)  # ties at the boundary are kept, as top_k_filter does
+            return int(candidates[self._top_k_sampler.sample(scaled[candidates])])
+        return self._sampler.sample(scores)
+
+
+# ---- text ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationResult:
+    """One finished generation. `text` is exactly the concatenation of the streamed pieces: the decoded
+    new tokens without the stop token, cut before a stop string. `token_ids` are every generated id,
+    including a final stop token."""
+
+    text: str
+    token_ids: list[int]
+    output: ParsedOutput
+    finish_reason: str
+    stop: int | str | None  # the stop token id or stop string that ended generation
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens taken from the prompt cache instead of computed
+    prefill_seconds: float  # computing the prompt and picking the first token (time to first token)
+    decode_seconds: float  # every later token
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        computed = self.prompt_tokens - self.cached_tokens
+        return computed / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        steps = self.completion_tokens - 1
+        return steps / self.decode_seconds if steps > 0 and self.decode_seconds > 0 else 0.0
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """OpenAI-style token counts."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+    def summary(self) -> str:
+        return (
+            f"prompt={self.prompt_tokens} cached={self.cached_tokens} completion={self.completion_tokens} "
+            f"prefill={self.prefill_seconds:.3f}s ({self.prefill_tokens_per_second:.1f} tok/s) "
+            f"decode={self.decode_seconds:.3f}s ({self.decode_tokens_per_second:.1f} tok/s) "
+            f"finish={self.finish_reason}"
+        )
+
+
+class GenerationStream:
+    """Iterator over the text of one generation, piece by piece as tokens arrive; `result` once done.
+
+    Text that might be the start of a stop string is held back until it is known not to be one, so no
+    piece ever has to be taken back: "".join(pieces) == result.text.
+    """
+
+    def __init__(self, tokens: TokenStream, tokenizer: Tokenizer, *, stop_strings: Sequence[str] = (),
+                 skip_special_tokens: bool = False, thinking: bool = False,
+                 on_finish: Callable[[GenerationResult], None] | None = None):
+        self.tokens = tokens
+        self.tokenizer = tokenizer
+        self.stop_strings = tuple(s for s in stop_strings if s)
+        self.thinking = thinking
+        self._detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
+        self._pieces: list[str] = []  # emitted
+        self._held = ""  # decoded but not emitted: may be the start of a stop string
+        self._queue: deque[str] = deque()
+        self._stop_string: str | None = None
+        self._on_finish = on_finish
+        self.result: GenerationResult | None = None
+        if tokens.finished:
+            self._finish()
+
+    @property
+    def text(self) -> str:
+        """The text emitted so far."""
+        return "".join(self._pieces)
+
+    def __iter__(self) -> GenerationStream:
+        return self
+
+    def __next__(self) -> str:
+        while not self._queue:
+            if self.result is not None:
+                raise StopIteration
+            self._step()
+        return self._queue.popleft()
+
+    def _step(self) -> None:
+        token = next(self.tokens)
+        if self.tokens.stop_token is None:  # stop tokens are not text
+            self._push(self._detok.add(token))
+        if self.tokens.finished:
+            self._finish()
+
+    def _emit(self, piece: str) -> None:
+        if piece:
+            self._pieces.append(piece)
+            self._queue.append(piece)
+
+    def _push(self, piece: str) -> None:
+        if not piece or self._stop_string is not None:
+            return
+        if not self.stop_strings:
+            self._emit(piece)
+            return
+        # A stop string that starts in text already emitted is impossible: that text would have been held.
+        text = self._held + piece
+        hit = find_stop(text, self.stop_strings)
+        if hit is not None:
+            self._emit(text[: hit[0]])
+            self._held, self._stop_string = "", hit[1]
+            self.tokens.stop(FINISH_STOP)
+            return
+        keep = stop_prefix_length(text, self.stop_strings)
+        self._emit(text[: len(text) - keep])
+        self._held = text[len(text) - keep :]
+
+    def close(self) -> GenerationResult:
+        """Stops generating (finish_reason "abort" unless it had already finished) and returns the result."""
+        if self.result is None:
+            self.tokens.stop(FINISH_ABORT)
+            self._finish()
+        return self.result
+
+    def _finish(self) -> None:
+        if self._stop_string is None:
+            self._push(self._detok.flush())  # a character cut off by the end of generation comes out as U+FFFD
+        if self._stop_string is None:
+            self._emit(self._held)
+            self._held = ""
+        tokens = self.tokens
+        text = "".join(self._pieces)
+        output = parse_output(text, thinking=self.thinking)
+        reason = tokens.finish_reason or FINISH_ABORT
+        if reason == FINISH_STOP and output.tool_calls:
+            reason = FINISH_TOOL_CALLS
+        self.result = GenerationResult(
+            text=text,
+            token_ids=tokens.new_token_ids.tolist(),
+            output=output,
+            finish_reason=reason,
+            stop=self._stop_string if self._stop_string is not None else tokens.stop_token,
+            prompt_tokens=tokens.prompt_tokens,
+            completion_tokens=tokens.completion_tokens,
+            cached_tokens=tokens.cached_tokens,
+            prefill_seconds=tokens.prefill_seconds,
+            decode_seconds=tokens.decode_seconds,
+        )
+        if self._on_finish is not None:
+            self._on_finish(self.result)
+
+    def until_done(self) -> GenerationResult:
+        for _ in self:
+            pass
+        return self.result
+
+
+class Generator:
+    """Generates text with one model and its tokenizer.
+
+    defaults: a checkpoint's generation_config.json (sampling.load_generation_config) used as the starting
+    point of every call's options; without it calls decode greedily unless told otherwise. The stop
+    tokens default to the eos ids of config.json and generation_config.json.
+    """
+
+    def __init__(self, model: Model, tokenizer: Tokenizer, *, defaults: GenerationDefaults | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+        eos = list(model.config.eos_token_ids) + (list(defaults.eos_token_ids) if defaults else [])
+        self.eos_token_ids = tuple(dict.fromkeys(int(i) for i in eos))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, use_generation_config: bool = True, **load_options: Any) -> Generator:
+        """Model, tokenizer and (unless use_generation_config=False) generation_config.json from one directory."""
+        from .model import load
+        from .tokenizer import Tokenizer
+
+        model = load(path, **load_options)
+        defaults = load_generation_config(path) if use_generation_config else None
+        return cls(model, Tokenizer.from_pretrained(path), defaults=defaults)
+
+    def params(self, params: GenerationParams | None = None, **options: Any) -> GenerationParams:
+        """`params` as given, or built from the keyword options over this generator's defaults."""
+        if params is not None:
+            if options:
+                raise TypeError("pass either params= or keyword options, not both")
+            return params
+        return GenerationParams.create(self.defaults, **options)
+
+    def encode_chat(self, messages: Any, *, tools: list[dict] | None = None, enable_thinking: bool = False,
+                    **template_options: Any) -> list[int]:
+        """Prompt ids of a conversation, ending with the assistant's turn opening."""
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=True,
+            enable_thinking=enable_thinking, **template_options,
+        )
+
+    def prompt_opens_reasoning(self, prompt_ids: Sequence[int] | np.ndarray) -> bool:
+        """Whether the prompt ends inside an open <think> block (enable_thinking=True)."""
+        tail = self.tokenizer.decode(list(prompt_ids[-4:]))
+        return tail.rstrip().endswith(THINK_START)
+
+    def stream(self, prompt_ids: Sequence[int] | np.ndarray, params: GenerationParams | None = None, *,
+               prompt_cache: PromptCache | None = None, thinking: bool | None = None,
+               on_finish: Callable[[GenerationResult], None] | None = None, **options: Any) -> GenerationStream:
+        """Streams the continuation of prompt_ids. thinking: whether the prompt opened a reasoning block,
+        for parsing (None: looked up in the prompt's last tokens)."""
+        params = self.params(params, **options)
+        ids = self.model.check_token_ids(prompt_ids)
+        stops = self.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
+        tokens = TokenStream(
+            self.model, ids, max_new_tokens=params.max_new_tokens, sampling=params.sampling,
+            stop_token_ids=stops, min_new_tokens=params.min_new_tokens, prompt_cache=prompt_cache,
+        )
+        if thinking is None:
+            thinking = self.prompt_opens_reasoning(ids)
+        return GenerationStream(
+            tokens, self.tokenizer, stop_strings=params.stop_strings,
+            skip_special_tokens=params.skip_special_tokens, thinking=thinking, on_finish=on_finish,
+        )
+
+    def generate(self, prompt_ids: Sequence[int] | np.ndarray, params: GenerationParams | None = None,
+                 **options: Any) -> GenerationResult:
+        return self.stream(prompt_ids, params, **options).until_done()
+
+
+class ChatSession:
+    """A conversation with the model that reuses the KV cache of the previous turn.
+
+        chat = ChatSession(generator, system="You are terse.")
+        for piece in chat.send("Hi!"):
+            print(piece, end="")
+        chat.thinking = True               # reasoning mode from the next turn on
+        result = chat.send("And now?").until_done()
+
+    Each reply is added to the conversation when its stream finishes (a stream left unfinished is
+    closed, keeping the partial reply, when the next message is sent). Options given to the session
+    apply to every turn; options given to send() to that turn.
+    """
+
+    def __init__(self, generator: Generator, *, system: str | None = None, tools: list[dict] | None = None,
+                 thinking: bool = False, **options: Any):
+        self.generator = generator
+        self.system = system
+        self.tools = tools
+        self.thinking = thinking
+        self.options = options
+        self.prompt_cache = PromptCache(generator.model)
+        self.conversation = Conversation(system=system)
+        self._stream: GenerationStream | None = None
+        self.last_result: GenerationResult | None = None
+
+    def clear(self) -> None:
+        """Forgets the conversation (the system prompt stays). The cache is kept: the next prompt still
+        shares its beginning with it."""
+        self._close_pending()
+        self.conversation = Conversation(system=self.system)
+
+    def _close_pending(self) -> None:
+        if self._stream is not None and self._stream.result is None:
+            self._stream.close()
+        self._stream = None
+
+    def send(self, content: str, **options: Any) -> GenerationStream:
+        self._close_pending()
+        self.conversation.add_user(content)
+        return self._generate(options)
+
+    def add_tool_result(self, result: Any, tool_call_id: str | None = None, name: str | None = None,
+                        **options: Any) -> GenerationStream | None:
+        """Adds a tool's result; generates the follow-up unless generate=False is passed."""
+        generate = options.pop("generate", True)
+        self._close_pending()
+        self.conversation.add_tool_result(result, tool_call_id, name)
+        return self._generate(options) if generate else None
+
+    def _generate(self, options: dict[str, Any]) -> GenerationStream:
+        thinking = self.thinking
+        ids = self.generator.encode_chat(self.conversation.messages, tools=self.tools, enable_thinking=thinking)
+
+        def record(result: GenerationResult) -> None:
+            self.conversation.add_assistant(result.output)
+            self.last_result = result
+
+        self._stream = self.generator.stream(
+            ids, prompt_cache=self.prompt_cache, thinking=thinking, on_finish=record,
+            **{**self.options, **options},
+        )
+        return self._stream
+
+
+# ---- display helpers ----------------------------------------------------------------------------------------
+
+
+class ReasoningSplitter:
+    """Splits streamed text into ("reasoning", text) and ("content", text) parts as it arrives.
+
+    Starts in reasoning when the prompt opened a <think> block (thinking=True), or when the text itself
+    begins with "<think>"; reasoning ends at "</think>" (neither tag is returned). A possible partial
+    "</think>" at the end of a piece is held back until the next one.
+    """
+
+    def __init__(self, thinking: bool):
+        self.in_reasoning = thinking
+        self._at_start = not thinking
+        self._held = ""
+
+    def feed(self, piece: str) -> list[tuple[str, str]]:
+        text = self._held + piece
+        self._held = ""
+        parts: list[tuple[str, str]] = []
+        if self._at_start:
+            stripped = text.lstrip()
+            if not stripped or THINK_START.startswith(stripped):
+                self._held = text  # may still become "<think>"
+                return parts
+            self._at_start = False
+            if stripped.startswith(THINK_START):
+                self.in_reasoning, text = True, stripped[len(THINK_START):]
+        if self.in_reasoning:
+            end = text.find(THINK_END)
+            if end < 0:
+                keep = stop_prefix_length(text, (THINK_END,))
+                self._held = text[len(text) - keep:]
+                if text[: len(text) - keep]:
+                    parts.append(("reasoning", text[: len(text) - keep]))
+                return parts
+            if text[:end]:
+                parts.append(("reasoning", text[:end]))
+            self.in_reasoning, text = False, text[end + len(THINK_END):]
+        if text:
+            parts.append(("content", text))
+        return parts
+
+    def flush(self) -> list[tuple[str, str]]:
+        text, self._held = self._held, ""
+        if not text:
+            return []
+        return [("reasoning" if self.in_reasoning else "content", text)]

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server (exaone-cpu serve); needs the [server] extra."""

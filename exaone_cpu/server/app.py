@@ -1,0 +1,372 @@
+"""The OpenAI-compatible HTTP API over a BatchEngine (Starlette; run by uvicorn).
+
+Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health.
+Text work (detokenising, reasoning split, stop strings, tool-call parsing) happens per request on the
+event loop; the engine thread only turns token ids into token ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..generation import ReasoningSplitter
+from ..parsing import parse_output
+from ..sampling import Sampler, SamplingParams, find_stop, stop_prefix_length
+from ..streaming import IncrementalDetokenizer
+from ..tokenizer import Tokenizer
+from . import protocol
+from .engine import FINISH_CANCELLED, FINISH_ERROR, BatchEngine, QueueFull, Sequence
+from .protocol import APIError, CompletionParams
+
+log = logging.getLogger("exaone_cpu.server")
+TOOL_CALL_START = "<tool_call>"
+
+
+@dataclass
+class ServerSettings:
+    model_name: str
+    ctx: int
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+
+
+class TextAssembler:
+    """Token ids in, (kind, text) parts out — kind is "reasoning" or "content" — with stop strings
+    cut off and, when tools are offered, tool-call markup held back for parsing at the end."""
+
+    def __init__(self, tokenizer: Tokenizer, *, stop: list[str], thinking: bool | None, tools: bool):
+        self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=True)
+        self.splitter = ReasoningSplitter(thinking) if thinking is not None else None
+        self.stop = stop
+        self.hold_tool_calls = tools
+        self.text = ""  # everything generated, stop string excluded
+        self._released = 0  # chars of self.text passed on
+        self._content = ""  # content released by the splitter
+        self._content_sent = 0
+        self.stopped = False  # a stop string was seen
+        self.finish_reason: str | None = None
+
+    def add(self, token: int) -> list[tuple[str, str]]:
+        return self._feed(self.detok.add(token))
+
+    def finish(self) -> list[tuple[str, str]]:
+        parts = self._feed(self.detok.flush(), final=True)
+        if self.splitter is not None:
+            parts += self._content_parts(self.splitter.flush(), final=True)
+        return parts
+
+    def _feed(self, piece: str, final: bool = False) -> list[tuple[str, str]]:
+        if self.stopped:
+            return []
+        self.text += piece
+        hit = find_stop(self.text, self.stop) if self.stop else None
+        if hit is not None:
+            self.text = self.text[: hit[0]]
+            self.stopped = True
+            end = len(self.text)
+        else:
+            end = len(self.text) - (0 if final else stop_prefix_length(self.text, self.stop))
+        fresh = self.text[self._released : end]
+        self._released = max(self._released, end)
+        if not fresh and not (final or self.stopped):
+            return []
+        if self.splitter is None:
+            return self._content_parts([("content", fresh)], final or self.stopped)
+        parts = self.splitter.feed(fresh)
+        if self.stopped:
+            parts += self.splitter.flush()
+        return self._content_parts(parts, final or self.stopped)
+
+    def _content_parts(self, parts: list[tuple[str, str]], final: bool) -> list[tuple[str, str]]:
+        out = [(k, t) for k, t in parts if k == "reasoning" and t]
+        self._content += "".join(t for k, t in parts if k == "content")
+        limit = len(self._content)
+        if self.hold_tool_calls:
+            at = self._content.find(TOOL_CALL_START)
+            if at >= 0:
+                limit = at
+            elif not final:
+                limit -= stop_prefix_length(self._content, (TOOL_CALL_START,))
+        if limit > self._content_sent:
+            out.append(("content", self._content[self._content_sent : limit]))
+            self._content_sent = limit
+        return out
+
+
+class Server:
+    def __init__(self, engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettings):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.eos_ids = frozenset(engine.model.config.eos_token_ids) | (
+            {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        )
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def check_auth(self, request: Request) -> None:
+        key = self.settings.api_key
+        if key is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise APIError(401, "Incorrect or missing API key", code="invalid_api_key")
+
+    async def read_json(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, f"request body exceeds the limit of {limit} bytes")
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"invalid JSON body: {e}") from None
+
+    def budget(self, prompt_tokens: int, params: CompletionParams) -> int:
+        ctx = self.settings.ctx
+        room = ctx - prompt_tokens
+        if room < 1:
+            raise APIError(400, f"prompt of {prompt_tokens} tokens leaves no room in the context of {ctx}",
+                           param="messages", code="context_length_exceeded")
+        if params.max_tokens is None:
+            return room
+        if params.max_tokens > room:
+            raise APIError(400, f"prompt ({prompt_tokens} tokens) + max_tokens ({params.max_tokens}) exceeds the "
+                           f"context of {ctx} tokens", param="max_tokens", code="context_length_exceeded")
+        return params.max_tokens
+
+    def start(self, prompt_ids: list[int], params: CompletionParams) -> tuple[Sequence, asyncio.Queue]:
+        """Queues a sequence; its tokens and finish reason arrive on the returned queue."""
+        max_tokens = self.budget(len(prompt_ids), params)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        sampler = Sampler(SamplingParams(
+            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed,
+            presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+        ))
+        seq = Sequence(
+            prompt_ids=np.asarray(prompt_ids, np.int64), max_tokens=max_tokens, sampler=sampler,
+            stop_token_ids=self.eos_ids,
+            on_token=lambda t: loop.call_soon_threadsafe(events.put_nowait, ("token", t)),
+            on_finish=lambda r: loop.call_soon_threadsafe(events.put_nowait, ("finish", r)),
+        )
+        try:
+            self.engine.submit(seq)
+        except QueueFull as e:
+            raise APIError(429, f"server busy: {e}; retry later", code="queue_full") from None
+        return seq, events
+
+    async def run(self, seq: Sequence, events: asyncio.Queue, text: TextAssembler) -> AsyncIterator[tuple[str, str]]:
+        """Yields (kind, text) parts until the sequence ends; sets self-contained finish info on `text`."""
+        while True:
+            kind, value = await events.get()
+            if kind == "finish":
+                text.finish_reason = value
+                for part in text.finish():
+                    yield part
+                return
+            for part in text.add(value):
+                yield part
+            if text.stopped:
+                seq.cancel()  # the engine drops it at its next step; later tokens are ignored
+                text.finish_reason = "stop"
+                for part in text.finish():
+                    yield part
+                return
+
+    # ---- routes ---------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        active, waiting = self.engine.load
+        return JSONResponse({"status": "ok", "active": active, "waiting": waiting})
+
+    async def models(self, request: Request) -> Response:
+        self.check_auth(request)
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.settings.model_name, "object": "model", "created": 0, "owned_by": "exaone_cpu"}]})
+
+    async def chat(self, request: Request) -> Response:
+        self.check_auth(request)
+        req = protocol.parse_chat(await self.read_json(request), self.settings.model_name)
+        try:
+            prompt = self.tokenizer.apply_chat_template(
+                req.messages, tools=req.tools, add_generation_prompt=True, tokenize=True,
+                enable_thinking=req.enable_thinking, **req.template_kwargs)
+        except Exception as e:  # the template's raise_exception and friends
+            raise APIError(400, f"messages could not be rendered with the chat template: {e}",
+                           param="messages") from None
+        seq, events = self.start(prompt, req.params)
+        text = TextAssembler(self.tokenizer, stop=req.params.stop, thinking=req.enable_thinking,
+                             tools=req.tools is not None)
+        ident, created = protocol.new_id("chatcmpl"), protocol.now()
+        started = time.perf_counter()
+
+        def final_message() -> tuple[dict[str, Any], str]:
+            parsed = parse_output(text.text, thinking=req.enable_thinking)
+            message: dict[str, Any] = {"role": "assistant", "content": parsed.content or None}
+            if parsed.reasoning or req.enable_thinking:
+                message["reasoning_content"] = parsed.reasoning
+            reason = text.finish_reason
+            if reason == FINISH_ERROR:
+                raise APIError(500, "generation failed")
+            if parsed.tool_calls and req.tools is not None:
+                message["tool_calls"] = parsed.tool_calls
+                reason = "tool_calls"
+            elif req.tools is not None and TOOL_CALL_START in (parsed.content or ""):
+                message["content"] = parsed.content  # malformed calls stay visible as text
+            return message, reason
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            return "data: " + json.dumps({
+                "id": ident, "object": "chat.completion.chunk", "created": created, "model": req.params.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, ensure_ascii=False) + "\n\n"
+
+        if not req.params.stream:
+            try:
+                async for _ in self.run(seq, events, text):
+                    pass
+            finally:
+                seq.cancel()
+            message, reason = final_message()
+            self._log(request, 200, seq, started)
+            return JSONResponse({
+                "id": ident, "object": "chat.completion", "created": created, "model": req.params.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}],
+                "usage": protocol.usage(len(prompt), self._completion_tokens(seq))})
+
+        async def sse() -> AsyncIterator[str]:
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                async for kind, piece in self.run(seq, events, text):
+                    yield chunk({"reasoning_content" if kind == "reasoning" else "content": piece})
+                message, reason = final_message()
+                if "tool_calls" in message:
+                    yield chunk({"tool_calls": [dict(call, index=i) for i, call in enumerate(message["tool_calls"])]})
+                yield chunk({}, reason)
+                if req.params.include_usage:
+                    yield "data: " + json.dumps({
+                        "id": ident, "object": "chat.completion.chunk", "created": created,
+                        "model": req.params.model, "choices": [],
+                        "usage": protocol.usage(len(prompt), self._completion_tokens(seq))}) + "\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                seq.cancel()  # a client that disconnects frees its slot at once
+                self._log(request, 200, seq, started)
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    async def completions(self, request: Request) -> Response:
+        self.check_auth(request)
+        params, prompt_text = protocol.parse_completion(await self.read_json(request), self.settings.model_name)
+        prompt = self.tokenizer.encode(prompt_text, add_special_tokens=False)
+        if not prompt:
+            raise APIError(400, "prompt: encodes to no tokens", param="prompt")
+        seq, events = self.start(prompt, params)
+        text = TextAssembler(self.tokenizer, stop=params.stop, thinking=None, tools=False)
+        ident, created = protocol.new_id("cmpl"), protocol.now()
+        started = time.perf_counter()
+
+        def body(choice_text: str, finish: str | None) -> dict[str, Any]:
+            return {"id": ident, "object": "text_completion", "created": created, "model": params.model,
+                    "choices": [{"index": 0, "text": choice_text, "logprobs": None, "finish_reason": finish}]}
+
+        if not params.stream:
+            try:
+                async for _ in self.run(seq, events, text):
+                    pass
+            finally:
+                seq.cancel()
+            if text.finish_reason == FINISH_ERROR:
+                raise APIError(500, "generation failed")
+            self._log(request, 200, seq, started)
+            out = body(text.text, text.finish_reason)
+            out["usage"] = protocol.usage(len(prompt), self._completion_tokens(seq))
+            return JSONResponse(out)
+
+        async def sse() -> AsyncIterator[str]:
+            try:
+                async for _, piece in self.run(seq, events, text):
+                    yield "data: " + json.dumps(body(piece, None), ensure_ascii=False) + "\n\n"
+                yield "data: " + json.dumps(body("", text.finish_reason)) + "\n\n"
+                if params.include_usage:
+                    last = body("", None)
+                    last["choices"] = []
+                    last["usage"] = protocol.usage(len(prompt), self._completion_tokens(seq))
+                    yield "data: " + json.dumps(last) + "\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                seq.cancel()
+                self._log(request, 200, seq, started)
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    @staticmethod
+    def _completion_tokens(seq: Sequence) -> int:
+        # the eos token that ended the sequence is not part of the completion
+        n = len(seq.generated)
+        return n - 1 if n and seq.generated[-1] in seq.stop_token_ids else n
+
+    def _log(self, request: Request, status: int, seq: Sequence | None, started: float) -> None:
+        tokens = self._completion_tokens(seq) if seq is not None else 0
+        log.info("%s %s %d tokens=%d time=%.3fs", request.method, request.url.path, status, tokens,
+                 time.perf_counter() - started)
+
+
+def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettings) -> Starlette:
+    server = Server(engine, tokenizer, settings)
+
+    async def api_error(request: Request, exc: APIError) -> Response:
+        log.info("%s %s %d (%s)", request.method, request.url.path, exc.status, exc.message)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s 500", request.method, request.url.path)
+        return JSONResponse(APIError(500, f"internal error: {type(exc).__name__}").body(), status_code=500)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return JSONResponse(APIError(status, f"{request.method} {request.url.path}: not found").body(),
+                            status_code=status)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/health", server.health, methods=["GET"]),
+            Route("/v1/models", server.models, methods=["GET"]),
+            Route("/v1/chat/completions", server.chat, methods=["POST"]),
+            Route("/v1/completions", server.completions, methods=["POST"]),
+        ],
+        exception_handlers={APIError: api_error, 404: not_found, 405: not_found, Exception: unexpected},
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    return app
+
+
+__all__ = ["FINISH_CANCELLED", "Server", "ServerSettings", "TextAssembler", "create_app"]

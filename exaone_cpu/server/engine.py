@@ -1,0 +1,167 @@
+"""Continuous batching: one thread steps every active sequence with a single batched forward pass.
+
+New requests are prefilled between steps and join the batch; finished or cancelled ones leave it.
+Each sequence owns its KV cache, so nothing one request sends reaches another's context. The engine
+knows only token ids: text, stop strings and parsing live with the request's consumer.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..model import KVCache, Model
+from ..sampling import Sampler
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_CANCELLED = "cancelled"
+FINISH_ERROR = "error"
+
+
+class QueueFull(RuntimeError):
+    """More requests are waiting than the engine accepts."""
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request as the engine sees it. The callbacks run on the engine thread."""
+
+    prompt_ids: np.ndarray
+    max_tokens: int
+    sampler: Sampler
+    stop_token_ids: frozenset
+    on_token: Callable[[int], None]
+    on_finish: Callable[[str], None]
+    generated: list = field(default_factory=list)
+    cache: KVCache | None = None
+    prefill_seconds: float = 0.0
+    done: bool = False
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        """Asks the engine to drop this sequence at its next step (client gone, stop string seen)."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+class BatchEngine:
+    def __init__(self, model: Model, *, parallel: int = 4, max_queue: int = 16):
+        if parallel < 1 or max_queue < 0:
+            raise ValueError("parallel must be >= 1 and max_queue >= 0")
+        self.model = model
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self._pending: collections.deque[Sequence] = collections.deque()
+        self._active: list[Sequence] = []
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # batched decode steps taken (for tests and metrics)
+        self.max_batch_seen = 0
+
+    # ---- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="exaone-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, seq: Sequence) -> None:
+        with self._lock:
+            if len(self._pending) >= self.max_queue + max(0, self.parallel - len(self._active)):
+                raise QueueFull(f"{len(self._pending)} requests already waiting")
+            self._pending.append(seq)
+            self._lock.notify_all()
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(active sequences, waiting requests)."""
+        with self._lock:
+            return len(self._active), len(self._pending)
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self._pending and not self._active:
+                    self._lock.wait()
+                if self._stopping:
+                    break
+                admitted = []
+                while self._pending and len(self._active) + len(admitted) < self.parallel:
+                    admitted.append(self._pending.popleft())
+            for seq in admitted:
+                self._prefill(seq)
+            self._active = [s for s in self._active if not self._finished(s)]
+            if self._active:
+                self._step()
+                self._active = [s for s in self._active if not self._finished(s)]
+        for seq in list(self._active) + list(self._pending):
+            self._finish(seq, FINISH_CANCELLED)
+
+    def _prefill(self, seq: Sequence) -> None:
+        if seq.cancelled:
+            self._finish(seq, FINISH_CANCELLED)
+            return
+        self._active.append(seq)  # counted as active from here on; _run drops it if it ends now
+        try:
+            start = time.perf_counter()
+            seq.cache = self.model.new_cache()
+            logits = self.model.forward(seq.prompt_ids, seq.cache)
+            seq.prefill_seconds = time.perf_counter() - start
+            self._accept(seq, logits)
+        except Exception:  # noqa: BLE001 - a request must never take the engine down
+            self._finish(seq, FINISH_ERROR)
+
+    def _step(self) -> None:
+        batch = [s for s in self._active if not s.cancelled]
+        for s in self._active:
+            if s.cancelled:
+                self._finish(s, FINISH_CANCELLED)
+        if not batch:
+            return
+        logits = self.model.forward_batch([[s.generated[-1]] for s in batch], [s.cache for s in batch])
+        self.steps += 1
+        self.max_batch_seen = max(self.max_batch_seen, len(batch))
+        for s, row in zip(batch, logits):
+            self._accept(s, row)
+
+    def _accept(self, seq: Sequence, logits: np.ndarray) -> None:
+        history = np.concatenate([seq.prompt_ids, np.asarray(seq.generated, np.int64)])
+        token = seq.sampler.sample(logits, history)
+        seq.generated.append(token)
+        if token in seq.stop_token_ids:
+            self._finish(seq, FINISH_STOP)
+            return
+        seq.on_token(token)
+        if len(seq.generated) >= seq.max_tokens:
+            self._finish(seq, FINISH_LENGTH)
+
+    @staticmethod
+    def _finished(seq: Sequence) -> bool:
+        return seq.done
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        if seq.done:
+            return
+        seq.done = True
+        seq.cache = None  # frees the slot's memory at once
+        seq.on_finish(reason)

@@ -1,0 +1,220 @@
+"""OpenAI request validation and response shapes, kept apart from HTTP and from the engine."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+class APIError(Exception):
+    """An error returned to the client as OpenAI's error JSON."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, type: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.type = type or {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                             413: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _bad(param: str, message: str) -> APIError:
+    return APIError(400, f"{param}: {message}", param=param)
+
+
+def _number(body: dict, name: str, lo: float, hi: float, default: float | None) -> float | None:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise _bad(name, f"must be a number between {lo} and {hi}, got {value!r}")
+    return float(value)
+
+
+def _int(body: dict, name: str, lo: int, default: int | None = None) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise _bad(name, f"must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+@dataclass
+class CompletionParams:
+    """What both endpoints share: limits, sampling and stop conditions."""
+
+    model: str
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+    presence_penalty: float
+    frequency_penalty: float
+    stop: list[str]
+    stream: bool
+    include_usage: bool
+
+
+def parse_common(body: Any, served_model: str) -> CompletionParams:
+    if not isinstance(body, dict):
+        raise APIError(400, "request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "is required and must be a string")
+    if model != served_model:
+        raise APIError(404, f"The model '{model}' does not exist; this server serves '{served_model}'",
+                       param="model", code="model_not_found")
+    max_tokens = _int(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _int(body, "max_tokens", 1)
+    n = _int(body, "n", 1, 1)
+    if n != 1:
+        raise _bad("n", "only n=1 is supported")
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    elif not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4):
+        raise _bad("stop", "must be a string or a list of up to 4 non-empty strings")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream", "must be a boolean")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise _bad("stream_options", "must be an object")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _bad("seed", "must be an integer")
+    top_k = _int(body, "top_k", 0, 0)
+    return CompletionParams(
+        model=model,
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
+        top_p=_number(body, "top_p", 0.0, 1.0, 1.0) or 1.0,
+        top_k=top_k,
+        seed=seed,
+        presence_penalty=_number(body, "presence_penalty", -2.0, 2.0, 0.0),
+        frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0, 0.0),
+        stop=stop,
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+    )
+
+
+@dataclass
+class ChatRequest:
+    params: CompletionParams
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    enable_thinking: bool
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _message(i: int, m: Any) -> dict[str, Any]:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise _bad(where, "must be an object")
+    role = m.get("role")
+    if role not in ROLES:
+        raise _bad(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+    content = m.get("content")
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        parts = []
+        for j, part in enumerate(content):
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise _bad(f"{where}.content[{j}]", "only text parts are supported")
+            parts.append(part["text"])
+        content = "".join(parts)
+    if content is not None and not isinstance(content, str):
+        raise _bad(f"{where}.content", "must be a string, a list of text parts or null")
+    if content is None and not (role == "assistant" and m.get("tool_calls")):
+        raise _bad(f"{where}.content", "is required")
+    out: dict[str, Any] = {"role": role, "content": content}
+    if role == "assistant" and m.get("tool_calls") is not None:
+        calls = m["tool_calls"]
+        if not isinstance(calls, list):
+            raise _bad(f"{where}.tool_calls", "must be a list")
+        out["tool_calls"] = [_tool_call(f"{where}.tool_calls[{j}]", c) for j, c in enumerate(calls)]
+    if role == "assistant" and isinstance(m.get("reasoning_content"), str):
+        out["reasoning_content"] = m["reasoning_content"]
+    if role == "tool" and m.get("tool_call_id") is not None:
+        out["tool_call_id"] = m["tool_call_id"]
+    return out
+
+
+def _tool_call(where: str, call: Any) -> dict[str, Any]:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise _bad(where, "must have function.name")
+    args = fn.get("arguments", "{}")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            raise _bad(f"{where}.function.arguments", "is not valid JSON") from None
+    # The chat template serialises arguments itself, so it gets them as an object.
+    return {"id": call.get("id"), "type": "function", "function": {"name": fn["name"], "arguments": args}}
+
+
+def parse_chat(body: Any, served_model: str) -> ChatRequest:
+    params = parse_common(body, served_model)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "must be a non-empty list")
+    messages = [_message(i, m) for i, m in enumerate(messages)]
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not all(
+            isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str) for t in tools
+        ):
+            raise _bad("tools", "must be a list of {type: 'function', function: {name, ...}} objects")
+    choice = body.get("tool_choice", "auto")
+    if choice == "none":
+        tools = None
+    elif choice not in ("auto", "required") and not (isinstance(choice, dict) and choice.get("type") == "function"):
+        raise _bad("tool_choice", "must be 'none', 'auto', 'required' or a function choice")
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise _bad("chat_template_kwargs", "must be an object")
+    thinking = kwargs.get("enable_thinking", False)
+    if not isinstance(thinking, bool):
+        raise _bad("chat_template_kwargs.enable_thinking", "must be a boolean")
+    extra = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
+    return ChatRequest(params, messages, tools or None, thinking, extra)
+
+
+def parse_completion(body: Any, served_model: str) -> tuple[CompletionParams, str]:
+    params = parse_common(body, served_model)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise _bad("prompt", "must be a non-empty string")
+    return params, prompt
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}

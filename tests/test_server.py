@@ -1,0 +1,368 @@
+"""The OpenAI-compatible server, driven by the official `openai` client over loopback.
+
+Two kinds of model behind it: a tiny random EXAONE 4 with the real tokenizer (batched decoding must
+give every client exactly its single-client greedy text), and a scripted model that replies with fixed
+text (so reasoning and tool calls, which a random model never writes, go through the real pipeline).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from model_factory import SHARED_MODEL_DIR, real_tokenizer_available, write_tiny_exaone
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+if not real_tokenizer_available():
+    pytest.skip("../shared/exaone-4.0-1.2b tokenizer files not present", allow_module_level=True)
+
+import uvicorn  # noqa: E402
+
+import exaone_cpu  # noqa: E402
+from exaone_cpu.server.app import ServerSettings, create_app  # noqa: E402
+from exaone_cpu.server.engine import BatchEngine  # noqa: E402
+from exaone_cpu.tokenizer import Tokenizer  # noqa: E402
+
+API_KEY = "sk-test-123"
+
+
+class RunningServer:
+    def __init__(self, app):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.02)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def client(self, key=API_KEY, **kw):
+        return openai.OpenAI(base_url=self.base + "/v1", api_key=key, max_retries=0, timeout=60, **kw)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_tiny_exaone(tmp_path_factory.mktemp("tiny-real-vocab"), seed=7)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    return Tokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return exaone_cpu.load(model_dir)
+
+
+@pytest.fixture(scope="module")
+def served(model, tokenizer):
+    engine = BatchEngine(model, parallel=4, max_queue=4)
+    app = create_app(engine, tokenizer, ServerSettings("tiny", ctx=512, api_key=API_KEY, max_body_bytes=64_000))
+    server = RunningServer(app)
+    yield server
+    server.stop()
+
+
+# ---- a model that says what the test wants ------------------------------------------------------
+
+
+class _Cache:
+    def __init__(self):
+        self.length = 0
+        self.reply: list[int] = []
+
+
+class ScriptedModel:
+    """Engine-compatible stand-in: replies to a prompt with reply_for(prompt_text), token by token."""
+
+    def __init__(self, tokenizer, reply_for):
+        self.tokenizer = tokenizer
+        self.reply_for = reply_for
+        self.config = exaone_cpu.Exaone4Config.from_pretrained(SHARED_MODEL_DIR)
+        self.vocab = self.config.vocab_size
+
+    def new_cache(self):
+        return _Cache()
+
+    def _logits(self, cache):
+        out = np.full(self.vocab, -50.0, np.float32)  # certain even at the default temperature 1
+        out[cache.reply[min(cache.length, len(cache.reply) - 1)]] = 50.0
+        cache.length += 1
+        return out
+
+    def forward(self, ids, cache):
+        text = self.tokenizer.decode(list(ids))
+        cache.reply = self.tokenizer.encode(self.reply_for(text), add_special_tokens=False) + [361]
+        return self._logits(cache)
+
+    def forward_batch(self, ids, caches):
+        return np.stack([self._logits(c) for c in caches])
+
+
+def scripted_reply(prompt: str) -> str:
+    if "<tool_result>" in prompt:
+        return "It is 21 degrees in Seoul."
+    if "get_weather" in prompt:
+        return ('<tool_call>{"name": "get_weather", "arguments": {"city": "Seoul"}}</tool_call>'
+                '<tool_call>{"name": "get_weather", "arguments": {"city": "Busan"}}</tool_call>')
+    if prompt.rstrip().endswith("<think>"):
+        return "The user asks 2+2. That is 4.\n</think>\n\nThe answer is 4. 안녕하세요 👋"
+    return "Hello! 반갑습니다."
+
+
+@pytest.fixture(scope="module")
+def scripted(tokenizer):
+    engine = BatchEngine(ScriptedModel(tokenizer, scripted_reply), parallel=2, max_queue=2)
+    server = RunningServer(create_app(engine, tokenizer, ServerSettings("scripted", ctx=4096)))
+    yield server
+    server.stop()
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "날씨를 알려줍니다 (current weather)",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+# ---- the real (random) model: batching and exact greedy text ------------------------------------
+
+
+def greedy_text(model, tokenizer, prompt_ids, n):
+    ids = model.generate(prompt_ids, max_new_tokens=n)
+    ids = [t for t in ids if t not in model.config.eos_token_ids]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_completions_equal_direct_greedy(served, model, tokenizer):
+    prompt = "The capital of Korea is"
+    out = served.client().completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=0)
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    assert out.choices[0].text == greedy_text(model, tokenizer, ids, 12)
+    assert out.usage.prompt_tokens == len(ids) and out.usage.completion_tokens <= 12
+    assert out.choices[0].finish_reason in ("length", "stop")
+
+
+def test_chat_non_streaming_and_streaming_agree(served, model, tokenizer):
+    client = served.client()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]
+    full = client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0)
+    pieces, finish, usage = [], None, None
+    for chunk in client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0,
+                                                stream=True, stream_options={"include_usage": True}):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == (full.choices[0].message.content or "")
+    assert finish == full.choices[0].finish_reason
+    assert usage.completion_tokens == full.usage.completion_tokens
+    assert full.usage.total_tokens == full.usage.prompt_tokens + full.usage.completion_tokens
+
+
+def _stream_completion(server, prompt, n):
+    text = []
+    for chunk in server.client().completions.create(model="tiny", prompt=prompt, max_tokens=n, temperature=0,
+                                                    stream=True):
+        text.append(chunk.choices[0].text if chunk.choices else "")
+    return "".join(text)
+
+
+def test_concurrent_streams_each_get_their_own_text(served, model, tokenizer):
+    prompts = ["One two three", "안녕하세요 여러분", "def main():\n    ", "Numbers: 1 2 3 4", "Emoji 😀 time",
+               "Another prompt here"]
+    expected = [greedy_text(model, tokenizer, tokenizer.encode(p, add_special_tokens=False), 16) for p in prompts]
+    engine = served.server.config.app.state.server.engine
+    steps_before = engine.steps
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        got = list(pool.map(lambda p: _stream_completion(served, p, 16), prompts))
+    assert got == expected
+    assert engine.max_batch_seen >= 2  # they really were decoded together
+    assert engine.steps > steps_before
+
+
+class SlowModel:
+    """The real model, slowed to 20 ms a step, so a stream is still running when the test acts."""
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+
+    def new_cache(self):
+        return self.model.new_cache()
+
+    def forward(self, ids, cache):
+        return self.model.forward(ids, cache)
+
+    def forward_batch(self, ids, caches):
+        time.sleep(0.02)
+        return self.model.forward_batch(ids, caches)
+
+
+@pytest.fixture
+def slow(model, tokenizer):
+    engine = BatchEngine(SlowModel(model), parallel=1, max_queue=0)
+    server = RunningServer(create_app(engine, tokenizer, ServerSettings("tiny", ctx=512)))
+    yield server, engine
+    server.stop()
+
+
+def _first_piece(lines):
+    """Reads up to the first data line. The caller keeps `lines` alive: closing it would hang up."""
+    for line in lines:
+        if line.startswith("data: {"):
+            return line
+    raise AssertionError("stream ended before its first piece")
+
+
+def test_disconnect_frees_the_slot(slow):
+    server, engine = slow
+    body = {"model": "tiny", "prompt": "Count forever", "max_tokens": 400, "stream": True, "temperature": 0}
+    with httpx.stream("POST", server.base + "/v1/completions", json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        _first_piece(lines)
+        assert engine.load == (1, 0)
+        del lines  # closing the reader hangs up mid-stream
+    # 400 tokens would take 8 s; walking away must free the slot long before that
+    deadline = time.time() + 2
+    while engine.load != (0, 0):
+        assert time.time() < deadline, f"slot not freed: {engine.load}"
+        time.sleep(0.02)
+
+
+def test_models_and_health(served):
+    assert [m.id for m in served.client().models.list().data] == ["tiny"]
+    assert httpx.get(served.base + "/health").json()["status"] == "ok"
+
+
+# ---- errors in OpenAI's format --------------------------------------------------------------------
+
+
+def _post(server, path, body, key=API_KEY, raw=None):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
+        return httpx.post(server.base + path, content=raw, headers=headers, timeout=30)
+    return httpx.post(server.base + path, json=body, headers=headers, timeout=30)
+
+
+def _error(response, status):
+    assert response.status_code == status, response.text
+    err = response.json()["error"]
+    assert err["message"] and err["type"]
+    return err
+
+
+def test_error_statuses(served):
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    assert _post(served, "/v1/chat/completions", chat).status_code == 200
+    _error(_post(served, "/v1/chat/completions", None, raw=b"{not json"), 400)
+    assert _error(_post(served, "/v1/chat/completions", {**chat, "temperature": "hot"}), 400)["param"] == "temperature"
+    assert _error(_post(served, "/v1/chat/completions", {**chat, "messages": []}), 400)["param"] == "messages"
+    bad_role = {**chat, "messages": [{"role": "robot", "content": "x"}]}
+    assert _error(_post(served, "/v1/chat/completions", bad_role), 400)["param"] == "messages[0].role"
+    too_long = {**chat, "max_tokens": 100_000}
+    assert _error(_post(served, "/v1/chat/completions", too_long), 400)["code"] == "context_length_exceeded"
+    assert _error(_post(served, "/v1/chat/completions", {**chat, "model": "gpt-4"}), 404)["param"] == "model"
+    _error(_post(served, "/v1/chat/completions", chat, key="wrong"), 401)
+    _error(_post(served, "/v1/chat/completions", chat, key=None), 401)
+    assert httpx.get(served.base + "/v1/models").status_code == 401
+    _error(_post(served, "/v1/chat/completions", None, raw=b'{"model": "' + b"x" * 70_000 + b'"}'), 413)
+    _error(_post(served, "/v1/nothing", chat), 404)
+    with pytest.raises(openai.NotFoundError):
+        served.client().chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+
+
+def test_full_queue_is_refused(slow):
+    server, engine = slow
+    body = {"model": "tiny", "prompt": "Long one", "max_tokens": 300, "stream": True, "temperature": 0}
+    with httpx.stream("POST", server.base + "/v1/completions", json=body, timeout=30) as first:
+        lines = first.iter_lines()
+        _first_piece(lines)  # the only slot is busy now, and nothing may wait
+        busy = httpx.post(server.base + "/v1/completions", json={**body, "stream": False}, timeout=30)
+        assert _error(busy, 429)["code"] == "queue_full"
+
+
+# ---- reasoning and tools through the scripted model -----------------------------------------------
+
+
+def test_reasoning_on_and_off(scripted):
+    client = scripted.client()
+    q = [{"role": "user", "content": "What is 2+2?"}]
+    on = client.chat.completions.create(model="scripted", messages=q,
+                                        extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    msg = on.choices[0].message
+    assert msg.content == "The answer is 4. 안녕하세요 👋"
+    assert msg.model_extra["reasoning_content"] == "The user asks 2+2. That is 4."
+    off = client.chat.completions.create(model="scripted", messages=q)
+    assert off.choices[0].message.content == "Hello! 반갑습니다." and off.choices[0].finish_reason == "stop"
+
+    reasoning, content = [], []
+    for chunk in client.chat.completions.create(model="scripted", messages=q, stream=True,
+                                                extra_body={"chat_template_kwargs": {"enable_thinking": True}}):
+        delta = chunk.choices[0].delta
+        reasoning.append((delta.model_extra or {}).get("reasoning_content") or "")
+        content.append(delta.content or "")
+    assert "".join(reasoning).strip() == "The user asks 2+2. That is 4."
+    assert "".join(content).strip() == "The answer is 4. 안녕하세요 👋"
+
+
+def test_tool_call_round_trip(scripted):
+    client = scripted.client()
+    messages = [{"role": "user", "content": "Weather in Seoul and Busan?"}]
+    first = client.chat.completions.create(model="scripted", messages=messages, tools=[WEATHER_TOOL])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    calls = choice.message.tool_calls
+    assert [c.function.name for c in calls] == ["get_weather", "get_weather"]
+    assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Seoul"}, {"city": "Busan"}]
+
+    messages.append(choice.message.model_dump(exclude_none=True))
+    for call, temp in zip(calls, (21, 24)):
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp": temp})})
+    second = client.chat.completions.create(model="scripted", messages=messages, tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content == "It is 21 degrees in Seoul."
+    assert second.choices[0].finish_reason == "stop"
+
+    # streamed: no tool-call markup leaks into content; the calls arrive as a delta
+    streamed_calls, content = [], []
+    for chunk in client.chat.completions.create(model="scripted", messages=messages[:1], tools=[WEATHER_TOOL],
+                                                stream=True):
+        delta = chunk.choices[0].delta
+        content.append(delta.content or "")
+        streamed_calls += delta.tool_calls or []
+        finish = chunk.choices[0].finish_reason
+    assert "".join(content) == "" and len(streamed_calls) == 2 and finish == "tool_calls"
+    none = client.chat.completions.create(model="scripted", messages=messages[:1], tools=[WEATHER_TOOL],
+                                          tool_choice="none")
+    assert none.choices[0].message.tool_calls is None
+
+
+def test_stop_strings(scripted):
+    out = scripted.client().chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "hi"}], stop=["반갑"])
+    # the whole message is trimmed as the chat template trims it; the stream sends the raw pieces
+    assert out.choices[0].message.content == "Hello!" and out.choices[0].finish_reason == "stop"
+    pieces = []
+    for chunk in scripted.client().chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "hi"}], stop=["반갑"], stream=True):
+        pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces) == "Hello! "
