@@ -366,3 +366,11 @@ def test_stop_strings(scripted):
             model="scripted", messages=[{"role": "user", "content": "hi"}], stop=["반갑"], stream=True):
         pieces.append(chunk.choices[0].delta.content or "")
     assert "".join(pieces) == "Hello! "
+
+
+def test_ignore_eos_runs_to_max_tokens(scripted):
+    client = scripted.client()
+    normal = client.completions.create(model="scripted", prompt="hi", max_tokens=30)
+    assert normal.choices[0].finish_reason == "stop" and normal.usage.completion_tokens < 30
+    forced = client.completions.create(model="scripted", prompt="hi", max_tokens=30, extra_body={"ignore_eos": True})
+    assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 30

@@ -165,7 +165,7 @@ class Server:
         ))
         seq = Sequence(
             prompt_ids=np.asarray(prompt_ids, np.int64), max_tokens=max_tokens, sampler=sampler,
-            stop_token_ids=self.eos_ids,
+            stop_token_ids=frozenset() if params.ignore_eos else self.eos_ids,
             on_token=lambda t: loop.call_soon_threadsafe(events.put_nowait, ("token", t)),
             on_finish=lambda r: loop.call_soon_threadsafe(events.put_nowait, ("finish", r)),
         )

@@ -65,6 +65,7 @@ class CompletionParams:
     stop: list[str]
     stream: bool
     include_usage: bool
+    ignore_eos: bool = False  # vLLM's extension, for benchmarks
 
 
 def parse_common(body: Any, served_model: str) -> CompletionParams:
@@ -99,6 +100,9 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _bad("seed", "must be an integer")
     top_k = _int(body, "top_k", 0, 0)
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise _bad("ignore_eos", "must be a boolean")
     return CompletionParams(
         model=model,
         max_tokens=max_tokens,
@@ -111,6 +115,7 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
         stop=stop,
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
+        ignore_eos=ignore_eos,
     )
 
 
