@@ -10,6 +10,13 @@
 #elif defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define EXAONE_X86 1
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define EXAONE_ARM64 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 #endif
 
 namespace exaone {
@@ -53,6 +60,21 @@ CpuFeatures detect() {
   cpuid(7, 0, r);
   const bool avx2 = r[1] & (1u << 5);
   f.avx2 = avx2 && fma && f16c;
+#elif defined(EXAONE_ARM64)
+  f.neon = true;
+#if defined(__linux__)
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  f.dotprod = hwcap & (1ul << 20);  // HWCAP_ASIMDDP
+  f.i8mm = hwcap2 & (1ul << 13);    // HWCAP2_I8MM
+#elif defined(__APPLE__)
+  auto has = [](const char* name) {
+    int value = 0;
+    size_t size = sizeof value;
+    return sysctlbyname(name, &value, &size, nullptr, 0) == 0 && value != 0;
+  };
+  f.dotprod = has("hw.optional.arm.FEAT_DotProd");
+  f.i8mm = has("hw.optional.arm.FEAT_I8MM");
+#endif
 #endif
   return f;
 }
@@ -60,12 +82,14 @@ CpuFeatures detect() {
 const KernelTable* table_by_name(const std::string& name) {
   if (name == "scalar") return &scalar_table();
   if (name == "avx2") return cpu_features().avx2 ? avx2_table() : nullptr;
+  if (name == "neon") return cpu_features().neon ? neon_table() : nullptr;
   return nullptr;
 }
 
 const KernelTable* best() {
-  const KernelTable* t = cpu_features().avx2 ? avx2_table() : nullptr;
-  return t ? t : &scalar_table();
+  for (const char* name : {"avx2", "neon"})
+    if (const KernelTable* t = table_by_name(name)) return t;
+  return &scalar_table();
 }
 
 std::atomic<const KernelTable*> g_active{nullptr};
@@ -75,6 +99,9 @@ std::atomic<const KernelTable*> g_active{nullptr};
 #ifndef EXAONE_HAVE_AVX2
 const KernelTable* avx2_table() { return nullptr; }
 #endif
+#ifndef EXAONE_HAVE_NEON
+const KernelTable* neon_table() { return nullptr; }
+#endif
 
 const CpuFeatures& cpu_features() {
   static const CpuFeatures f = detect();
@@ -83,7 +110,8 @@ const CpuFeatures& cpu_features() {
 
 std::vector<std::string> available_isas() {
   std::vector<std::string> names{"scalar"};
-  if (table_by_name("avx2")) names.push_back("avx2");
+  for (const char* name : {"avx2", "neon"})
+    if (table_by_name(name)) names.push_back(name);
   return names;
 }
 

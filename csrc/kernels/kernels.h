@@ -40,6 +40,7 @@ struct KernelTable {
 const KernelTable& scalar_table();
 // Null when the library was built without that variant (e.g. AVX2 on an ARM build).
 const KernelTable* avx2_table();
+const KernelTable* neon_table();
 
 }  // namespace kernels
 }  // namespace exaone

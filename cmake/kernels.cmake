@@ -1,0 +1,24 @@
+# The kernel library: the scalar reference plus each ISA variant, compiled with its own flags (no
+# global -march), chosen at run time by csrc/kernels/dispatch.cpp. Included by the top-level
+# CMakeLists.txt (the Python module) and by tests/cpp (the C++ kernel tests, also cross-compiled).
+set(EXAONE_KERNELS ${EXAONE_ROOT}/csrc/kernels)
+
+add_library(exaone_kernels STATIC
+  ${EXAONE_KERNELS}/kernels_scalar.cpp
+  ${EXAONE_KERNELS}/dispatch.cpp)
+set_target_properties(exaone_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON)
+
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86|x86)$")
+  set(EXAONE_AVX2_SOURCES ${EXAONE_KERNELS}/kernels_avx2.cpp)
+  target_sources(exaone_kernels PRIVATE ${EXAONE_AVX2_SOURCES})
+  if(MSVC)
+    set_source_files_properties(${EXAONE_AVX2_SOURCES} PROPERTIES COMPILE_OPTIONS "/arch:AVX2")
+  else()
+    set_source_files_properties(${EXAONE_AVX2_SOURCES} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+  endif()
+  target_compile_definitions(exaone_kernels PRIVATE EXAONE_HAVE_AVX2=1)
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+  # NEON is part of the ARMv8-A baseline: no per-file flags needed.
+  target_sources(exaone_kernels PRIVATE ${EXAONE_KERNELS}/kernels_neon.cpp)
+  target_compile_definitions(exaone_kernels PRIVATE EXAONE_HAVE_NEON=1)
+endif()

@@ -1,0 +1,241 @@
+// NEON variants of the kernel table for aarch64 (NEON is part of the ARMv8-A baseline, so this file
+// needs no extra flags; fp16 conversion is baseline too). Internal linkage throughout, as in the AVX2
+// file.
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "kernels.h"
+
+namespace exaone {
+namespace kernels {
+namespace {
+
+inline float hsum(float32x4_t v) { return vaddvq_f32(v); }
+
+// exp(x) for 4 lanes: the same reduction and polynomial as the AVX2 path.
+inline float32x4_t exp4(float32x4_t x) {
+  x = vminq_f32(x, vdupq_n_f32(88.0f));
+  x = vmaxq_f32(x, vdupq_n_f32(-87.0f));
+  const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+  float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+  r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+  float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+  p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+  p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+  p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
+  const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+  return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+inline float exp1(float x) { return vgetq_lane_f32(exp4(vdupq_n_f32(x)), 0); }
+
+struct F32W {
+  using T = float;
+  static float32x4_t load4(const float* p) { return vld1q_f32(p); }
+  static float load1(const float* p) { return *p; }
+};
+struct BF16W {
+  using T = uint16_t;
+  static float32x4_t load4(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+  static float load1(const uint16_t* p) {
+    const uint32_t bits = uint32_t(*p) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+};
+struct F16W {
+  using T = uint16_t;
+  static float32x4_t load4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+  static float load1(const uint16_t* p) {
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_dup_u16(p))), 0);
+  }
+};
+
+template <class L, int MT, int NT>
+void tile(const float* x, int64_t K, const typename L::T* w, float* y, int64_t ldy) {
+  float32x4_t acc[MT][NT];
+  for (int i = 0; i < MT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = vdupq_n_f32(0.0f);
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    float32x4_t wv[NT];
+    for (int j = 0; j < NT; ++j) wv[j] = L::load4(w + j * K + k);
+    for (int i = 0; i < MT; ++i) {
+      const float32x4_t xv = vld1q_f32(x + i * K + k);
+      for (int j = 0; j < NT; ++j) acc[i][j] = vfmaq_f32(acc[i][j], xv, wv[j]);
+    }
+  }
+  for (int i = 0; i < MT; ++i) {
+    for (int j = 0; j < NT; ++j) {
+      float s = hsum(acc[i][j]);
+      for (int64_t kk = k; kk < K; ++kk) s += x[i * K + kk] * L::load1(w + j * K + kk);
+      y[i * ldy + j] = s;
+    }
+  }
+}
+
+template <class L, int NT>
+void tile_rows(int mt, const float* x, int64_t K, const typename L::T* w, float* y, int64_t ldy) {
+  switch (mt) {
+    case 4: tile<L, 4, NT>(x, K, w, y, ldy); break;
+    case 3: tile<L, 3, NT>(x, K, w, y, ldy); break;
+    case 2: tile<L, 2, NT>(x, K, w, y, ldy); break;
+    default: tile<L, 1, NT>(x, K, w, y, ldy); break;
+  }
+}
+
+template <class L>
+void matmul(const float* x, int64_t T, int64_t K, const typename L::T* w, int64_t n0, int64_t n1,
+            float* y, int64_t ldy) {
+  const int64_t t_block = 32;
+  for (int64_t t0 = 0; t0 < T; t0 += t_block) {
+    const int64_t t1 = t0 + t_block < T ? t0 + t_block : T;
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+      for (int64_t t = t0; t < t1; t += 4) {
+        const int mt = int(t1 - t < 4 ? t1 - t : 4);
+        tile_rows<L, 4>(mt, x + t * K, K, w + n * K, y + t * ldy + n, ldy);
+      }
+    }
+    for (; n < n1; ++n) {
+      for (int64_t t = t0; t < t1; t += 4) {
+        const int mt = int(t1 - t < 4 ? t1 - t : 4);
+        tile_rows<L, 1>(mt, x + t * K, K, w + n * K, y + t * ldy + n, ldy);
+      }
+    }
+  }
+}
+
+void matmul_f32(const float* x, int64_t T, int64_t K, const float* w, int64_t n0, int64_t n1,
+                float* y, int64_t ldy) {
+  matmul<F32W>(x, T, K, w, n0, n1, y, ldy);
+}
+void matmul_bf16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
+                 float* y, int64_t ldy) {
+  matmul<BF16W>(x, T, K, w, n0, n1, y, ldy);
+}
+void matmul_f16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
+                float* y, int64_t ldy) {
+  matmul<F16W>(x, T, K, w, n0, n1, y, ldy);
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+    acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+  }
+  for (; i + 4 <= n; i += 4) acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+  float s = hsum(vaddq_f32(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_f32(float a, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void rmsnorm_f32(const float* x, const float* w, int64_t n, float eps, float* out,
+                 bool accumulate) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vld1q_f32(x + i);
+    acc = vfmaq_f32(acc, v, v);
+  }
+  float ss = hsum(acc);
+  for (; i < n; ++i) ss += x[i] * x[i];
+  const float r = 1.0f / vgetq_lane_f32(vsqrtq_f32(vdupq_n_f32(ss / float(n) + eps)), 0);
+  i = 0;
+  for (; i + 4 <= n; i += 4) {
+    float32x4_t v = vmulq_f32(vld1q_f32(w + i), vmulq_n_f32(vld1q_f32(x + i), r));
+    if (accumulate) v = vaddq_f32(vld1q_f32(out + i), v);
+    vst1q_f32(out + i, v);
+  }
+  for (; i < n; ++i) {
+    const float v = w[i] * (x[i] * r);
+    out[i] = accumulate ? out[i] + v : v;
+  }
+}
+
+void silu_mul_f32(const float* gate, const float* up, int64_t n, float* out) {
+  const float32x4_t one = vdupq_n_f32(1.0f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t g = vld1q_f32(gate + i);
+    const float32x4_t s = vdivq_f32(g, vaddq_f32(one, exp4(vnegq_f32(g))));
+    vst1q_f32(out + i, vmulq_f32(s, vld1q_f32(up + i)));
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + exp1(-gate[i])) * up[i];
+}
+
+void rope_f32(float* x, const float* cos, const float* sin, int64_t half) {
+  float* x2 = x + half;
+  int64_t i = 0;
+  for (; i + 4 <= half; i += 4) {
+    const float32x4_t a = vld1q_f32(x + i), b = vld1q_f32(x2 + i);
+    const float32x4_t c = vld1q_f32(cos + i), s = vld1q_f32(sin + i);
+    vst1q_f32(x + i, vfmsq_f32(vmulq_f32(a, c), b, s));
+    vst1q_f32(x2 + i, vfmaq_f32(vmulq_f32(b, c), a, s));
+  }
+  for (; i < half; ++i) {
+    const float a = x[i], b = x2[i];
+    x[i] = a * cos[i] - b * sin[i];
+    x2[i] = b * cos[i] + a * sin[i];
+  }
+}
+
+void softmax_f32(float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const float32x4_t mv = vdupq_n_f32(m);
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i), mv));
+    vst1q_f32(x + i, e);
+    acc = vaddq_f32(acc, e);
+  }
+  float sum = hsum(acc);
+  for (; i < n; ++i) {
+    x[i] = exp1(x[i] - m);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
+  for (; i < n; ++i) x[i] *= inv;
+}
+
+void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, BF16W::load4(src + i));
+  for (; i < n; ++i) dst[i] = BF16W::load1(src + i);
+}
+
+void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, F16W::load4(src + i));
+  for (; i < n; ++i) dst[i] = F16W::load1(src + i);
+}
+
+}  // namespace
+
+const KernelTable* neon_table() {
+  static const KernelTable table = {
+      "neon",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, bf16_to_f32, f16_to_f32,
+  };
+  return &table;
+}
+
+}  // namespace kernels
+}  // namespace exaone
