@@ -275,3 +275,14 @@ def test_boundary_rejects_bad_arrays():
         _core.attention(q, kv, kv, np.zeros(2, np.int64), np.zeros(1, np.int64), 0, 1.0)
     with pytest.raises(ValueError, match="threads"):
         _core.set_num_threads(0)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_thread_pool_runs_every_task_exactly_once(threads):
+    before = _core.get_num_threads()
+    _core.set_num_threads(threads)
+    try:
+        # many tiny jobs back to back: the hand-over between jobs is where a task could run twice
+        assert _core._pool_selftest(20000, 7) == 0
+    finally:
+        _core.set_num_threads(before)

@@ -18,6 +18,7 @@ namespace exaone {
 namespace {
 constexpr int kPauseSpins = 2000;                          // busy-wait first: the next op is near
 constexpr auto kYieldFor = std::chrono::microseconds(300);  // then give the core away, then sleep
+constexpr uint64_t kClosed = 0xffffffffu;  // claim index meaning "no task to take"
 }  // namespace
 
 ThreadPool& ThreadPool::global() {
@@ -54,14 +55,14 @@ void ThreadPool::set_num_threads(int n) {
 
 void ThreadPool::work(uint32_t generation) {
   for (;;) {
-    uint64_t cur = claim_.load(std::memory_order_acquire);
+    uint64_t cur = claim_.load();
     if (uint32_t(cur >> 32) != generation) return;
     const int64_t i = int64_t(cur & 0xffffffffu);
-    if (i >= n_tasks_.load(std::memory_order_relaxed)) return;
-    if (!claim_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) continue;
+    if (i >= n_tasks_.load()) return;  // also true for kClosed
+    if (!claim_.compare_exchange_weak(cur, cur + 1)) continue;
     // Task i of this job is now ours, so the job (and fn_/ctx_) cannot change until we finish it.
-    fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), i);
-    done_.fetch_add(1, std::memory_order_acq_rel);
+    fn_.load()(ctx_.load(), i);
+    done_.fetch_add(1);
   }
 }
 
@@ -92,17 +93,21 @@ void ThreadPool::worker_loop() {
 
 void ThreadPool::run(int64_t n_tasks, TaskFn fn, void* ctx) {
   if (n_tasks <= 0) return;
+  if (n_tasks >= int64_t(kClosed)) throw std::invalid_argument("too many tasks for one job");
   std::lock_guard<std::mutex> job(job_mutex_);
   if (n_threads_ == 1 || n_tasks == 1) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(ctx, i);
     return;
   }
   const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
-  fn_.store(fn, std::memory_order_relaxed);
-  ctx_.store(ctx, std::memory_order_relaxed);
-  n_tasks_.store(n_tasks, std::memory_order_relaxed);
-  done_.store(0, std::memory_order_relaxed);
-  claim_.store(uint64_t(generation) << 32, std::memory_order_release);
+  // Close the claim word first: a worker still inside the previous job's work() would otherwise
+  // read the new n_tasks_ with its old claim and run a task of this job twice (its CAS now fails).
+  claim_.store((uint64_t(generation) << 32) | kClosed);
+  fn_.store(fn);
+  ctx_.store(ctx);
+  n_tasks_.store(n_tasks);
+  done_.store(0);
+  claim_.store(uint64_t(generation) << 32);  // open: tasks 0.. can be claimed
   {
     // Taking the lock orders the bump against a worker that is about to sleep.
     std::lock_guard<std::mutex> lk(sleep_mutex_);
