@@ -5,16 +5,21 @@ set(EXAONE_KERNELS ${EXAONE_ROOT}/csrc/kernels)
 
 add_library(exaone_kernels STATIC
   ${EXAONE_KERNELS}/kernels_scalar.cpp
-  ${EXAONE_KERNELS}/dispatch.cpp)
+  ${EXAONE_KERNELS}/dispatch.cpp
+  ${EXAONE_KERNELS}/quant_scalar.cpp
+  ${EXAONE_KERNELS}/quant_dispatch.cpp)
 set_target_properties(exaone_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON)
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86|x86)$")
-  set(EXAONE_AVX2_SOURCES ${EXAONE_KERNELS}/kernels_avx2.cpp)
+  set(EXAONE_AVX2_SOURCES ${EXAONE_KERNELS}/kernels_avx2.cpp ${EXAONE_KERNELS}/quant_avx2.cpp)
   target_sources(exaone_kernels PRIVATE ${EXAONE_AVX2_SOURCES})
   if(MSVC)
     set_source_files_properties(${EXAONE_AVX2_SOURCES} PROPERTIES COMPILE_OPTIONS "/arch:AVX2")
   else()
-    set_source_files_properties(${EXAONE_AVX2_SOURCES} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+    set_source_files_properties(${EXAONE_KERNELS}/kernels_avx2.cpp PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+    # the weight quantizer must round exactly like the scalar reference: no mul+add -> fma contraction
+    set_source_files_properties(${EXAONE_KERNELS}/quant_avx2.cpp PROPERTIES
+      COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-ffp-contract=off")
   endif()
   target_compile_definitions(exaone_kernels PRIVATE EXAONE_HAVE_AVX2=1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")

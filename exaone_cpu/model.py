@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
 from .config import SLIDING, Exaone4Config
+from .quant import QuantLinear, WeightQuantizer, load_tensors, spec_from_options
 from .generation import TokenStream
 from .sampling import SamplingParams
 
@@ -63,9 +64,10 @@ class DecoderLayer:
 class _WeightReader:
     """Takes tensors out of a checkpoint by name, checking shape and dtype."""
 
-    def __init__(self, tensors: dict[str, Tensor], prefix: str):
+    def __init__(self, tensors: dict[str, Tensor], prefix: str, quant: WeightQuantizer | None = None):
         self.tensors = tensors
         self.prefix = prefix
+        self.quant = quant  # quantized projections / head (exaone_cpu.quant), or None
 
     def tensor(self, name: str, shape: tuple[int, ...], *, prefixed: bool = True) -> Tensor:
         full = self.prefix + name if prefixed else name
@@ -76,7 +78,9 @@ class _WeightReader:
             raise CheckpointError(f"tensor {full!r} has shape {list(t.shape)}, expected {list(shape)}")
         return t
 
-    def linear(self, name: str, out_features: int, in_features: int, **kw) -> Linear:
+    def linear(self, name: str, out_features: int, in_features: int, **kw) -> Linear | QuantLinear:
+        if self.quant is not None:
+            return self.quant.linear(self, name, out_features, in_features, **kw)
         t = self.tensor(name, (out_features, in_features), **kw)
         if t.wtype is None:
             raise CheckpointError(f"tensor {t.name!r} has dtype {t.dtype}; weights must be F32, BF16 or F16")
@@ -125,7 +129,6 @@ class LayerCache:
         n = self.used
         return self.k[:n], self.v[:n], self.pos[:n]
 
-
     def truncate(self, length: int) -> None:
         """Forgets every position >= length (their slots become empty)."""
         self.pos[self.pos >= length] = -1
@@ -155,7 +158,6 @@ class KVCache:
     def nbytes(self) -> int:
         return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
 
-
     def truncate(self, length: int) -> bool:
         """Goes back to the state after the first `length` tokens, so the next forward continues at
         position `length` (prompt caching: keep a shared prefix, recompute the rest).
@@ -182,18 +184,23 @@ class Model:
     """An EXAONE 4 causal language model on the CPU.
 
     Weights stay in the checkpoint's format (f32, bf16 or f16), memory-mapped; activations are f32.
+    With `quant` (exaone_cpu.quant.WeightQuantizer) the projections and the embedding / lm_head are
+    int8 / int4 (QuantLinear): quantized here, or memory-mapped from a quantized checkpoint.
     """
 
     def __init__(self, config: Exaone4Config, tensors: dict[str, Tensor], *, prefix: str = "model.",
-                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK):
+                 prefill_chunk: int = DEFAULT_PREFILL_CHUNK, quant: WeightQuantizer | None = None):
         self.config = config
         self.prefill_chunk = prefill_chunk
         c = config
         hidden, d = c.hidden_size, c.head_dim
-        r = _WeightReader(tensors, prefix)
-        self.embed_tokens = r.tensor("embed_tokens.weight", (c.vocab_size, hidden))
-        if self.embed_tokens.wtype is None:
-            raise CheckpointError(f"embed_tokens.weight has dtype {self.embed_tokens.dtype}, expected a float type")
+        r = _WeightReader(tensors, prefix, quant)
+        if quant is not None:  # a QuantLinear (rows() looks tokens up) or a bf16 Tensor
+            self.embed_tokens = quant.embedding(r, "embed_tokens.weight", (c.vocab_size, hidden))
+        else:
+            self.embed_tokens = r.tensor("embed_tokens.weight", (c.vocab_size, hidden))
+            if self.embed_tokens.wtype is None:
+                raise CheckpointError(f"embed_tokens.weight has dtype {self.embed_tokens.dtype}, expected a float type")
         self.layers = [
             DecoderLayer(
                 q_proj=r.linear(f"layers.{i}.self_attn.q_proj.weight", c.num_attention_heads * d, hidden),
@@ -217,13 +224,15 @@ class Model:
 
     def _output_head(self, r: _WeightReader):
         c = self.config
-        if c.tie_word_embeddings:
-            return Linear(self.embed_tokens)  # lm_head.weight, if stored, is ignored as transformers ties it
+        if c.tie_word_embeddings:  # lm_head.weight, if stored, is ignored as transformers ties it
+            return self.embed_tokens if isinstance(self.embed_tokens, QuantLinear) else Linear(self.embed_tokens)
         return r.linear("lm_head.weight", c.vocab_size, c.hidden_size, prefixed=False)
 
     # ---- the forward pass -------------------------------------------------------------------
 
     def embed(self, token_ids: np.ndarray) -> np.ndarray:
+        if isinstance(self.embed_tokens, QuantLinear):
+            return self.embed_tokens.rows(token_ids)  # [T, hidden] dequantized
         rows = self.embed_tokens.data[token_ids]  # [T, hidden] in the stored format
         if self.embed_tokens.dtype == "F32":
             return np.array(rows, dtype=np.float32)
@@ -389,8 +398,11 @@ def set_threads(threads: int | None) -> None:
     _core.set_num_threads(threads)
 
 
-def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> Model:
-    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors).
+def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+         quant: str | None = None, group_size: int | None = None, asym: bool = False,
+         head: str | None = None) -> Model:
+    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), or a
+    quantized one written by exaone-quantize (detected from config.json's quantization_config).
 
     Returns a Model (Exaone4ForCausalLM) or, when config.json's `architectures` names a task head,
     an exaone_cpu.heads model (sequence/token classification, question answering).
@@ -398,6 +410,10 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     threads: threads for every op (default: the CPUs this process may use). The thread pool is
     shared by the whole process, so the last value set applies to every loaded model.
     prefill_chunk: tokens per forward step during prefill (bounds activation memory).
+    quant: "int8" or "int4" quantizes a float checkpoint's projections as it loads (see
+    exaone_cpu.quant and docs/quantization.md), with group_size (32, 64, 128; 0 = per-row, int8
+    only; default 128 for int8, 64 for int4), asym (int4 scale + min) and head ("int8" default,
+    "int4" or "bf16": the embedding / lm_head).
     """
     path = Path(path)
     if not path.is_dir():
@@ -405,10 +421,11 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
                                 else f"{path} is not a directory")
     if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
         raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+    spec = spec_from_options(quant, group_size, asym, head)
     config = Exaone4Config.from_pretrained(path)
     set_threads(threads)
-    tensors = load_checkpoint_tensors(path)
-    return model_class(config)(config, tensors, prefill_chunk=prefill_chunk)
+    tensors, quantizer = load_tensors(path, spec)
+    return model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
 
 
 def model_class(config: Exaone4Config) -> type[Model]:

@@ -7,6 +7,7 @@ namespace exaone {
 namespace bind {
 void register_ops(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
+void register_quant(pybind11::module_& m);
 }  // namespace bind
 }  // namespace exaone
 
@@ -14,6 +15,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "exaone_cpu compiled kernels";
   exaone::bind::register_runtime(m);
   exaone::bind::register_ops(m);
+  exaone::bind::register_quant(m);
   // Apply EXAONE_CPU_ISA now so a bad value fails the import with its message, not a later call.
   exaone::kernels::active();
 }

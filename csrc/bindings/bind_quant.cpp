@@ -1,0 +1,193 @@
+// Thin bindings of the quantized-weight ops: validate the arrays of one quantized matrix
+// (qweight, scales, mins) against its format and group size, release the GIL, call the op.
+#include <cstring>
+#include <string>
+
+#include <pybind11/stl.h>
+
+#include "../ops/quant_ops.h"
+#include "checks.h"
+
+namespace exaone {
+namespace bind {
+
+using kernels::QuantFormat;
+using kernels::QuantWeight;
+using kernels::WeightType;
+
+namespace {
+
+const char* format_name(QuantFormat f) {
+  return f == QuantFormat::Q8G ? "Q8G" : f == QuantFormat::Q4G ? "Q4G" : "Q4GA";
+}
+
+// group_size as the user gives it (32, 64, 128; 0 = one scale per row, Q8G only) -> values per scale.
+int64_t resolve_group(QuantFormat f, int64_t group_size, int64_t K) {
+  if (group_size == 0) {
+    if (f != QuantFormat::Q8G)
+      throw py::value_error(std::string("per-row scales (group_size 0) are supported for Q8G only, not ") +
+                            format_name(f));
+    return K;
+  }
+  if (group_size != 32 && group_size != 64 && group_size != 128)
+    throw py::value_error("unsupported group_size " + std::to_string(group_size) +
+                          " (supported: 32, 64, 128, or 0 for per-row int8)");
+  return group_size;
+}
+
+void check_k(int64_t K, const char* what) {
+  if (K % kernels::kQBlock != 0)
+    throw py::value_error(std::string(what) + ": in_features " + std::to_string(K) +
+                          " is not a multiple of 32 (quantization blocks are 32 values)");
+}
+
+// Validates the arrays of one quantized weight and returns a view of them.
+QuantWeight weight_view(const py::array& qweight, const py::array& scales, const py::object& mins,
+                        QuantFormat f, int64_t group_size) {
+  QuantWeight w{};
+  w.format = f;
+  if (f == QuantFormat::Q8G) {
+    checked<int8_t>(qweight, "qweight (Q8G: int8 [N, K])", 2);
+    w.K = qweight.shape(1);
+  } else {
+    checked<uint8_t>(qweight, "qweight (Q4G/Q4GA: uint8 [N, K/2])", 2);
+    w.K = 2 * qweight.shape(1);
+  }
+  w.N = qweight.shape(0);
+  check_k(w.K, "qweight");
+  w.group = resolve_group(f, group_size, w.K);
+  checked<uint16_t>(scales, "scales (f16 bits as uint16)", 2, {w.N, w.groups()});
+  w.qweight = qweight.data();
+  w.scales = cptr<uint16_t>(scales);
+  if (f == QuantFormat::Q4GA) {
+    if (mins.is_none()) throw py::value_error("Q4GA needs mins (f16 bits as uint16 [N, groups])");
+    py::array m = py::reinterpret_borrow<py::array>(mins);
+    checked<uint16_t>(m, "mins (f16 bits as uint16)", 2, {w.N, w.groups()});
+    w.mins = cptr<uint16_t>(m);
+  } else if (!mins.is_none()) {
+    throw py::value_error(std::string("mins are only used by Q4GA, got mins for ") + format_name(f));
+  }
+  return w;
+}
+
+py::array quant_matmul(py::array x, py::array qweight, py::array scales, py::object mins,
+                       QuantFormat f, int64_t group_size, py::object out) {
+  const QuantWeight w = weight_view(qweight, scales, mins, f, group_size);
+  checked<float>(x, "x", 2);
+  const int64_t T = x.shape(0);
+  if (x.shape(1) != w.K)
+    throw py::value_error("quant_matmul: x has " + std::to_string(x.shape(1)) +
+                          " columns but the weight has in_features " + std::to_string(w.K));
+  py::array y;
+  if (out.is_none()) {
+    y = py::array_t<float>({T, w.N});
+  } else {
+    y = py::reinterpret_borrow<py::array>(out);
+    checked<float>(y, "out", 2, {T, w.N}, true);
+  }
+  const float* xp = cptr<float>(x);
+  float* yp = mptr<float>(y);
+  {
+    py::gil_scoped_release nogil;
+    ops::quant_matmul(xp, T, w, yp);
+  }
+  return y;
+}
+
+py::array dequant_rows(py::array qweight, py::array scales, py::object mins, QuantFormat f,
+                       int64_t group_size, py::array ids) {
+  const QuantWeight w = weight_view(qweight, scales, mins, f, group_size);
+  checked<int64_t>(ids, "ids", 1);
+  const int64_t n = ids.shape(0);
+  const int64_t* ip = cptr<int64_t>(ids);
+  for (int64_t i = 0; i < n; ++i)
+    if (ip[i] < 0 || ip[i] >= w.N)
+      throw py::value_error("dequant_rows: row id " + std::to_string(ip[i]) + " at position " +
+                            std::to_string(i) + " is out of range [0, " + std::to_string(w.N) + ")");
+  py::array_t<float> out({n, w.K});
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    ops::dequant_rows(w, ip, n, op);
+  }
+  return out;
+}
+
+py::tuple quantize(py::array src, WeightType wtype, QuantFormat f, int64_t group_size) {
+  if (wtype == WeightType::F32)
+    checked<float>(src, "w", 2);
+  else
+    checked<uint16_t>(src, "w (bf16/f16 bits as uint16)", 2);
+  const int64_t N = src.shape(0), K = src.shape(1);
+  check_k(K, "quantize");
+  const int64_t group = resolve_group(f, group_size, K);
+  const int64_t G = (K + group - 1) / group;
+  py::array qweight = f == QuantFormat::Q8G ? py::array(py::array_t<int8_t>({N, K}))
+                                            : py::array(py::array_t<uint8_t>({N, K / 2}));
+  py::array_t<uint16_t> scales({N, G});
+  py::object mins = py::none();
+  kernels::QuantOut out{qweight.mutable_data(), scales.mutable_data(), nullptr};
+  if (f == QuantFormat::Q4GA) {
+    py::array_t<uint16_t> m({N, G});
+    out.mins = m.mutable_data();
+    mins = m;
+  }
+  const void* sp = src.data();
+  {
+    py::gil_scoped_release nogil;
+    ops::quantize_weight(sp, wtype, N, K, group, f, out);
+  }
+  return py::make_tuple(qweight, scales, mins);
+}
+
+py::tuple quantize_activations(py::array x) {
+  checked<float>(x, "x", 2);
+  const int64_t T = x.shape(0), K = x.shape(1);
+  check_k(K, "quantize_activations");
+  const int64_t nb = K / kernels::kQBlock;
+  std::vector<kernels::BlockA8> blocks(size_t(T * nb));
+  const float* xp = cptr<float>(x);
+  {
+    py::gil_scoped_release nogil;
+    ops::quantize_activations(xp, T, K, blocks.data());
+  }
+  py::array_t<int8_t> qs({T, K});
+  py::array_t<float> d({T, nb});
+  py::array_t<int32_t> sums({T, nb});
+  int8_t* qp = qs.mutable_data();
+  float* dp = d.mutable_data();
+  int32_t* sp = sums.mutable_data();
+  for (int64_t i = 0; i < T * nb; ++i) {
+    std::memcpy(qp + i * kernels::kQBlock, blocks[size_t(i)].qs, kernels::kQBlock);
+    dp[i] = blocks[size_t(i)].d;
+    sp[i] = blocks[size_t(i)].sum;
+  }
+  return py::make_tuple(qs, d, sums);
+}
+
+}  // namespace
+
+void register_quant(py::module_& m) {
+  py::enum_<QuantFormat>(m, "QuantFormat", "Quantized weight format (docs/quantization.md)")
+      .value("Q8G", QuantFormat::Q8G, "int8, f16 scale per group")
+      .value("Q4G", QuantFormat::Q4G, "int4 symmetric, f16 scale per group")
+      .value("Q4GA", QuantFormat::Q4GA, "int4 asymmetric, f16 scale and min per group");
+
+  m.def("quantize", &quantize, py::arg("w"), py::arg("wtype"), py::arg("format"), py::arg("group_size"),
+        "Quantize w [N, K] (f32, or bf16/f16 bits as uint16) -> (qweight, scales, mins or None); "
+        "group_size 32/64/128, or 0 for per-row Q8G.");
+  m.def("quant_matmul", &quant_matmul, py::arg("x"), py::arg("qweight"), py::arg("scales"),
+        py::arg("mins"), py::arg("format"), py::arg("group_size"), py::arg("out") = py::none(),
+        "y[T, N] = x[T, K] @ dequant(w)^T with x quantized to int8 per 32 values.");
+  m.def("dequant_rows", &dequant_rows, py::arg("qweight"), py::arg("scales"), py::arg("mins"),
+        py::arg("format"), py::arg("group_size"), py::arg("ids"),
+        "Rows ids of the dequantized weight as float32 [len(ids), K] (embedding lookup).");
+  m.def("quant_isa", [] { return std::string(kernels::quant_active().name); },
+        "Name of the quantized kernels in use (follows set_isa / EXAONE_CPU_ISA).");
+  m.def("quantize_activations", &quantize_activations, py::arg("x"),
+        "The int8 activation blocks quant_matmul uses: (qs int8 [T, K], d f32 [T, K/32], "
+        "sums int32 [T, K/32]).");
+}
+
+}  // namespace bind
+}  // namespace exaone

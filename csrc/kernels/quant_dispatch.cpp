@@ -1,0 +1,23 @@
+// The quantized kernels follow the ISA chosen for every other kernel (CPUID, EXAONE_CPU_ISA or
+// set_isa), so one override switches both tables.
+#include "dispatch.h"
+#include "quant.h"
+
+namespace exaone {
+namespace kernels {
+
+#ifndef EXAONE_HAVE_AVX2
+const QuantKernelTable* quant_avx2_table() { return nullptr; }
+#endif
+
+const QuantKernelTable& quant_active() {
+  const KernelTable& t = active();
+  if (&t == avx2_table()) {
+    const QuantKernelTable* q = quant_avx2_table();
+    if (q) return *q;
+  }
+  return quant_scalar_table();
+}
+
+}  // namespace kernels
+}  // namespace exaone

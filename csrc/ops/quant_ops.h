@@ -1,0 +1,34 @@
+// Quantized-weight ops (formats in csrc/kernels/quant.h): the matmul that quantizes activations
+// on the fly, row dequantization for embedding lookups, and the threaded weight quantizer.
+#pragma once
+#include <cstdint>
+
+#include "../kernels/kernels.h"
+#include "../kernels/quant.h"
+
+namespace exaone {
+namespace ops {
+
+using kernels::BlockA8;
+using kernels::QuantFormat;
+using kernels::QuantWeight;
+
+// y[T, N] = x[T, K] @ dequant(w)^T. x is quantized per 32 values into thread-local scratch that is
+// reused across calls (no allocation once it has grown), then the rows of w are split over the
+// thread pool.
+void quant_matmul(const float* x, int64_t T, const QuantWeight& w, float* y);
+
+// out[i, :] = dequant(w)[ids[i], :] for i in [0, n); ids already range-checked.
+void dequant_rows(const QuantWeight& w, const int64_t* ids, int64_t n, float* out);
+
+// x[T, K] -> T * K / 32 activation blocks (what quant_matmul feeds its kernels).
+void quantize_activations(const float* x, int64_t T, int64_t K, BlockA8* out);
+
+// Quantizes src [N, K] (f32, bf16 or f16) into out with the given format and group (values per
+// scale; K for per-row), rows split over the thread pool. Throws std::invalid_argument (from any
+// worker) on a non-finite weight or an out-of-range scale.
+void quantize_weight(const void* src, kernels::WeightType stype, int64_t N, int64_t K, int64_t group,
+                     QuantFormat format, const kernels::QuantOut& out);
+
+}  // namespace ops
+}  // namespace exaone
