@@ -122,8 +122,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
 
-def load_checkpoint_tensors(path: str | Path) -> dict[str, Tensor]:
-    """All tensors of a Hugging Face model directory: model.safetensors, or shards + index."""
+def load_checkpoint_tensors(path: str | Path, check_metadata=None) -> dict[str, Tensor]:
+    """All tensors of a Hugging Face model directory: model.safetensors, or shards + index.
+    check_metadata(file, metadata), when given, vets each file's safetensors metadata."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model directory {path} does not exist")
@@ -131,8 +132,14 @@ def load_checkpoint_tensors(path: str | Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"{path} is not a directory (expected a Hugging Face model directory)")
     single = path / "model.safetensors"
     index = path / "model.safetensors.index.json"
+    def read(file: Path) -> dict[str, Tensor]:
+        tensors, metadata = read_safetensors(file)
+        if check_metadata is not None:
+            check_metadata(file, metadata)
+        return tensors
+
     if single.is_file():
-        return read_safetensors(single)[0]
+        return read(single)
     if not index.is_file():
         raise FileNotFoundError(
             f"{path} has neither model.safetensors nor model.safetensors.index.json "
@@ -141,14 +148,14 @@ def load_checkpoint_tensors(path: str | Path) -> dict[str, Tensor]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         shards = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
     tensors: dict[str, Tensor] = {}
     for shard in shards:
         file = path / shard
         if not file.is_file():
             raise FileNotFoundError(f"shard {shard} listed in {index.name} is missing from {path}")
-        for name, tensor in read_safetensors(file)[0].items():
+        for name, tensor in read(file).items():
             if weight_map.get(name) == shard:
                 tensors[name] = tensor
     missing = sorted(set(weight_map) - set(tensors))

@@ -20,8 +20,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _core
-from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
-from .config import SLIDING, Exaone4Config
+from .checkpoint import CheckpointError, Tensor
+from .config import Exaone4Config
 from .quant import QuantLinear, WeightQuantizer, load_tensors, spec_from_options
 from .generation import TokenStream
 from .sampling import SamplingParams

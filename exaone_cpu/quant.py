@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from . import _core
-from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors, read_safetensors
+from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
 
 QUANT_METHOD = "exaone_cpu"
 FORMAT_VERSION = 1
@@ -314,33 +314,7 @@ def _check_metadata(file: Path, metadata: dict[str, str]) -> None:
 
 def load_quantized_tensors(path: str | Path) -> dict[str, Tensor]:
     """The tensors of a quantized checkpoint (memory-mapped), each file's format_version checked."""
-    path = Path(path)
-    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
-    if single.is_file():
-        tensors, metadata = read_safetensors(single)
-        _check_metadata(single, metadata)
-        return tensors
-    if not index.is_file():
-        raise FileNotFoundError(f"{path} has neither model.safetensors nor model.safetensors.index.json")
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
-    tensors: dict[str, Tensor] = {}
-    for shard in shards:
-        file = path / shard
-        if not file.is_file():
-            raise FileNotFoundError(f"shard {shard} listed in {index.name} is missing from {path}")
-        shard_tensors, metadata = read_safetensors(file)
-        _check_metadata(file, metadata)
-        for name, t in shard_tensors.items():
-            if weight_map.get(name) == shard:
-                tensors[name] = t
-    missing = sorted(set(weight_map) - set(tensors))
-    if missing:
-        raise CheckpointError(f"tensors listed in {index.name} but absent from their shard: {missing[:5]}")
-    return tensors
+    return load_checkpoint_tensors(path, check_metadata=_check_metadata)
 
 
 def load_tensors(path: str | Path, quant: QuantSpec | None) -> tuple[dict[str, Tensor], WeightQuantizer | None]:

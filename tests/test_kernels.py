@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import run_on
 from exaone_cpu import _core
 
 ISAS = _core.available_isas()
@@ -16,13 +17,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))  # a cwd where the installed p
 VECTOR_SIZES = list(range(1, 17)) + [17, 23, 31, 33, 63, 64, 65, 127, 130]
 rng = np.random.default_rng(1234)
 
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _core.isa()
-    _core.set_isa(request.param)
-    yield request.param
-    _core.set_isa(before)
 
 
 @pytest.fixture(params=[1, 2, 3])
@@ -32,14 +26,6 @@ def threads(request):
     yield request.param
     _core.set_num_threads(before)
 
-
-def run_on(isa_name, fn, *args, **kwargs):
-    before = _core.isa()
-    _core.set_isa(isa_name)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _core.set_isa(before)
 
 
 def assert_close(actual, expected, rtol=2e-6, what=""):

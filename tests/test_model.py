@@ -22,13 +22,6 @@ def fixture(request):
     return request.param, exaone_cpu.load(FIXTURES / request.param), reference(request.param)
 
 
-@pytest.fixture(params=_core.available_isas())
-def isa(request):
-    before = _core.isa()
-    _core.set_isa(request.param)
-    yield request.param
-    _core.set_isa(before)
-
 
 def rel_err(actual, expected):
     return float(np.abs(actual - expected).max() / np.abs(expected).max())

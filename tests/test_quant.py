@@ -10,6 +10,7 @@ from kernel error. Outputs are pre-filled with NaN so an unwritten element fails
 import numpy as np
 import pytest
 
+from conftest import run_on
 from exaone_cpu import _core
 
 ISAS = _core.available_isas()
@@ -22,21 +23,6 @@ NS = [1, 3, 4, 5, 17, 36]  # tails of the 4-row decode tile and of the 2-row pre
 TS = [1, 2, 3, 5, 9, 67]  # tails of the 4-token tile and of the 64-token block
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    before = _core.isa()
-    _core.set_isa(request.param)
-    yield request.param
-    _core.set_isa(before)
-
-
-def run_on(isa_name, fn, *args, **kwargs):
-    before = _core.isa()
-    _core.set_isa(isa_name)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _core.set_isa(before)
 
 
 def fid(p):

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 import exaone_cpu
 from exaone_cpu import _core, cli, quant
-from exaone_cpu.checkpoint import Tensor
+from exaone_cpu.checkpoint import Tensor, read_safetensors
 from exaone_cpu.commands import quantize as quantize_cmd
 from exaone_cpu.quant import QuantLinear, QuantSpec
 
@@ -176,7 +176,7 @@ def test_quantize_cli_round_trip(tmp_path, src, args, kw):
     files = list(dst.glob("*.safetensors"))
     assert files
     for f in files:
-        ours, metadata = quant.read_safetensors(f)
+        ours, metadata = read_safetensors(f)
         assert metadata["format_version"] == "1"
         with safe_open(f, framework="np") as h:  # the reference reader accepts what we wrote
             assert h.metadata() == metadata and set(h.keys()) == set(ours)
@@ -280,7 +280,7 @@ def corrupt_copy(quantized_dir, tmp_path, tensors=None, metadata=None, config=No
     f = dst / "model.safetensors"
     if tensors is not None or metadata is not None:
         t = load_file(f)
-        _, meta = quant.read_safetensors(f)
+        _, meta = read_safetensors(f)
         if tensors:
             t.update(tensors(t))
         save_file(t, f, metadata=meta if metadata is None else metadata)
@@ -297,7 +297,7 @@ def test_quantized_checkpoint_loads(quantized_dir):
 
 
 def test_rejects_wrong_format_version_in_metadata(quantized_dir, tmp_path):
-    _, meta = quant.read_safetensors(quantized_dir / "model.safetensors")
+    _, meta = read_safetensors(quantized_dir / "model.safetensors")
     bad = corrupt_copy(quantized_dir, tmp_path, metadata={**meta, "format_version": "2"})
     with pytest.raises(ValueError, match="format_version '2' is not supported"):
         exaone_cpu.load(bad)

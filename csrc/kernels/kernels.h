@@ -37,6 +37,10 @@ struct KernelTable {
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
 };
 
+// Exact scalar half <-> float conversions (round to nearest even), shared by the references.
+float f16_to_f32_value(uint16_t h);
+uint16_t f32_to_f16_value(float f);
+
 const KernelTable& scalar_table();
 // Null when the library was built without that variant (e.g. AVX2 on an ARM build).
 const KernelTable* avx2_table();

@@ -5,18 +5,12 @@
 
 #include <cstring>
 
+#include "avx2_common.h"
 #include "kernels.h"
 
 namespace exaone {
 namespace kernels {
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // exp(x) for 8 lanes: Cody-Waite reduction by ln2, degree-6 polynomial (about 1 ulp).
 inline __m256 exp8(__m256 x) {

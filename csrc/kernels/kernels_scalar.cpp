@@ -7,28 +7,19 @@
 
 namespace exaone {
 namespace kernels {
-namespace {
 
-float bf16_value(uint16_t h) {
-  uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-float f16_value(uint16_t h) {
+float f16_to_f32_value(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
   uint32_t bits;
   if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+    bits = sign | 0x7f800000u | (mant << 13);
   } else if (exp != 0) {
     bits = sign | ((exp + 112u) << 23) | (mant << 13);
   } else if (mant == 0) {
-    bits = sign;  // signed zero
+    bits = sign;
   } else {
-    // subnormal half: renormalise into a normal float
     uint32_t e = 113;
     while (!(mant & 0x400u)) {
       mant <<= 1;
@@ -36,6 +27,33 @@ float f16_value(uint16_t h) {
     }
     bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
   }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+uint16_t f32_to_f16_value(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u);  // inf / nan
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds past the largest half
+  if (ax < 0x38800000u) {                         // below 2^-14: a subnormal half (or zero)
+    float af;
+    std::memcpy(&af, &ax, sizeof af);
+    return sign | uint16_t(std::nearbyint(af * 16777216.0f));  // 1024 encodes 2^-14 correctly
+  }
+  uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7fffffu) >> 13);
+  const uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carries into the exponent correctly
+  return sign | uint16_t(h);
+}
+
+namespace {
+
+float bf16_value(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
@@ -65,7 +83,7 @@ void matmul_bf16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_
 }
 void matmul_f16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
                 float* y, int64_t ldy) {
-  matmul_ref<uint16_t, f16_value>(x, T, K, w, n0, n1, y, ldy);
+  matmul_ref<uint16_t, f16_to_f32_value>(x, T, K, w, n0, n1, y, ldy);
 }
 
 float dot_f32(const float* a, const float* b, int64_t n) {
@@ -118,7 +136,7 @@ void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 }
 
 void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = f16_value(src[i]);
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32_value(src[i]);
 }
 
 }  // namespace

@@ -18,6 +18,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels.h"
+
 namespace exaone {
 namespace kernels {
 
@@ -104,8 +106,6 @@ void quantize_row(const QuantKernelTable& kt, const float* w, int64_t K, int64_t
                   QuantFormat format, int64_t n, const QuantOut& out);
 
 // IEEE half conversions (round to nearest even), shared by the quantizer and reference kernels.
-float f16_to_f32_value(uint16_t h);
-uint16_t f32_to_f16_value(float f);
 
 }  // namespace kernels
 }  // namespace exaone

@@ -13,48 +13,6 @@
 namespace exaone {
 namespace kernels {
 
-float f16_to_f32_value(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112u) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {
-    uint32_t e = 113;
-    while (!(mant & 0x400u)) {
-      mant <<= 1;
-      --e;
-    }
-    bits = sign | (e << 23) | ((mant & 0x3ffu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-uint16_t f32_to_f16_value(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, sizeof x);
-  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
-  const uint32_t ax = x & 0x7fffffffu;
-  if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u);  // inf / nan
-  if (ax >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds past the largest half
-  if (ax < 0x38800000u) {                         // below 2^-14: a subnormal half (or zero)
-    float af;
-    std::memcpy(&af, &ax, sizeof af);
-    return sign | uint16_t(std::nearbyint(af * 16777216.0f));  // 1024 encodes 2^-14 correctly
-  }
-  uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax & 0x7fffffu) >> 13);
-  const uint32_t rem = ax & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carries into the exponent correctly
-  return sign | uint16_t(h);
-}
-
 namespace {
 
 // Round to nearest even for |v| < 2^22, the same result as cvtps2dq under the default rounding
