@@ -33,6 +33,12 @@ struct KernelTable {
   void (*rope_f32)(float* x, const float* cos, const float* sin, int64_t half);
   // In-place softmax over n scores (n >= 1).
   void (*softmax_f32)(float* x, int64_t n);
+  // Attention of G query heads q[G, D] that share one KV head (GQA) over n keys: key i is
+  // k[slots[i] * stride .. + D], its value v[slots[i] * stride ..]. scores is [G, n] scratch;
+  // out[G, D] = softmax(q k^T * scale) v. Each key and value row is read once for all G heads.
+  void (*attend_f32)(const float* q, int64_t G, int64_t D, const float* k, const float* v,
+                     int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                     float* out);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
 };

@@ -215,6 +215,22 @@ void softmax_f32(float* x, int64_t n) {
   for (; i < n; ++i) x[i] *= inv;
 }
 
+// Keys and values are read once per KV head; each row is used by all G query heads of the group.
+void attend_f32(const float* q, int64_t G, int64_t D, const float* k, const float* v,
+                int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* key = k + slots[i] * stride;
+    for (int64_t g = 0; g < G; ++g) scores[g * n + i] = dot_f32(q + g * D, key, D) * scale;
+  }
+  for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
+  for (int64_t j = 0; j < G * D; ++j) out[j] = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* value = v + slots[i] * stride;
+    for (int64_t g = 0; g < G; ++g) axpy_f32(scores[g * n + i], value, out + g * D, D);
+  }
+}
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, BF16W::load4(src + i));
@@ -232,7 +248,8 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 const KernelTable* neon_table() {
   static const KernelTable table = {
       "neon",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, bf16_to_f32, f16_to_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32, bf16_to_f32,
+      f16_to_f32,
   };
   return &table;
 }

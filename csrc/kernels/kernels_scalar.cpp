@@ -131,6 +131,19 @@ void softmax_f32(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void attend_f32(const float* q, int64_t G, int64_t D, const float* k, const float* v,
+                int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                float* out) {
+  for (int64_t g = 0; g < G; ++g) {
+    float* s = scores + g * n;
+    for (int64_t i = 0; i < n; ++i) s[i] = dot_f32(q + g * D, k + slots[i] * stride, D) * scale;
+    softmax_f32(s, n);
+    float* o = out + g * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+    for (int64_t i = 0; i < n; ++i) axpy_f32(s[i], v + slots[i] * stride, o, D);
+  }
+}
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_value(src[i]);
 }
@@ -143,8 +156,9 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 
 const KernelTable& scalar_table() {
   static const KernelTable table = {
-      "scalar",    matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, bf16_to_f32, f16_to_f32,
+      "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, bf16_to_f32,
+      f16_to_f32,
   };
   return table;
 }

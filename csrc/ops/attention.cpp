@@ -1,4 +1,3 @@
-#include <cstring>
 #include <vector>
 
 #include "../kernels/dispatch.h"
@@ -12,32 +11,29 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, 
                int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos, int64_t window,
                float scale, float* out) {
   const kernels::KernelTable& kt = kernels::active();
-  const int64_t group = H / KV;  // query heads per KV head (GQA)
-  ThreadPool::global().parallel_for(T * H, [&](int64_t task) {
-    const int64_t t = task / H, h = task % H, kvh = h / group;
+  const int64_t group = H / KV;  // query heads per KV head (GQA): heads kvh*group .. +group-1
+  // One task per (token, KV head): the visible slots are found once and every key/value row is
+  // read once for the whole group of query heads.
+  ThreadPool::global().parallel_for(T * KV, [&](int64_t task) {
+    const int64_t t = task / KV, kvh = task % KV;
     thread_local std::vector<float> scores;
     thread_local std::vector<int64_t> slots;
-    if (int64_t(scores.size()) < S) {
-      scores.resize(size_t(S));
-      slots.resize(size_t(S));
-    }
+    if (int64_t(slots.size()) < S) slots.resize(size_t(S));
+    if (int64_t(scores.size()) < group * S) scores.resize(size_t(group * S));
     const int64_t p = q_pos[t];
     int64_t n = 0;
     for (int64_t s = 0; s < S; ++s) {
       const int64_t kp = key_pos[s];
       if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) continue;
-      slots[size_t(n)] = s;
-      ++n;
+      slots[size_t(n++)] = s;
     }
-    const float* qh = q + (t * H + h) * D;
-    float* oh = out + (t * H + h) * D;
-    std::memset(oh, 0, size_t(D) * sizeof(float));
-    if (n == 0) return;
-    for (int64_t i = 0; i < n; ++i)
-      scores[size_t(i)] = kt.dot_f32(qh, k + (slots[size_t(i)] * KV + kvh) * D, D) * scale;
-    kt.softmax_f32(scores.data(), n);
-    for (int64_t i = 0; i < n; ++i)
-      kt.axpy_f32(scores[size_t(i)], v + (slots[size_t(i)] * KV + kvh) * D, oh, D);
+    const int64_t h0 = (t * H + kvh * group) * D;
+    if (n == 0) {  // a query that sees no key gets zeros
+      for (int64_t j = 0; j < group * D; ++j) out[h0 + j] = 0.0f;
+      return;
+    }
+    kt.attend_f32(q + h0, group, D, k + kvh * D, v + kvh * D, KV * D, slots.data(), n, scale,
+                  scores.data(), out + h0);
   });
 }
 

@@ -130,6 +130,24 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
     ref.rope_f32(r2.data(), c.data(), s.data(), n);
     check(isa, "rope_f32 half" + tag, r1, r2, 2e-6f);
   }
+  // GQA attention over a ring-like slot list (out of order, with a stride between slots)
+  for (int64_t G : {1, 2, 4}) {
+    for (int64_t D : {1, 3, 8, 9, 16, 17, 32, 64}) {
+      for (int64_t n : {1, 2, 7, 8, 9, 33}) {
+        const int64_t stride = 2 * D + 1, S = n + 3;
+        const auto q = rng.vec(size_t(G * D), 2.0f), k = rng.vec(size_t(S * stride), 2.0f);
+        const auto v = rng.vec(size_t(S * stride));
+        std::vector<int64_t> slots(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) slots[size_t(i)] = (i * 5 + 2) % S;
+        std::vector<float> sc1(size_t(G * n)), sc2(size_t(G * n));
+        std::vector<float> o1(size_t(G * D), kNaN), o2(size_t(G * D), kNaN);
+        t.attend_f32(q.data(), G, D, k.data(), v.data(), stride, slots.data(), n, 0.3f, sc1.data(), o1.data());
+        ref.attend_f32(q.data(), G, D, k.data(), v.data(), stride, slots.data(), n, 0.3f, sc2.data(), o2.data());
+        check(isa, "attend_f32 G=" + std::to_string(G) + " D=" + std::to_string(D) + " n=" + std::to_string(n),
+              o1, o2, 4e-6f);
+      }
+    }
+  }
   // conversions are exact: every bf16 and every finite f16 pattern
   std::vector<uint16_t> all(65536);
   for (uint32_t i = 0; i < 65536; ++i) all[i] = uint16_t(i);
