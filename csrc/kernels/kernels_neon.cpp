@@ -89,41 +89,6 @@ void tile_rows(int mt, const float* x, int64_t K, const typename L::T* w, float*
   }
 }
 
-template <class L>
-void matmul(const float* x, int64_t T, int64_t K, const typename L::T* w, int64_t n0, int64_t n1,
-            float* y, int64_t ldy) {
-  const int64_t t_block = 32;
-  for (int64_t t0 = 0; t0 < T; t0 += t_block) {
-    const int64_t t1 = t0 + t_block < T ? t0 + t_block : T;
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-      for (int64_t t = t0; t < t1; t += 4) {
-        const int mt = int(t1 - t < 4 ? t1 - t : 4);
-        tile_rows<L, 4>(mt, x + t * K, K, w + n * K, y + t * ldy + n, ldy);
-      }
-    }
-    for (; n < n1; ++n) {
-      for (int64_t t = t0; t < t1; t += 4) {
-        const int mt = int(t1 - t < 4 ? t1 - t : 4);
-        tile_rows<L, 1>(mt, x + t * K, K, w + n * K, y + t * ldy + n, ldy);
-      }
-    }
-  }
-}
-
-void matmul_f32(const float* x, int64_t T, int64_t K, const float* w, int64_t n0, int64_t n1,
-                float* y, int64_t ldy) {
-  matmul<F32W>(x, T, K, w, n0, n1, y, ldy);
-}
-void matmul_bf16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
-                 float* y, int64_t ldy) {
-  matmul<BF16W>(x, T, K, w, n0, n1, y, ldy);
-}
-void matmul_f16(const float* x, int64_t T, int64_t K, const uint16_t* w, int64_t n0, int64_t n1,
-                float* y, int64_t ldy) {
-  matmul<F16W>(x, T, K, w, n0, n1, y, ldy);
-}
-
 float dot_f32(const float* a, const float* b, int64_t n) {
   float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
   int64_t i = 0;
@@ -215,21 +180,9 @@ void softmax_f32(float* x, int64_t n) {
   for (; i < n; ++i) x[i] *= inv;
 }
 
-// Keys and values are read once per KV head; each row is used by all G query heads of the group.
-void attend_f32(const float* q, int64_t G, int64_t D, const float* k, const float* v,
-                int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
-                float* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float* key = k + slots[i] * stride;
-    for (int64_t g = 0; g < G; ++g) scores[g * n + i] = dot_f32(q + g * D, key, D) * scale;
-  }
-  for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
-  for (int64_t j = 0; j < G * D; ++j) out[j] = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float* value = v + slots[i] * stride;
-    for (int64_t g = 0; g < G; ++g) axpy_f32(scores[g * n + i], value, out + g * D, D);
-  }
-}
+// Weight rows per register tile on this ISA (tile_rows above takes up to 4 activation rows).
+constexpr int kRowsPerTile = 4;
+#include "kernels_simd.inc"
 
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
