@@ -103,17 +103,21 @@ class LayerCache:
         self.used = 0  # slots [0, used) may hold keys
 
     def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+        """Writes the K/V of consecutive positions (one forward step of one sequence)."""
         if self.ring:
             slots = positions % len(self.pos)
-        else:
-            end = int(positions[-1]) + 1
-            if end > len(self.pos):
-                self._grow(max(end, 2 * len(self.pos)))
-            slots = positions
-        self.k[slots] = k
-        self.v[slots] = v
-        self.pos[slots] = positions
-        self.used = min(len(self.pos), max(self.used, int(slots.max()) + 1))
+            self.k[slots] = k
+            self.v[slots] = v
+            self.pos[slots] = positions
+            self.used = min(len(self.pos), max(self.used, int(slots.max()) + 1))
+            return
+        start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
+        if end > len(self.pos):
+            self._grow(max(end, 2 * len(self.pos)))
+        self.k[start:end] = k
+        self.v[start:end] = v
+        self.pos[start:end] = positions
+        self.used = max(self.used, end)
 
     def _grow(self, capacity: int) -> None:
         for name in ("k", "v"):

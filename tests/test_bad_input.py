@@ -36,6 +36,13 @@ def write_safetensors(path, header, data):
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
 
 
+def edit_header(path, edit):
+    """Rewrites a safetensors file with edit(header) applied, the data left as it is."""
+    header, data = read_header(path)
+    edit(header)
+    write_safetensors(path, header, data)
+
+
 @pytest.fixture(scope="module")
 def model():
     return exaone_cpu.load(FIXTURES / "tiny-1.2b")
@@ -103,20 +110,22 @@ def test_corrupt_header(copy):
 
 def test_offsets_that_disagree_with_the_shape(copy):
     d = copy()
-    f = d / "model.safetensors"
-    header, data = read_header(f)
-    header["model.norm.weight"]["shape"] = [65]
-    write_safetensors(f, header, data)
+
+    def edit(header):
+        header["model.norm.weight"]["shape"] = [65]
+
+    edit_header(d / "model.safetensors", edit)
     with pytest.raises(CheckpointError, match="model.norm.weight"):
         exaone_cpu.load(d)
 
 
 def test_missing_tensor(copy):
     d = copy()
-    f = d / "model.safetensors"
-    header, data = read_header(f)
-    del header["model.layers.1.mlp.up_proj.weight"]
-    write_safetensors(f, header, data)
+
+    def edit(header):
+        del header["model.layers.1.mlp.up_proj.weight"]
+
+    edit_header(d / "model.safetensors", edit)
     with pytest.raises(CheckpointError, match=r"missing tensor 'model.layers.1.mlp.up_proj.weight'"):
         exaone_cpu.load(d)
 
@@ -144,21 +153,23 @@ def test_wrong_shape(copy):
 
 def test_wrong_dtype(copy):
     d = copy()
-    f = d / "model.safetensors"
-    header, data = read_header(f)
-    info = header["model.layers.0.self_attn.q_proj.weight"]
-    info["dtype"] = "I32"  # same byte size as F32
-    write_safetensors(f, header, data)
+
+    def edit(header):
+        info = header["model.layers.0.self_attn.q_proj.weight"]
+        info["dtype"] = "I32"  # same byte size as F32
+
+    edit_header(d / "model.safetensors", edit)
     with pytest.raises(CheckpointError, match="q_proj.weight' has dtype I32"):
         exaone_cpu.load(d)
 
 
 def test_unknown_dtype(copy):
     d = copy()
-    f = d / "model.safetensors"
-    header, data = read_header(f)
-    header["model.norm.weight"]["dtype"] = "F8_E4M3"
-    write_safetensors(f, header, data)
+
+    def edit(header):
+        header["model.norm.weight"]["dtype"] = "F8_E4M3"
+
+    edit_header(d / "model.safetensors", edit)
     with pytest.raises(CheckpointError, match="unsupported dtype"):
         exaone_cpu.load(d)
 
