@@ -97,47 +97,46 @@ class LayerCache:
 
     def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool):
         self.ring = ring
-        self.k = np.zeros((capacity, kv_heads, head_dim), np.float32)  # [slots, kv_heads, head_dim]
-        self.v = np.zeros((capacity, kv_heads, head_dim), np.float32)
+        # [kv_heads, slots, head_dim]: each KV head's keys are contiguous for the attention kernel
+        self.k = np.zeros((kv_heads, capacity, head_dim), np.float32)
+        self.v = np.zeros((kv_heads, capacity, head_dim), np.float32)
         self.pos = np.full(capacity, -1, np.int64)  # absolute position held by each slot
-        self.used = 0  # slots [0, used) may hold keys
 
     def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
-        """Writes the K/V of consecutive positions (one forward step of one sequence)."""
+        """Writes the K/V [T, kv_heads, head_dim] of consecutive positions (one forward step of one
+        sequence)."""
+        k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
         if self.ring:
             slots = positions % len(self.pos)
-            self.k[slots] = k
-            self.v[slots] = v
+            self.k[:, slots] = k
+            self.v[:, slots] = v
             self.pos[slots] = positions
-            self.used = min(len(self.pos), max(self.used, int(slots.max()) + 1))
             return
         start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
         if end > len(self.pos):
             self._grow(max(end, 2 * len(self.pos)))
-        self.k[start:end] = k
-        self.v[start:end] = v
+        self.k[:, start:end] = k
+        self.v[:, start:end] = v
         self.pos[start:end] = positions
-        self.used = max(self.used, end)
 
     def _grow(self, capacity: int) -> None:
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = np.zeros((capacity,) + old.shape[1:], np.float32)
-            new[: len(old)] = old
+            new = np.zeros((old.shape[0], capacity, old.shape[2]), np.float32)
+            new[:, : old.shape[1]] = old
             setattr(self, name, new)
         pos = np.full(capacity, -1, np.int64)
         pos[: len(self.pos)] = self.pos
         self.pos = pos
 
     def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = self.used
-        return self.k[:n], self.v[:n], self.pos[:n]
+        """K, V [kv_heads, slots, head_dim] and the position of each slot (-1: empty), every slot
+        of the buffer (the kernel skips empty ones; a slice would not be contiguous)."""
+        return self.k, self.v, self.pos
 
     def truncate(self, length: int) -> None:
         """Forgets every position >= length (their slots become empty)."""
         self.pos[self.pos >= length] = -1
-        if not self.ring:
-            self.used = min(self.used, length)
 
 
 class KVCache:
@@ -262,7 +261,7 @@ class Model:
         attn = np.empty((T, H, D), np.float32)  # [T, heads, head_dim]
         for cache, rows in caches:
             cache.store(positions[rows], k[rows], v[rows])
-            k_all, v_all, key_pos = cache.view()  # [slots, kv_heads, head_dim], [slots]
+            k_all, v_all, key_pos = cache.view()  # [kv_heads, slots, head_dim], [slots]
             _core.attention(q[rows], k_all, v_all, key_pos, positions[rows], c.window(i) or 0,
                             self.attention_scale, out=attn[rows])
         o = layer.o_proj(attn.reshape(T, H * D))  # [T, hidden]

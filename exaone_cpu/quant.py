@@ -31,7 +31,7 @@ from . import _core
 from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
 
 QUANT_METHOD = "exaone_cpu"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 GROUP_SIZES = (32, 64, 128)
 HEAD_CHOICES = ("int8", "int4", "bf16")
 DEFAULT_GROUP_SIZE = {8: 128, 4: 64}

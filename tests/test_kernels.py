@@ -182,8 +182,9 @@ def test_rope(isa, head_dim):
 
 
 def numpy_attention(q, k, v, key_pos, q_pos, window, scale):
+    """k, v: [kv_heads, slots, head_dim]."""
     T, H, D = q.shape
-    KV = k.shape[1]
+    KV = k.shape[0]
     out = np.zeros((T, H, D))
     for t in range(T):
         for h in range(H):
@@ -193,10 +194,10 @@ def numpy_attention(q, k, v, key_pos, q_pos, window, scale):
                 ok &= q_pos[t] - key_pos < window
             if not ok.any():
                 continue
-            s = (k[ok, kvh].astype(np.float64) @ q[t, h]) * scale
+            s = (k[kvh, ok].astype(np.float64) @ q[t, h]) * scale
             p = np.exp(s - s.max())
             p /= p.sum()
-            out[t, h] = p @ v[ok, kvh]
+            out[t, h] = p @ v[kvh, ok]
     return out
 
 
@@ -206,8 +207,8 @@ def numpy_attention(q, k, v, key_pos, q_pos, window, scale):
 def test_attention(isa, D, H, KV, window):
     S, T = 11, 4
     q = rng.standard_normal((T, H, D)).astype(np.float32)
-    k = rng.standard_normal((S, KV, D)).astype(np.float32)
-    v = rng.standard_normal((S, KV, D)).astype(np.float32)
+    k = rng.standard_normal((KV, S, D)).astype(np.float32)
+    v = rng.standard_normal((KV, S, D)).astype(np.float32)
     # a ring buffer: positions out of slot order, one empty slot
     key_pos = np.array([8, 9, 10, 0, 1, 2, 3, 4, 5, 6, -1], np.int64)
     q_pos = np.array([7, 8, 9, 10], np.int64)
@@ -224,8 +225,8 @@ def test_attention_long_softmax_rows(isa):
     # score rows longer than the vector width, with large logits
     S, H, D = 300, 2, 16
     q = (rng.standard_normal((3, H, D)) * 4).astype(np.float32)
-    k = (rng.standard_normal((S, 1, D)) * 4).astype(np.float32)
-    v = rng.standard_normal((S, 1, D)).astype(np.float32)
+    k = (rng.standard_normal((1, S, D)) * 4).astype(np.float32)
+    v = rng.standard_normal((1, S, D)).astype(np.float32)
     key_pos = np.arange(S, dtype=np.int64)
     q_pos = np.array([0, 150, 299], np.int64)
     out = _core.attention(q, k, v, key_pos, q_pos, 0, 0.25)

@@ -83,9 +83,9 @@ def test_sliding_layers_keep_only_their_window():
     model.forward(ref["prompt2"], cache)  # 40 tokens
     for i, layer in enumerate(cache.layers):
         if model.config.layer_types[i] == "sliding_attention":
-            assert layer.k.shape[0] == model.config.sliding_window + 8 - 1
+            assert layer.k.shape[1] == model.config.sliding_window + 8 - 1
         else:
-            assert layer.k.shape[0] >= 40
+            assert layer.k.shape[1] >= 40
 
 
 def test_bf16_weights_stay_bf16_and_are_memory_mapped():

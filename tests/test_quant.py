@@ -1,7 +1,7 @@
 """Quantized formats and kernels (docs/quantization.md), on every ISA this machine runs.
 
-Oracles are written here in numpy from the documented layout, independently of the C++: the nibble
-interleave, the activation quantizer (bit-exact), and the matmul's math from exact integer block
+Oracles are written here in numpy from the documented layout, independently of the C++: the row
+tiles and nibbles, the activation quantizer (bit-exact), and the matmul's math from exact integer block
 sums. Every ISA is also checked against the scalar reference: bit-exact where the data make every
 float operation exact, within magnitude x epsilon otherwise. Quantization error is tested apart
 from kernel error. Outputs are pre-filled with NaN so an unwritten element fails.
@@ -19,7 +19,7 @@ FORMATS = [FMT.Q8G, FMT.Q4G, FMT.Q4GA]
 # (format, group_size) pairs the format supports; 0 = one scale per row (int8 only)
 FORMAT_GROUPS = [(f, g) for f in FORMATS for g in (32, 64, 128)] + [(FMT.Q8G, 0)]
 KS = [32, 64, 96, 160, 288, 2080]  # 1, 2, 3, 5, 9, 65 blocks: odd tails, short last groups
-NS = [1, 3, 4, 5, 17, 36]  # tails of the 4-row decode tile and of the 2-row prefill tile
+NS = [1, 3, 8, 13, 17, 40]  # whole row tiles of 8 and a partial last tile
 TS = [1, 2, 3, 5, 9, 67]  # tails of the 4-token tile and of the 64-token block
 
 
@@ -36,46 +36,61 @@ def f16(bits):
     return np.asarray(bits, np.uint16).view(np.float16).astype(np.float64)
 
 
-def unpack_q4(qweight, K):
-    """Nibbles u [N, K] from the documented interleave: pairs of blocks as 32 bytes (low nibbles =
-    first block, high = second), a lone last block as 16 bytes (low = first 16, high = last 16)."""
-    b = qweight.astype(np.int64)
-    u = np.empty((qweight.shape[0], K), np.int64)
-    k0 = 0
-    while k0 + 64 <= K:
-        u[:, k0 : k0 + 32] = b[:, k0 // 2 : k0 // 2 + 32] & 15
-        u[:, k0 + 32 : k0 + 64] = b[:, k0 // 2 : k0 // 2 + 32] >> 4
-        k0 += 64
-    if k0 < K:
-        u[:, k0 : k0 + 16] = b[:, k0 // 2 : k0 // 2 + 16] & 15
-        u[:, k0 + 16 : k0 + 32] = b[:, k0 // 2 : k0 // 2 + 16] >> 4
-    return u
+def tiles(N):
+    """Row tiles of the documented layout: (first row, width), 8 rows each, the last N % 8."""
+    return [(n0, min(8, N - n0)) for n0 in range(0, N, 8)]
 
 
-def pack_q4(u):
-    """Inverse of unpack_q4, for building weights by hand."""
-    N, K = u.shape
-    out = np.zeros((N, K // 2), np.uint8)
-    k0 = 0
-    while k0 + 64 <= K:
-        out[:, k0 // 2 : k0 // 2 + 32] = u[:, k0 : k0 + 32] | (u[:, k0 + 32 : k0 + 64] << 4)
-        k0 += 64
-    if k0 < K:
-        out[:, k0 // 2 : k0 // 2 + 16] = u[:, k0 : k0 + 16] | (u[:, k0 + 16 : k0 + 32] << 4)
+def unpack_codes(fmt, qweight, K):
+    """Integer codes [N, K] (q for Q8G, nibbles u for Q4G / Q4GA) from the row tiles: a tile's
+    bytes are [K/4][W][4] int8 q, or [K/8][W][4] bytes holding k 0-3 of an 8-k run in the low
+    nibbles and k 4-7 in the high ones."""
+    N = qweight.shape[0]
+    out = np.empty((N, K), np.int64)
+    for n0, W in tiles(N):
+        t = qweight[n0 : n0 + W].reshape(-1).astype(np.int64)
+        if fmt == FMT.Q8G:
+            rows = t.reshape(K // 4, W, 4)
+        else:
+            t = t.reshape(K // 8, W, 4)
+            rows = np.concatenate([t & 15, t >> 4], axis=2)
+        out[n0 : n0 + W] = rows.transpose(1, 0, 2).reshape(W, K)
+    return out
+
+
+def pack_codes(fmt, codes):
+    """Inverse of unpack_codes, for building weights by hand."""
+    N, K = codes.shape
+    out = np.zeros((N, K if fmt == FMT.Q8G else K // 2), np.int8 if fmt == FMT.Q8G else np.uint8)
+    for n0, W in tiles(N):
+        c = codes[n0 : n0 + W]
+        if fmt == FMT.Q8G:
+            t = c.reshape(W, K // 4, 4)
+        else:
+            c = c.reshape(W, K // 8, 8)
+            t = c[..., :4] | (c[..., 4:] << 4)
+        out[n0 : n0 + W] = t.transpose(1, 0, 2).reshape(W, -1).astype(out.dtype)
+    return out
+
+
+def untile_groups(a):
+    """Scales / mins [N, G] in row order from the row tiles (a tile is [G][W])."""
+    N, G = a.shape
+    out = np.empty_like(a)
+    for n0, W in tiles(N):
+        out[n0 : n0 + W] = a[n0 : n0 + W].reshape(G, W).T
     return out
 
 
 def weight_ints(fmt, qweight, K):
     """Integer weights as the kernels multiply them: signed q (Q8G), u - 8 (Q4G), u (Q4GA)."""
-    if fmt == FMT.Q8G:
-        return qweight.astype(np.int64)
-    u = unpack_q4(qweight, K)
-    return u - 8 if fmt == FMT.Q4G else u
+    c = unpack_codes(fmt, qweight, K)
+    return c - 8 if fmt == FMT.Q4G else c
 
 
 def per_column(groups, group_size, K):
     g = K if group_size == 0 else group_size
-    return np.repeat(f16(groups), g, axis=1)[:, :K]
+    return np.repeat(f16(untile_groups(groups)), g, axis=1)[:, :K]
 
 
 def dequant_np(fmt, qweight, scales, mins, group_size, K):
@@ -111,11 +126,11 @@ def matmul_np(x, fmt, qweight, scales, mins, group_size):
     asum = np.einsum("tbi,nbi->tnb", np.abs(q), np.abs(wi))
     g = K if group_size == 0 else group_size
     block_group = (np.arange(nb) * 32) // g
-    s = f16(scales)[:, block_group]  # [N, nb]
+    s = f16(untile_groups(scales))[:, block_group]  # [N, nb]
     sd = s[None] * d[:, None, :].astype(np.float64)
     terms, mag = isum * sd, asum * np.abs(sd)
     if fmt == FMT.Q4GA:
-        m = f16(mins)[:, block_group]
+        m = f16(untile_groups(mins))[:, block_group]
         mterm = m[None] * (d * sums)[:, None, :]
         terms = np.concatenate([terms, mterm], axis=-1)
         mag = np.concatenate([mag, np.abs(mterm)], axis=-1)
@@ -307,6 +322,7 @@ def test_all_zero_groups_give_zeros_not_nan(isa, fmt_group):
     y = qmm(x, qw, sc, mn, fmt, g)
     assert np.all(np.isfinite(y))
     assert np.all(y[0] == 0) and np.all(y[:, 1] == 0) and np.all(y[:, 3] == 0) and np.all(y[:, 4] == 0)
+    sc = untile_groups(sc)
     if g == 32:
         assert np.all(sc[1] == 0) and sc[2, 0] == 0 and np.all(sc[3] == 0)
 
@@ -392,12 +408,12 @@ def test_integer_sums_match_scalar_exactly(fmt_group):
     fmt, g = fmt_group
     rng = np.random.default_rng(21)
     for K in (32, 96, 160, 288):
-        for N in (1, 4, 7):
+        for N in (1, 7, 8, 19):
             if fmt == FMT.Q8G:
                 qw = rng.integers(-128, 128, (N, K)).astype(np.int8)
                 qw[0, :2] = -128  # |w| = 128 with x = ±127: pair sum 32512, the largest maddubs sees
             else:
-                qw = pack_q4(rng.integers(0, 16, (N, K)))
+                qw = pack_codes(fmt, rng.integers(0, 16, (N, K)))
             groups = 1 if g == 0 else -(-K // g)
             sc = np.array([0.5, 1.0, 0.25], np.float16)[rng.integers(0, 3, (N, groups))].view(np.uint16)
             mn = (np.array([-3, 0, 2], np.float16)[rng.integers(0, 3, (N, groups))].view(np.uint16)

@@ -105,9 +105,9 @@ py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py
                     int64_t window, float scale, py::object out) {
   checked<float>(q, "q", 3);
   const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
-  checked<float>(k, "k_cache", 3, {-1, -1, D});
-  const int64_t S = k.shape(0), KV = k.shape(1);
-  checked<float>(v, "v_cache", 3, {S, KV, D});
+  checked<float>(k, "k_cache", 3, {-1, -1, D});  // [kv_heads, slots, head_dim]
+  const int64_t KV = k.shape(0), S = k.shape(1);
+  checked<float>(v, "v_cache", 3, {KV, S, D});
   if (H % KV)
     throw py::value_error("attention: " + std::to_string(H) + " query heads are not a multiple of " +
                           std::to_string(KV) + " KV heads");

@@ -126,7 +126,7 @@ py::tuple quantize(py::array src, WeightType wtype, QuantFormat f, int64_t group
                                             : py::array(py::array_t<uint8_t>({N, K / 2}));
   py::array_t<uint16_t> scales({N, G});
   py::object mins = py::none();
-  kernels::QuantOut out{qweight.mutable_data(), scales.mutable_data(), nullptr};
+  kernels::QuantOut out{N, qweight.mutable_data(), scales.mutable_data(), nullptr};
   if (f == QuantFormat::Q4GA) {
     py::array_t<uint16_t> m({N, G});
     out.mins = m.mutable_data();

@@ -9,10 +9,14 @@
 // with g = k / G, scales s f16 [N, ceil(K/G)] and mins m f16 [N, ceil(K/G)] (Q4GA only). When G
 // does not divide K the last group of a row is shorter (still a multiple of 32).
 //
-// int4 nibble interleave, per row: each pair of 32-weight blocks (64 weights from k0) is 32 bytes,
-// byte j = u[k0 + j] | u[k0 + 32 + j] << 4, so the low nibbles of one 32-byte load are the first
-// block and the high nibbles the second. When K / 32 is odd the last block (from k0 = K - 32) is
-// 16 bytes, byte j = u[k0 + j] | u[k0 + 16 + j] << 4.
+// Row tiles: the arrays keep those shapes, but rows are stored in tiles of 8 (the last tile holds
+// the N % 8 rows left, W = its width), each tile in the same bytes its rows would take row-major,
+// interleaved so one 32-byte load holds 4 consecutive k of each of the 8 rows and a SIMD lane
+// stays with one row from the first block to the output:
+//   Q8G : tile bytes [K/4][W][4]:  byte (q, r, i)      = q[n0 + r, 4q + i]
+//   Q4G*: tile bytes [K/8][W][4]:  byte (o, r, i)      = u[n0 + r, 8o + i] | u[n0 + r, 8o + 4 + i] << 4
+//   scales / mins: tile [G][W]:    element (g, r)      = s[n0 + r, g]
+// (n0 = the tile's first row). The *_index helpers below are the reference for these offsets.
 //
 // Activations are quantized on the fly per block of 32 values (BlockA8): x ≈ d * qs, d = amax/127.
 #pragma once
@@ -47,18 +51,32 @@ struct QuantWeight {
   int64_t groups() const { return (K + group - 1) / group; }
   int64_t blocks() const { return K / kQBlock; }
   int64_t row_bytes() const { return format == QuantFormat::Q8G ? K : K / 2; }
+  // First row and width of the row tile holding row n.
+  int64_t tile_row0(int64_t n) const { return n & ~int64_t(7); }
+  int64_t tile_width(int64_t n) const { return N - tile_row0(n) < 8 ? N - tile_row0(n) : 8; }
 };
 
-// Unsigned nibble u of weight k in one int4 row (the interleave above), for reference code.
-inline int q4_get(const uint8_t* row, int64_t K, int64_t k) {
-  const int64_t k0 = k / 64 * 64;
-  const int64_t j = k - k0;
-  if (k0 + 64 <= K) {
-    const uint8_t b = row[k0 / 2 + (j & 31)];
-    return j < 32 ? (b & 15) : (b >> 4);
-  }
-  const uint8_t b = row[k0 / 2 + (j & 15)];  // lone 32-weight tail block
-  return j < 16 ? (b & 15) : (b >> 4);
+constexpr int kTileRows = 8;
+
+// Byte of qweight holding weight (n, k): for int4, its nibble is the low one when (k & 4) == 0.
+inline int64_t qweight_index(const QuantWeight& w, int64_t n, int64_t k) {
+  const int64_t n0 = w.tile_row0(n), W = w.tile_width(n), r = n - n0;
+  if (w.format == QuantFormat::Q8G) return n0 * w.K + (k >> 2) * 4 * W + r * 4 + (k & 3);
+  return n0 * (w.K / 2) + (k >> 3) * 4 * W + r * 4 + (k & 3);
+}
+
+// Element of scales / mins holding group g of row n.
+inline int64_t scale_index(const QuantWeight& w, int64_t n, int64_t g) {
+  const int64_t n0 = w.tile_row0(n);
+  return n0 * w.groups() + g * w.tile_width(n) + (n - n0);
+}
+
+// Integer weight (n, k) as stored: q (Q8G) or the unsigned nibble u (Q4G / Q4GA).
+inline int weight_code(const QuantWeight& w, int64_t n, int64_t k) {
+  const int64_t i = qweight_index(w, n, k);
+  if (w.format == QuantFormat::Q8G) return static_cast<const int8_t*>(w.qweight)[i];
+  const uint8_t b = static_cast<const uint8_t*>(w.qweight)[i];
+  return (k & 4) ? (b >> 4) : (b & 15);
 }
 
 // y[t * ldy + n] = Σ_k x[t, k] * w[n, k] for t in [0, T), n in [n0, n1), with x given as T rows
@@ -98,6 +116,7 @@ const QuantKernelTable& quant_active();
 // scale 0 and zero weights. Throws std::invalid_argument on a non-finite weight or a scale / min
 // beyond the f16 range.
 struct QuantOut {
+  int64_t N;         // rows of the whole matrix (the row tiles depend on it)
   void* qweight;     // int8 [N, K] or uint8 [N, K / 2]
   uint16_t* scales;  // f16 [N, groups]
   uint16_t* mins;    // f16 [N, groups] for Q4GA, else null

@@ -1,19 +1,16 @@
 // AVX2 variants of the quantized kernels (quant.h). Compiled alone with -mavx2 -mfma -mf16c;
 // everything here has internal linkage so no AVX2 code reaches paths a CPU without it runs.
 //
-// Integer dot products of 32 int8 pairs: _mm256_maddubs_epi16 multiplies unsigned by signed bytes
-// and adds pairs with int16 saturation, so signed weights use the sign trick: |w| (unsigned, at
-// most 128) times x * sign(w) (|x| <= 127 by construction of BlockA8) keeps every pair sum within
-// 2 * 128 * 127 = 32512 < 32767. int4 nibbles u (0..15) go in unsigned as they are (pair sums at
-// most 2 * 15 * 127); Q4G then subtracts 8 * Σ q_x in int32, so Σ (u - 8) q_x is exact too. Every
+// Integer dot products: _mm256_maddubs_epi16 multiplies unsigned by signed bytes and adds pairs
+// with int16 saturation. Signed int8 weights use the sign trick: |w| (at most 127) times
+// x * sign(w) (|x| <= 127 by construction of BlockA8), pair sums within 2 * 127 * 127 < 32767.
+// int4 nibbles u (0..15) go in unsigned as they are; Q4G then subtracts 8 * Σ q_x in int32. Every
 // block's integer sum equals the scalar reference's; only the f32 accumulation order differs.
-// _mm256_madd_epi16 with ones widens to 8 int32 partial sums per block, scaled and accumulated in
-// f32 lanes.
 //
-// Tiles: decode (T = 1) runs one token against 4 rows, so the weights stream once with four
-// independent accumulators; with groups of 64 or more it sums a group's blocks scaled by the
-// activation scale only and applies the f16 weight scale once per group. Prefill runs 4 tokens x
-// 2 rows, reusing each unpacked weight block for 4 tokens and each activation block for 2 rows.
+// The row tiles of quant.h put 4 consecutive k of 8 rows in one 32-byte load, so a broadcast of
+// 4 activation bytes multiplies all 8 rows at once and lane r of every sum belongs to row r: no
+// horizontal reductions, and one f16 load gives the 8 rows' scales. Prefill reuses each unpacked
+// load for 4 tokens.
 #include <immintrin.h>
 
 #include <cstring>
@@ -68,188 +65,103 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
   }
 }
 
-// ---- weight block loaders ----------------------------------------------------------------------
+// ---- matmul -------------------------------------------------------------------------------------
 
-// Two consecutive 32-weight blocks (b, b + 1) of one row as int8 vectors: signed for Q8G, the
-// unsigned nibbles u for Q4G / Q4GA. `row` is the row's first byte.
-template <QuantFormat F>
-inline void load_pair(const uint8_t* row, int64_t b, __m256i& w0, __m256i& w1) {
-  if constexpr (F == QuantFormat::Q8G) {
-    w0 = loadu256(row + b * 32);
-    w1 = loadu256(row + b * 32 + 32);
-  } else {
-    const __m256i raw = loadu256(row + b * 16);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    w0 = _mm256_and_si256(raw, m4);
-    w1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-  }
-}
-
-// The lone last block when K / 32 is odd.
-template <QuantFormat F>
-inline __m256i load_tail(const uint8_t* row, int64_t b) {
-  if constexpr (F == QuantFormat::Q8G) return loadu256(row + b * 32);
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * 16));
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0f));
-}
-
-// What one token's block contributes, loaded once and shared by every weight row of a tile.
-struct XBlock {
-  __m256i q;     // the 32 int8 activations
-  __m256i corr;  // Q4G: 8 * Σ q in lane 0 (Σ (u - 8) q = Σ u q - 8 Σ q)
-  __m256 d;      // activation scale, broadcast
-  float dsum;    // Q4GA: d * Σ q (the min term)
-};
-
-template <QuantFormat F>
-inline XBlock load_x(const BlockA8& a) {
-  XBlock x;
-  x.q = loadu256(a.qs);
-  x.d = _mm256_set1_ps(a.d);
-  if constexpr (F == QuantFormat::Q4G)  // upper lanes zero (a cast would leave them undefined)
-    x.corr = _mm256_set_m128i(_mm_setzero_si128(), _mm_cvtsi32_si128(8 * a.sum));
-  if constexpr (F == QuantFormat::Q4GA) x.dsum = a.d * float(a.sum);
-  return x;
-}
-
-// 8 int32 partial sums adding up to the block's exact integer dot product: Σ q_w q_x with the
-// signed weight (Q8G, and Q4G as u - 8), Σ u q_x for Q4GA.
-template <QuantFormat F>
-inline __m256i dot_block(__m256i w, const XBlock& x) {
+// The 8 int32 sums (one per row of a full row tile) of one 32-value block against MT tokens'
+// activation blocks xb[i]: Σ_k q[r, k] * qs_i[k], with q the signed weight (Q8G; Q4G as u - 8) or
+// the unsigned nibble u (Q4GA). p is the block's 128 (int4) or 256 (int8) bytes in the tile.
+template <QuantFormat F, int MT>
+inline void block_dot(const uint8_t* p, const BlockA8* const* xb, __m256i* isum) {
   const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (F == QuantFormat::Q8G)
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x.q, w)), ones);
-  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, x.q), ones);  // u <= 15: no saturation
-  if constexpr (F == QuantFormat::Q4G) return _mm256_sub_epi32(p, x.corr);
-  return p;
-}
-
-// ---- matmul tiles ------------------------------------------------------------------------------
-
-// Decode streams each weight byte once: fetch the same offset NT rows further on (the next tile)
-// while this one computes, one cache line per row at a time, so the stream keeps memory busy.
-template <QuantFormat F, int NT>
-inline void prefetch_next_tile(const uint8_t* row, int64_t rb, int64_t b) {
-  const int64_t off = F == QuantFormat::Q8G ? b * 32 : b * 16;  // byte offset of block b
-  if (F == QuantFormat::Q8G || (b & 3) == 0)  // a pair is 64 bytes (int8) or 32 bytes (int4)
-    _mm_prefetch(reinterpret_cast<const char*>(row + NT * rb + off), _MM_HINT_T0);
-}
-
-// y[i][j] = row n + j of w against token i (x[i]: its blocks), MT tokens by NT rows, one f16
-// scale per block: acc += Σ_b dot_b * (s_g(b) * d_b). Any group size.
-template <QuantFormat F, int MT, int NT>
-void tile_per_block(const BlockA8* const* x, const QuantWeight& w, int64_t n, float* const* y) {
-  const int64_t nb = w.blocks(), G = w.groups(), bpg = w.group / kQBlock, rb = w.row_bytes();
-  const uint8_t* rows[NT];
-  const uint16_t* srow[NT];
-  const uint16_t* mrow[NT];
-  for (int j = 0; j < NT; ++j) {
-    rows[j] = static_cast<const uint8_t*>(w.qweight) + (n + j) * rb;
-    srow[j] = w.scales + (n + j) * G;
-    mrow[j] = F == QuantFormat::Q4GA ? w.mins + (n + j) * G : nullptr;
-  }
-  __m256 acc[MT][NT];
-  float macc[MT][NT];  // Q4GA min term
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) {
-      acc[i][j] = _mm256_setzero_ps();
-      macc[i][j] = 0.0f;
-    }
-  // group of block b without a division: bpg is 1, 2, 4, or the whole row
-  const bool per_row = G == 1;
-  const int sh = bpg == 1 ? 0 : bpg == 2 ? 1 : 2;
-  auto step = [&](int64_t b, const XBlock* xb, const __m256i* wv, int j) {
-    const int64_t g = per_row ? 0 : b >> sh;
-    const __m256 s = _mm256_set1_ps(_cvtsh_ss(srow[j][g]));
-    float m = 0.0f;
-    if constexpr (F == QuantFormat::Q4GA) m = _cvtsh_ss(mrow[j][g]);
-    for (int i = 0; i < MT; ++i) {
-      const __m256 p = _mm256_cvtepi32_ps(dot_block<F>(wv[0], xb[i]));
-      acc[i][j] = _mm256_fmadd_ps(p, _mm256_mul_ps(s, xb[i].d), acc[i][j]);
-      if constexpr (F == QuantFormat::Q4GA) macc[i][j] += m * xb[i].dsum;
-    }
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    XBlock x0[MT], x1[MT];
-    for (int i = 0; i < MT; ++i) {
-      x0[i] = load_x<F>(x[i][b]);
-      x1[i] = load_x<F>(x[i][b + 1]);
-    }
-    for (int j = 0; j < NT; ++j) {
-      if constexpr (MT == 1) prefetch_next_tile<F, NT>(rows[j], rb, b);  // decode: stream
-      __m256i w0, w1;
-      load_pair<F>(rows[j], b, w0, w1);
-      step(b, x0, &w0, j);
-      step(b + 1, x1, &w1, j);
-    }
-  }
-  if (b < nb) {  // odd block count: the row's last block
-    XBlock x0[MT];
-    for (int i = 0; i < MT; ++i) x0[i] = load_x<F>(x[i][b]);
-    for (int j = 0; j < NT; ++j) {
-      const __m256i w0 = load_tail<F>(rows[j], b);
-      step(b, x0, &w0, j);
-    }
-  }
-  for (int i = 0; i < MT; ++i)
-    for (int j = 0; j < NT; ++j) y[i][j] = hsum(acc[i][j]) + macc[i][j];
-}
-
-// Decode tile (one token, NT rows) for groups of two or more blocks: the blocks of a group are
-// accumulated with the activation scale alone (shared by the NT rows), and each group's sum is
-// scaled by its f16 scale once: acc += s_g * Σ_{b in g} dot_b * d_b.
-template <QuantFormat F, int NT>
-void tile_grouped(const BlockA8* xq, const QuantWeight& w, int64_t n, float* y) {
-  const int64_t nb = w.blocks(), G = w.groups(), bpg = w.group / kQBlock, rb = w.row_bytes();
-  const uint8_t* rows[NT];
-  for (int j = 0; j < NT; ++j) rows[j] = static_cast<const uint8_t*>(w.qweight) + (n + j) * rb;
-  __m256 acc[NT];
-  float macc[NT];
-  for (int j = 0; j < NT; ++j) {
-    acc[j] = _mm256_setzero_ps();
-    macc[j] = 0.0f;
-  }
-  for (int64_t g = 0; g < G; ++g) {
-    const int64_t b0 = g * bpg, b1 = b0 + bpg < nb ? b0 + bpg : nb;
-    __m256 accg[NT];
-    for (int j = 0; j < NT; ++j) accg[j] = _mm256_setzero_ps();
-    float dsum = 0.0f;
-    int64_t b = b0;
-    for (; b + 2 <= b1; b += 2) {  // groups start on even blocks (bpg even, or one per-row group)
-      const XBlock x0 = load_x<F>(xq[b]), x1 = load_x<F>(xq[b + 1]);
-      const __m256 d0 = x0.d, d1 = x1.d;
-      if constexpr (F == QuantFormat::Q4GA) dsum += x0.dsum + x1.dsum;
-      for (int j = 0; j < NT; ++j) {
-        prefetch_next_tile<F, NT>(rows[j], rb, b);
-        __m256i w0, w1;
-        load_pair<F>(rows[j], b, w0, w1);
-        accg[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_block<F>(w0, x0)), d0, accg[j]);
-        accg[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_block<F>(w1, x1)), d1, accg[j]);
+  if constexpr (F == QuantFormat::Q8G) {
+    __m256i acc[MT];
+    for (int i = 0; i < MT; ++i) acc[i] = _mm256_setzero_si256();
+    for (int q = 0; q < 8; ++q) {  // 4 k of 8 rows per load
+      const __m256i wv = loadu256(p + 32 * q);
+      const __m256i aw = _mm256_sign_epi8(wv, wv);
+      for (int i = 0; i < MT; ++i) {
+        int32_t a4;
+        std::memcpy(&a4, xb[i]->qs + 4 * q, 4);
+        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(a4), wv);
+        acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
       }
     }
-    if (b < b1) {  // odd block count: the row's last block
-      const XBlock x0 = load_x<F>(xq[b]);
-      const __m256 d0 = x0.d;
-      if constexpr (F == QuantFormat::Q4GA) dsum += x0.dsum;
-      for (int j = 0; j < NT; ++j)
-        accg[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_block<F>(load_tail<F>(rows[j], b), x0)), d0, accg[j]);
+    for (int i = 0; i < MT; ++i) isum[i] = acc[i];
+  } else {
+    // Nibbles u <= 15 against |qs| <= 127: a maddubs lane is at most 2 * 15 * 127 = 3810, so the 8
+    // lanes a row collects over the block (<= 30480) still fit int16.
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i acc[MT];
+    for (int i = 0; i < MT; ++i) acc[i] = _mm256_setzero_si256();
+    for (int o = 0; o < 4; ++o) {  // 8 k of 8 rows per load: k 0-3 low nibbles, k 4-7 high
+      const __m256i raw = loadu256(p + 32 * o);
+      const __m256i lo = _mm256_and_si256(raw, m4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+      for (int i = 0; i < MT; ++i) {
+        int32_t a0, a1;
+        std::memcpy(&a0, xb[i]->qs + 8 * o, 4);
+        std::memcpy(&a1, xb[i]->qs + 8 * o + 4, 4);
+        acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)));
+        acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+      }
     }
-    for (int j = 0; j < NT; ++j) {
-      acc[j] = _mm256_fmadd_ps(accg[j], _mm256_set1_ps(_cvtsh_ss(w.scales[(n + j) * G + g])), acc[j]);
-      if constexpr (F == QuantFormat::Q4GA) macc[j] += _cvtsh_ss(w.mins[(n + j) * G + g]) * dsum;
+    for (int i = 0; i < MT; ++i) {
+      isum[i] = _mm256_madd_epi16(acc[i], ones);
+      if constexpr (F == QuantFormat::Q4G)  // Σ (u - 8) q = Σ u q - 8 Σ q
+        isum[i] = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(8 * xb[i]->sum));
     }
   }
-  for (int j = 0; j < NT; ++j) y[j] = hsum(acc[j]) + macc[j];
 }
 
-template <QuantFormat F, int NT>
-void tile_tokens(int mt, const BlockA8* const* x, const QuantWeight& w, int64_t n, float* const* y) {
+// y[i][0..8) = the 8 rows of the full row tile starting at n0 against token i (x[i]: its K / 32
+// blocks): acc += isum_b * (s_g * d_b) [+ m_g * (d_b * sum_b) for Q4GA], one lane per row.
+#ifndef EXAONE_QPF
+#define EXAONE_QPF 512
+#endif
+constexpr int64_t kPrefetchDistance = EXAONE_QPF;
+
+template <QuantFormat F, int MT>
+void tile8(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
+  const int64_t nb = w.blocks(), G = w.groups(), bpg = w.group / kQBlock;
+  const int64_t block_bytes = F == QuantFormat::Q8G ? 256 : 128;
+  const uint8_t* tile = static_cast<const uint8_t*>(w.qweight) + n0 * w.row_bytes();
+  const uint16_t* st = w.scales + n0 * G;
+  const uint16_t* mt = F == QuantFormat::Q4GA ? w.mins + n0 * G : nullptr;
+  __m256 acc[MT];
+  for (int i = 0; i < MT; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + 8 * g)));
+    __m256 m = _mm256_setzero_ps();
+    if constexpr (F == QuantFormat::Q4GA)
+      m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mt + 8 * g)));
+    const int64_t b1 = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
+    for (int64_t b = g * bpg; b < b1; ++b) {
+      const uint8_t* p = tile + b * block_bytes;
+      if constexpr (MT == 1)  // decode streams the tile once: keep the next lines on their way
+        for (int64_t l = 0; l < block_bytes; l += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchDistance + l), _MM_HINT_T0);
+      const BlockA8* xb[MT];
+      for (int i = 0; i < MT; ++i) xb[i] = x[i] + b;
+      __m256i isum[MT];
+      block_dot<F, MT>(p, xb, isum);
+      for (int i = 0; i < MT; ++i) {
+        const __m256 d = _mm256_set1_ps(xb[i]->d);
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_mul_ps(s, d), acc[i]);
+        if constexpr (F == QuantFormat::Q4GA)
+          acc[i] = _mm256_fmadd_ps(m, _mm256_set1_ps(xb[i]->d * float(xb[i]->sum)), acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < MT; ++i) _mm256_storeu_ps(y[i], acc[i]);
+}
+
+template <QuantFormat F>
+void tile8_tokens(int mt, const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
   switch (mt) {
-    case 4: tile_per_block<F, 4, NT>(x, w, n, y); break;
-    case 3: tile_per_block<F, 3, NT>(x, w, n, y); break;
-    case 2: tile_per_block<F, 2, NT>(x, w, n, y); break;
-    default: tile_per_block<F, 1, NT>(x, w, n, y); break;
+    case 4: tile8<F, 4>(x, w, n0, y); break;
+    case 3: tile8<F, 3>(x, w, n0, y); break;
+    case 2: tile8<F, 2>(x, w, n0, y); break;
+    default: tile8<F, 1>(x, w, n0, y); break;
   }
 }
 
@@ -257,29 +169,13 @@ template <QuantFormat F>
 void matmul(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1, float* y,
             int64_t ldy) {
   const int64_t nb = w.blocks();
-  if (T == 1) {  // decode: GEMV, 4 rows per pass streaming once through the weights
-    int64_t n = n0;
-    if (w.group > kQBlock) {
-      for (; n + 4 <= n1; n += 4) tile_grouped<F, 4>(xq, w, n, y + n);
-      for (; n < n1; ++n) tile_grouped<F, 1>(xq, w, n, y + n);
-    } else {
-      const BlockA8* x[1] = {xq};
-      for (; n + 4 <= n1; n += 4) {
-        float* yr[1] = {y + n};
-        tile_per_block<F, 1, 4>(x, w, n, yr);
-      }
-      for (; n < n1; ++n) {
-        float* yr[1] = {y + n};
-        tile_per_block<F, 1, 1>(x, w, n, yr);
-      }
-    }
-    return;
-  }
-  // prefill: blocks of tokens whose activations stay in L2 while the rows stream past them
+  // Full row tiles here; a last partial tile (N % 8 rows) is left to the scalar reference.
+  const int64_t full_end = n1 < (w.N & ~int64_t(7)) ? n1 : (w.N & ~int64_t(7));
+  // Tokens in blocks whose activations stay in L2 while each row tile (in L1) meets all of them.
   const int64_t t_block = 64;
   for (int64_t t0 = 0; t0 < T; t0 += t_block) {
     const int64_t t1 = t0 + t_block < T ? t0 + t_block : T;
-    for (int64_t n = n0; n < n1; n += 2) {
+    for (int64_t n = n0; n < full_end; n += kTileRows) {
       for (int64_t t = t0; t < t1; t += 4) {
         const int mt = int(t1 - t < 4 ? t1 - t : 4);
         const BlockA8* x[4];
@@ -288,12 +184,16 @@ void matmul(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int6
           x[i] = xq + (t + i) * nb;
           yr[i] = y + (t + i) * ldy + n;
         }
-        if (n + 2 <= n1)
-          tile_tokens<F, 2>(mt, x, w, n, yr);
-        else
-          tile_tokens<F, 1>(mt, x, w, n, yr);
+        tile8_tokens<F>(mt, x, w, n, yr);
       }
     }
+  }
+  if (full_end < n1) {
+    const QuantKernelTable& ref = quant_scalar_table();
+    const QuantMatmulFn fn = F == QuantFormat::Q8G   ? ref.matmul_q8g_a8
+                             : F == QuantFormat::Q4G ? ref.matmul_q4g_a8
+                                                     : ref.matmul_q4ga_a8;
+    fn(xq, T, w, full_end > n0 ? full_end : n0, n1, y, ldy);
   }
 }
 

@@ -45,16 +45,15 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
 // Signed (Q8G, Q4G) or unsigned (Q4GA) integer weight k of row n.
 template <QuantFormat F>
 inline int weight_int(const QuantWeight& w, int64_t n, int64_t k) {
-  if (F == QuantFormat::Q8G) return static_cast<const int8_t*>(w.qweight)[n * w.K + k];
-  const int u = q4_get(static_cast<const uint8_t*>(w.qweight) + n * (w.K / 2), w.K, k);
-  return F == QuantFormat::Q4G ? u - 8 : u;
+  const int c = weight_code(w, n, k);
+  return F == QuantFormat::Q4G ? c - 8 : c;
 }
 
 // acc = Σ_b isum_b * (s_g * d_b) [+ m_g * (d_b * sum_b) for Q4GA], blocks in order.
 template <QuantFormat F>
 void matmul_ref(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1, float* y,
                 int64_t ldy) {
-  const int64_t nb = w.blocks(), bpg = w.group / kQBlock, G = w.groups();
+  const int64_t nb = w.blocks(), bpg = w.group / kQBlock;
   for (int64_t t = 0; t < T; ++t) {
     const BlockA8* xb = xq + t * nb;
     for (int64_t n = n0; n < n1; ++n) {
@@ -63,9 +62,9 @@ void matmul_ref(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, 
         const int64_t g = b / bpg;
         int32_t isum = 0;
         for (int i = 0; i < kQBlock; ++i) isum += weight_int<F>(w, n, b * kQBlock + i) * xb[b].qs[i];
-        acc += float(isum) * (f16_to_f32_value(w.scales[n * G + g]) * xb[b].d);
+        acc += float(isum) * (f16_to_f32_value(w.scales[scale_index(w, n, g)]) * xb[b].d);
         if (F == QuantFormat::Q4GA)
-          acc += f16_to_f32_value(w.mins[n * G + g]) * (xb[b].d * float(xb[b].sum));
+          acc += f16_to_f32_value(w.mins[scale_index(w, n, g)]) * (xb[b].d * float(xb[b].sum));
       }
       y[t * ldy + n] = acc;
     }
@@ -87,12 +86,11 @@ void matmul_q4ga_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t 
 
 template <QuantFormat F>
 void dequant_row_t(const QuantWeight& w, int64_t n, float* out) {
-  const int64_t G = w.groups();
   for (int64_t k = 0; k < w.K; ++k) {
     const int64_t g = k / w.group;
-    const float s = f16_to_f32_value(w.scales[n * G + g]);
+    const float s = f16_to_f32_value(w.scales[scale_index(w, n, g)]);
     const float v = s * float(weight_int<F>(w, n, k));
-    out[k] = F == QuantFormat::Q4GA ? v + f16_to_f32_value(w.mins[n * G + g]) : v;
+    out[k] = F == QuantFormat::Q4GA ? v + f16_to_f32_value(w.mins[scale_index(w, n, g)]) : v;
   }
 }
 
@@ -326,7 +324,12 @@ void quantize_row(const QuantKernelTable& kt, const float* w, int64_t K, int64_t
     if (!std::isfinite(w[k]))
       throw std::invalid_argument("quantize: non-finite weight " + std::to_string(w[k]) + " at row " +
                                   std::to_string(n) + ", column " + std::to_string(k));
-  const int64_t G = (K + group - 1) / group;
+  QuantWeight view{};  // where row n's values go in the row tiles
+  view.format = format;
+  view.N = out.N;
+  view.K = K;
+  view.group = group;
+  const int64_t G = view.groups();
   int q[kQBlock * 4];  // one group of up to 128 values; a per-row group gets a heap buffer
   int* qs = q;
   std::unique_ptr<int[]> big;
@@ -336,36 +339,28 @@ void quantize_row(const QuantKernelTable& kt, const float* w, int64_t K, int64_t
   }
   for (int64_t g = 0; g < G; ++g) {
     const int64_t k0 = g * group, len = k0 + group <= K ? group : K - k0;
+    const int64_t si = scale_index(view, n, g);
     switch (format) {
       case QuantFormat::Q8G: {
-        out.scales[n * G + g] = quantize_group_sym(kt, w + k0, len, -127, 127, n, k0, qs);
-        int8_t* dst = static_cast<int8_t*>(out.qweight) + n * K + k0;
-        for (int64_t i = 0; i < len; ++i) dst[i] = int8_t(qs[i]);
+        out.scales[si] = quantize_group_sym(kt, w + k0, len, -127, 127, n, k0, qs);
+        int8_t* dst = static_cast<int8_t*>(out.qweight);
+        for (int64_t i = 0; i < len; ++i) dst[qweight_index(view, n, k0 + i)] = int8_t(qs[i]);
         continue;
       }
       case QuantFormat::Q4G:
-        out.scales[n * G + g] = quantize_group_sym(kt, w + k0, len, -8, 7, n, k0, qs);
+        out.scales[si] = quantize_group_sym(kt, w + k0, len, -8, 7, n, k0, qs);
         for (int64_t i = 0; i < len; ++i) qs[i] += 8;
         break;
       case QuantFormat::Q4GA:
-        quantize_group_asym(kt, w + k0, len, n, k0, out.scales[n * G + g], out.mins[n * G + g], qs);
+        quantize_group_asym(kt, w + k0, len, n, k0, out.scales[si], out.mins[si], qs);
         break;
     }
-    // Pack the group's nibbles into the interleave of quant.h (a 32-group fills half a pair).
-    uint8_t* row = static_cast<uint8_t*>(out.qweight) + n * (K / 2);
+    uint8_t* dst = static_cast<uint8_t*>(out.qweight);
     for (int64_t i = 0; i < len; ++i) {
       const int64_t k = k0 + i;
-      const int64_t p0 = k / 64 * 64, j = k - p0;
-      int64_t byte;
-      int shift;
-      if (p0 + 64 <= K) {
-        byte = p0 / 2 + (j & 31);
-        shift = j < 32 ? 0 : 4;
-      } else {
-        byte = p0 / 2 + (j & 15);
-        shift = j < 16 ? 0 : 4;
-      }
-      row[byte] = uint8_t((row[byte] & (0xf0 >> shift)) | (qs[i] << shift));
+      const int shift = (k & 4) ? 4 : 0;
+      uint8_t& byte = dst[qweight_index(view, n, k)];
+      byte = uint8_t((byte & (0xf0 >> shift)) | (qs[i] << shift));
     }
   }
 }

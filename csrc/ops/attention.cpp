@@ -32,7 +32,7 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, 
       for (int64_t j = 0; j < group * D; ++j) out[h0 + j] = 0.0f;
       return;
     }
-    kt.attend_f32(q + h0, group, D, k + kvh * D, v + kvh * D, KV * D, slots.data(), n, scale,
+    kt.attend_f32(q + h0, group, D, k + kvh * S * D, v + kvh * S * D, D, slots.data(), n, scale,
                   scores.data(), out + h0);
   });
 }

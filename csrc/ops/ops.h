@@ -28,7 +28,7 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 void rope(float* x, int64_t T, int64_t heads, int64_t head_dim, const int64_t* positions,
           const float* inv_freq, float attention_scaling);
 
-// Attention of q[T, H, D] over a KV cache of S slots k/v[S, KV, D]. key_pos[s] is the absolute
+// Attention of q[T, H, D] over a KV cache of S slots k/v[KV, S, D] (each KV head's rows contiguous). key_pos[s] is the absolute
 // position held in slot s (-1: empty), so one routine serves linear and ring-buffer caches.
 // Query t (at q_pos[t]) sees slot s when 0 <= key_pos[s] <= q_pos[t] and, for window > 0,
 // q_pos[t] - key_pos[s] < window. A query that sees no key gets zeros.
