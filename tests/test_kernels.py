@@ -201,8 +201,8 @@ def numpy_attention(q, k, v, key_pos, q_pos, window, scale):
     return out
 
 
-@pytest.mark.parametrize("D", [1, 3, 8, 9, 16, 17, 32, 64])
-@pytest.mark.parametrize("H,KV", [(1, 1), (4, 2), (4, 1), (6, 3)])
+@pytest.mark.parametrize("D", [1, 3, 8, 9, 16, 17, 24, 32, 64])
+@pytest.mark.parametrize("H,KV", [(1, 1), (4, 2), (4, 1), (6, 3), (6, 1), (10, 2)])
 @pytest.mark.parametrize("window", [0, 1, 3])
 def test_attention(isa, D, H, KV, window):
     S, T = 11, 4

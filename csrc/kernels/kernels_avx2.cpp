@@ -204,6 +204,85 @@ void softmax_f32(float* x, int64_t n) {
 constexpr int kRowsPerTile = 3;
 #include "kernels_simd.inc"
 
+// [Σ a0, Σ a1, ..., Σ a7]: eight horizontal sums in one transpose-add tree.
+inline __m256 reduce8(const __m256* a) {
+  const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20),
+                       _mm256_permute2f128_ps(h0123, h4567, 0x31));
+}
+
+// out[g, d0 .. d0 + 8V) for GN heads = Σ_i p[g, i] v_i, the accumulators in registers for the
+// whole key loop (instead of a load-FMA-store of the output row per key).
+template <int GN, int V>
+void attend_pv(const float* p, int64_t n, const float* v, int64_t stride, const int64_t* slots,
+               int64_t d0, int64_t D, float* out) {
+  __m256 acc[GN][V];
+  for (int g = 0; g < GN; ++g)
+    for (int u = 0; u < V; ++u) acc[g][u] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; ++i) {
+    const float* vr = v + slots[i] * stride + d0;
+    __m256 vv[V];
+    for (int u = 0; u < V; ++u) vv[u] = _mm256_loadu_ps(vr + 8 * u);
+    for (int g = 0; g < GN; ++g) {
+      const __m256 pg = _mm256_broadcast_ss(p + g * n + i);
+      for (int u = 0; u < V; ++u) acc[g][u] = _mm256_fmadd_ps(pg, vv[u], acc[g][u]);
+    }
+  }
+  for (int g = 0; g < GN; ++g)
+    for (int u = 0; u < V; ++u) _mm256_storeu_ps(out + g * D + d0 + 8 * u, acc[g][u]);
+}
+
+template <int GN>
+void attend_pv_heads(const float* p, int64_t n, const float* v, int64_t stride, const int64_t* slots,
+                     int64_t D, float* out) {
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) attend_pv<GN, 2>(p, n, v, stride, slots, d, D, out);
+  if (d < D) attend_pv<GN, 1>(p, n, v, stride, slots, d, D, out);
+}
+
+// The GQA attention of attend_f32 with every lane busy when head_dim is a multiple of 8: scores of
+// 8 keys at a time (8 accumulators over head_dim, reduced together), then the values weighted in
+// registers, 16 dims of up to 4 heads per pass over the keys.
+void attend_f32_avx2(const float* q, int64_t G, int64_t D, const float* k, const float* v,
+                     int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                     float* out) {
+  if (D % 8 != 0) {
+    attend_f32(q, G, D, k, v, stride, slots, n, scale, scores, out);
+    return;
+  }
+  const __m256 sv = _mm256_set1_ps(scale);
+  for (int64_t g = 0; g < G; ++g) {
+    const float* qg = q + g * D;
+    float* sg = scores + g * n;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const float* kr[8];
+      for (int j = 0; j < 8; ++j) kr[j] = k + slots[i + j] * stride;
+      __m256 acc[8];
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+      for (int64_t c = 0; c < D; c += 8) {
+        const __m256 qc = _mm256_loadu_ps(qg + c);
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr[j] + c), acc[j]);
+      }
+      _mm256_storeu_ps(sg + i, _mm256_mul_ps(reduce8(acc), sv));
+    }
+    for (; i < n; ++i) sg[i] = dot_f32(qg, k + slots[i] * stride, D) * scale;
+    softmax_f32(sg, n);
+  }
+  for (int64_t g = 0; g < G; g += 4) {
+    const float* p = scores + g * n;
+    float* o = out + g * D;
+    switch (G - g < 4 ? G - g : 4) {
+      case 4: attend_pv_heads<4>(p, n, v, stride, slots, D, o); break;
+      case 3: attend_pv_heads<3>(p, n, v, stride, slots, D, o); break;
+      case 2: attend_pv_heads<2>(p, n, v, stride, slots, D, o); break;
+      default: attend_pv_heads<1>(p, n, v, stride, slots, D, o); break;
+    }
+  }
+}
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, BF16W::load8(src + i));
@@ -221,7 +300,7 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 const KernelTable* avx2_table() {
   static const KernelTable table = {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32, bf16_to_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, bf16_to_f32,
       f16_to_f32,
   };
   return &table;
