@@ -38,6 +38,13 @@ inline float hmax(__m256 v) {
 
 inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
+// 4 bytes at p (4 consecutive k of one token) in every 32-bit lane.
+inline __m256i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
 // ---- activations ------------------------------------------------------------------------------
 
 void quantize_a8(const float* x, int64_t K, BlockA8* out) {
@@ -80,33 +87,32 @@ inline void block_dot(const uint8_t* p, const BlockA8* const* xb, __m256i* isum)
       const __m256i wv = loadu256(p + 32 * q);
       const __m256i aw = _mm256_sign_epi8(wv, wv);
       for (int i = 0; i < MT; ++i) {
-        int32_t a4;
-        std::memcpy(&a4, xb[i]->qs + 4 * q, 4);
-        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(a4), wv);
+        const __m256i xs = _mm256_sign_epi8(bcast4(xb[i]->qs + 4 * q), wv);
         acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
       }
     }
     for (int i = 0; i < MT; ++i) isum[i] = acc[i];
   } else {
     // Nibbles u <= 15 against |qs| <= 127: a maddubs lane is at most 2 * 15 * 127 = 3810, so the 8
-    // lanes a row collects over the block (<= 30480) still fit int16.
+    // lanes a row collects over the block (<= 30480) still fit int16. The block is unpacked into 8
+    // registers first, then each token runs through it: one accumulator live at a time keeps the
+    // compiler from spilling.
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256i acc[MT];
-    for (int i = 0; i < MT; ++i) acc[i] = _mm256_setzero_si256();
-    for (int o = 0; o < 4; ++o) {  // 8 k of 8 rows per load: k 0-3 low nibbles, k 4-7 high
+    __m256i lo[4], hi[4];  // k 0-3 and k 4-7 of each 8-k run, 8 rows
+    for (int o = 0; o < 4; ++o) {
       const __m256i raw = loadu256(p + 32 * o);
-      const __m256i lo = _mm256_and_si256(raw, m4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-      for (int i = 0; i < MT; ++i) {
-        int32_t a0, a1;
-        std::memcpy(&a0, xb[i]->qs + 8 * o, 4);
-        std::memcpy(&a1, xb[i]->qs + 8 * o + 4, 4);
-        acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)));
-        acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
-      }
+      lo[o] = _mm256_and_si256(raw, m4);
+      hi[o] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
     }
     for (int i = 0; i < MT; ++i) {
-      isum[i] = _mm256_madd_epi16(acc[i], ones);
+      const int8_t* a = xb[i]->qs;
+      __m256i acc = _mm256_maddubs_epi16(lo[0], bcast4(a));
+      acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(hi[0], bcast4(a + 4)));
+      for (int o = 1; o < 4; ++o) {
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(lo[o], bcast4(a + 8 * o)));
+        acc = _mm256_add_epi16(acc, _mm256_maddubs_epi16(hi[o], bcast4(a + 8 * o + 4)));
+      }
+      isum[i] = _mm256_madd_epi16(acc, ones);
       if constexpr (F == QuantFormat::Q4G)  // Σ (u - 8) q = Σ u q - 8 Σ q
         isum[i] = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(8 * xb[i]->sum));
     }
