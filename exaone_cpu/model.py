@@ -22,7 +22,7 @@ import numpy as np
 from . import _core
 from .checkpoint import CheckpointError, Tensor
 from .config import Exaone4Config
-from .quant import QuantLinear, WeightQuantizer, load_tensors, spec_from_options
+from .quant import QuantLinear, WeightQuantizer, load_tensors, project, spec_from_options
 from .generation import TokenStream
 from .sampling import SamplingParams
 
@@ -250,9 +250,10 @@ class Model:
         T, H, KV, D = h.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
         eps = c.rms_norm_eps
 
-        q = layer.q_proj(h).reshape(T, H, D)  # [T, heads, head_dim]
-        k = layer.k_proj(h).reshape(T, KV, D)  # [T, kv_heads, head_dim]
-        v = layer.v_proj(h).reshape(T, KV, D)
+        q, k, v = project(h, layer.q_proj, layer.k_proj, layer.v_proj)
+        q = q.reshape(T, H, D)  # [T, heads, head_dim]
+        k = k.reshape(T, KV, D)  # [T, kv_heads, head_dim]
+        v = v.reshape(T, KV, D)
         _core.rmsnorm(q, layer.q_norm, eps, out=q)
         _core.rmsnorm(k, layer.k_norm, eps, out=k)
         if c.uses_rope(i):
@@ -267,8 +268,7 @@ class Model:
         o = layer.o_proj(attn.reshape(T, H * D))  # [T, hidden]
         _core.rmsnorm_add(h, o, layer.post_attention_layernorm, eps)
 
-        gate = layer.gate_proj(h)  # [T, intermediate]
-        up = layer.up_proj(h)
+        gate, up = project(h, layer.gate_proj, layer.up_proj)  # [T, intermediate] each
         down = layer.down_proj(_core.silu_mul(gate, up, out=gate))  # [T, hidden]
         _core.rmsnorm_add(h, down, layer.post_feedforward_layernorm, eps)
 

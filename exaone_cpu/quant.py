@@ -171,6 +171,11 @@ class QuantLinear:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return _core.quant_matmul(x, self.qweight, self.scales, self.mins, self.format, self.group_size)
 
+    @property
+    def arrays(self) -> tuple:
+        """(qweight, scales, mins, format, group_size): what _core.quant_matmul_multi takes."""
+        return self.qweight, self.scales, self.mins, self.format, self.group_size
+
     def rows(self, ids) -> np.ndarray:
         """float32 [len(ids), in_features]: the dequantized rows ids (the embedding lookup)."""
         return _core.dequant_rows(self.qweight, self.scales, self.mins, self.format, self.group_size,
@@ -182,6 +187,14 @@ class QuantLinear:
     def __repr__(self) -> str:
         return (f"QuantLinear({self.format.name}, [{self.out_features}, {self.in_features}], "
                 f"group_size={self.group_size})")
+
+
+def project(x: np.ndarray, *linears) -> list[np.ndarray]:
+    """[linear(x) for each linear]; when all are quantized, x is quantized once and their rows
+    run as one thread-pool job (q/k/v, gate/up)."""
+    if all(isinstance(lin, QuantLinear) for lin in linears):
+        return _core.quant_matmul_multi(x, [lin.arrays for lin in linears])
+    return [lin(x) for lin in linears]
 
 
 def _bf16_of(t: Tensor) -> Tensor:

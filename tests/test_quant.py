@@ -487,3 +487,33 @@ def test_quant_boundary_rejects_bad_arrays():
         _core.dequant_rows(qw, sc, mn, FMT.Q4GA, 32, np.array([0, 8], np.int64))
     with pytest.raises(ValueError, match="out of range"):
         _core.dequant_rows(qw, sc, mn, FMT.Q4GA, 32, np.array([-1], np.int64))
+
+
+def test_quant_matmul_multi_equals_separate_calls(isa):
+    """q/k/v and gate/up run as one job: x quantized once, every weight's rows split over the pool;
+    the result is bit-identical to one call per weight, in any mix of formats and shapes."""
+    rng = np.random.default_rng(5)
+    K = 160
+    specs = [(FMT.Q4G, 64, 40), (FMT.Q8G, 0, 13), (FMT.Q4GA, 32, 8), (FMT.Q8G, 128, 3)]
+    weights = [quantized(f, g, n, K, seed=n)[1] + (f, g) for f, g, n in specs]
+    for T in (1, 5):
+        x = rng.normal(0, 1, (T, K)).astype(np.float32)
+        outs = _core.quant_matmul_multi(x, weights)
+        assert len(outs) == len(specs)
+        for (qw, sc, mn, f, g), y in zip(weights, outs):
+            assert y.shape == (T, qw.shape[0])
+            assert np.array_equal(y, _core.quant_matmul(x, qw, sc, mn, f, g))
+
+
+def test_quant_matmul_multi_rejects_bad_input():
+    _, (qw, sc, mn) = quantized(FMT.Q4G, 32, 8, 64)
+    _, (qw2, sc2, mn2) = quantized(FMT.Q4G, 32, 8, 96)
+    x = np.ones((2, 64), np.float32)
+    with pytest.raises(ValueError, match="no weights"):
+        _core.quant_matmul_multi(x, [])
+    with pytest.raises(ValueError, match="weight 1 has in_features 96"):
+        _core.quant_matmul_multi(x, [(qw, sc, mn, FMT.Q4G, 32), (qw2, sc2, mn2, FMT.Q4G, 32)])
+    with pytest.raises(ValueError, match="must be"):
+        _core.quant_matmul_multi(x, [(qw, sc, mn, FMT.Q4G)])
+    with pytest.raises(ValueError, match="scales"):
+        _core.quant_matmul_multi(x, [(qw, sc[:, :1], mn, FMT.Q4G, 32)])

@@ -94,6 +94,41 @@ py::array quant_matmul(py::array x, py::array qweight, py::array scales, py::obj
   return y;
 }
 
+// weights: a sequence of (qweight, scales, mins, format, group_size), all with in_features K.
+py::list quant_matmul_multi(py::array x, py::sequence weights) {
+  checked<float>(x, "x", 2);
+  const int64_t T = x.shape(0), n_w = int64_t(py::len(weights));
+  if (n_w == 0) throw py::value_error("quant_matmul_multi: no weights");
+  std::vector<QuantWeight> ws;
+  std::vector<py::array> keep;  // the arrays stay referenced while the kernels run
+  py::list outs;
+  std::vector<float*> ys;
+  for (int64_t i = 0; i < n_w; ++i) {
+    py::tuple t = py::reinterpret_borrow<py::object>(weights[size_t(i)]).cast<py::tuple>();
+    if (t.size() != 5)
+      throw py::value_error("quant_matmul_multi: weight " + std::to_string(i) +
+                            " must be (qweight, scales, mins, format, group_size)");
+    py::array qw = t[0].cast<py::array>(), sc = t[1].cast<py::array>();
+    const QuantWeight w = weight_view(qw, sc, t[2], t[3].cast<QuantFormat>(), t[4].cast<int64_t>());
+    if (x.shape(1) != w.K)
+      throw py::value_error("quant_matmul_multi: x has " + std::to_string(x.shape(1)) +
+                            " columns but weight " + std::to_string(i) + " has in_features " +
+                            std::to_string(w.K));
+    keep.push_back(qw);
+    keep.push_back(sc);
+    ws.push_back(w);
+    py::array_t<float> y({T, w.N});
+    ys.push_back(y.mutable_data());
+    outs.append(y);
+  }
+  const float* xp = cptr<float>(x);
+  {
+    py::gil_scoped_release nogil;
+    ops::quant_matmul_multi(xp, T, ws.data(), n_w, ys.data());
+  }
+  return outs;
+}
+
 py::array dequant_rows(py::array qweight, py::array scales, py::object mins, QuantFormat f,
                        int64_t group_size, py::array ids) {
   const QuantWeight w = weight_view(qweight, scales, mins, f, group_size);
@@ -179,6 +214,9 @@ void register_quant(py::module_& m) {
   m.def("quant_matmul", &quant_matmul, py::arg("x"), py::arg("qweight"), py::arg("scales"),
         py::arg("mins"), py::arg("format"), py::arg("group_size"), py::arg("out") = py::none(),
         "y[T, N] = x[T, K] @ dequant(w)^T with x quantized to int8 per 32 values.");
+  m.def("quant_matmul_multi", &quant_matmul_multi, py::arg("x"), py::arg("weights"),
+        "[x @ dequant(w_i)^T for each w_i = (qweight, scales, mins, format, group_size)], all "
+        "with the same in_features: x is quantized once and the rows run as one parallel job.");
   m.def("dequant_rows", &dequant_rows, py::arg("qweight"), py::arg("scales"), py::arg("mins"),
         py::arg("format"), py::arg("group_size"), py::arg("ids"),
         "Rows ids of the dequantized weight as float32 [len(ids), K] (embedding lookup).");

@@ -213,15 +213,15 @@ inline __m256 reduce8(const __m256* a) {
                        _mm256_permute2f128_ps(h0123, h4567, 0x31));
 }
 
-// out[g, d0 .. d0 + 8V) for GN heads = Σ_i p[g, i] v_i, the accumulators in registers for the
-// whole key loop (instead of a load-FMA-store of the output row per key).
+// out[g, d0 .. d0 + 8V) for GN heads += Σ_{i in [i0, i1)} p[g, i] v_i, the accumulators in
+// registers for the whole key loop (instead of a load-FMA-store of the output row per key).
 template <int GN, int V>
-void attend_pv(const float* p, int64_t n, const float* v, int64_t stride, const int64_t* slots,
-               int64_t d0, int64_t D, float* out) {
+void attend_pv(const float* p, int64_t n, int64_t i0, int64_t i1, const float* v, int64_t stride,
+               const int64_t* slots, int64_t d0, int64_t D, float* out) {
   __m256 acc[GN][V];
   for (int g = 0; g < GN; ++g)
-    for (int u = 0; u < V; ++u) acc[g][u] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; ++i) {
+    for (int u = 0; u < V; ++u) acc[g][u] = _mm256_loadu_ps(out + g * D + d0 + 8 * u);
+  for (int64_t i = i0; i < i1; ++i) {
     const float* vr = v + slots[i] * stride + d0;
     __m256 vv[V];
     for (int u = 0; u < V; ++u) vv[u] = _mm256_loadu_ps(vr + 8 * u);
@@ -234,12 +234,23 @@ void attend_pv(const float* p, int64_t n, const float* v, int64_t stride, const 
     for (int u = 0; u < V; ++u) _mm256_storeu_ps(out + g * D + d0 + 8 * u, acc[g][u]);
 }
 
+// Keys in blocks of 64 so the passes over 16-dim slices of a block's value rows after the first
+// hit L1 (one pass per slice over all keys would fetch every row from memory in strided pieces).
 template <int GN>
 void attend_pv_heads(const float* p, int64_t n, const float* v, int64_t stride, const int64_t* slots,
                      int64_t D, float* out) {
-  int64_t d = 0;
-  for (; d + 16 <= D; d += 16) attend_pv<GN, 2>(p, n, v, stride, slots, d, D, out);
-  if (d < D) attend_pv<GN, 1>(p, n, v, stride, slots, d, D, out);
+  for (int64_t j = 0; j < GN * D; j += 8)
+    _mm256_storeu_ps(out + j, _mm256_setzero_ps());  // D % 8 == 0: rows of whole vectors
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    const int64_t i1 = i0 + 64 < n ? i0 + 64 : n;
+    for (int64_t i = i1; i < i1 + 64 && i < n; ++i) {  // the next block's rows, while this one runs
+      const char* next = reinterpret_cast<const char*>(v + slots[i] * stride);
+      for (int64_t l = 0; l < D * 4; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    }
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16) attend_pv<GN, 2>(p, n, i0, i1, v, stride, slots, d, D, out);
+    if (d < D) attend_pv<GN, 1>(p, n, i0, i1, v, stride, slots, d, D, out);
+  }
 }
 
 // The GQA attention of attend_f32 with every lane busy when head_dim is a multiple of 8: scores of
@@ -260,6 +271,11 @@ void attend_f32_avx2(const float* q, int64_t G, int64_t D, const float* k, const
     for (; i + 8 <= n; i += 8) {
       const float* kr[8];
       for (int j = 0; j < 8; ++j) kr[j] = k + slots[i + j] * stride;
+      if (g == 0 && i + 16 <= n)  // decode reads each row once, from memory: fetch the next 8 keys
+        for (int j = 0; j < 8; ++j) {
+          const char* next = reinterpret_cast<const char*>(k + slots[i + 8 + j] * stride);
+          for (int64_t l = 0; l < D * 4; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+        }
       __m256 acc[8];
       for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
       for (int64_t c = 0; c < D; c += 8) {

@@ -19,29 +19,45 @@ void quantize_activations(const float* x, int64_t T, int64_t K, BlockA8* out) {
   ThreadPool::global().parallel_for(T, [&](int64_t t) { qt.quantize_a8(x + t * K, K, out + t * nb); });
 }
 
-void quant_matmul(const float* x, int64_t T, const QuantWeight& w, float* y) {
+void quant_matmul_multi(const float* x, int64_t T, const QuantWeight* ws, int64_t n_w, float* const* ys) {
   const kernels::QuantKernelTable& qt = kernels::quant_active();
+  const int64_t K = ws[0].K;
   // Scratch of the calling thread: grows to the largest T * K / 32 seen, then is reused.
   thread_local std::vector<BlockA8> scratch;
-  const size_t need = size_t(T * w.blocks());
+  const size_t need = size_t(T * (K / kernels::kQBlock));
   if (scratch.size() < need) scratch.resize(need);
   BlockA8* xq = scratch.data();
-  quantize_activations(x, T, w.K, xq);
+  quantize_activations(x, T, K, xq);
 
-  kernels::QuantMatmulFn fn = w.format == QuantFormat::Q8G   ? qt.matmul_q8g_a8
-                              : w.format == QuantFormat::Q4G ? qt.matmul_q4g_a8
-                                                             : qt.matmul_q4ga_a8;
   ThreadPool& pool = ThreadPool::global();
-  // A few chunks per thread (uneven cores), multiples of 16 rows so the kernel tiles stay whole.
-  const int64_t N = w.N;
+  // A few chunks per thread (uneven cores), multiples of 16 rows so the row tiles stay whole; the
+  // chunks of all weights go to the pool as one job.
+  int64_t rows = 0;
+  for (int64_t i = 0; i < n_w; ++i) rows += ws[i].N;
   const int64_t target = int64_t(pool.num_threads()) * 4;
-  int64_t chunk = (N + target - 1) / target;
+  int64_t chunk = (rows + target - 1) / target;
   chunk = (chunk + 15) / 16 * 16;
-  const int64_t n_chunks = (N + chunk - 1) / chunk;
-  pool.parallel_for(n_chunks, [&](int64_t c) {
-    const int64_t n0 = c * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
-    fn(xq, T, w, n0, n1, y, N);
+  struct Chunk {
+    int64_t w, n0, n1;
+  };
+  thread_local std::vector<Chunk> tl_chunks;  // reused, like the scratch
+  std::vector<Chunk>& chunks = tl_chunks;      // the workers must see the caller's, not their own
+  chunks.clear();
+  for (int64_t i = 0; i < n_w; ++i)
+    for (int64_t n0 = 0; n0 < ws[i].N; n0 += chunk)
+      chunks.push_back({i, n0, n0 + chunk < ws[i].N ? n0 + chunk : ws[i].N});
+  pool.parallel_for(int64_t(chunks.size()), [&](int64_t c) {
+    const Chunk& ch = chunks[size_t(c)];
+    const QuantWeight& w = ws[ch.w];
+    const kernels::QuantMatmulFn fn = w.format == QuantFormat::Q8G   ? qt.matmul_q8g_a8
+                                      : w.format == QuantFormat::Q4G ? qt.matmul_q4g_a8
+                                                                     : qt.matmul_q4ga_a8;
+    fn(xq, T, w, ch.n0, ch.n1, ys[ch.w], w.N);
   });
+}
+
+void quant_matmul(const float* x, int64_t T, const QuantWeight& w, float* y) {
+  quant_matmul_multi(x, T, &w, 1, &y);
 }
 
 void dequant_rows(const QuantWeight& w, const int64_t* ids, int64_t n, float* out) {

@@ -18,6 +18,10 @@ using kernels::QuantWeight;
 // thread pool.
 void quant_matmul(const float* x, int64_t T, const QuantWeight& w, float* y);
 
+// ys[i][T, N_i] = x[T, K] @ dequant(ws[i])^T for n_w weights with the same K (q/k/v, gate/up):
+// x is quantized once and all their rows are one job for the thread pool.
+void quant_matmul_multi(const float* x, int64_t T, const QuantWeight* ws, int64_t n_w, float* const* ys);
+
 // out[i, :] = dequant(w)[ids[i], :] for i in [0, n); ids already range-checked.
 void dequant_rows(const QuantWeight& w, const int64_t* ids, int64_t n, float* out);
 
