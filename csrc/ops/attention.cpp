@@ -12,10 +12,14 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, 
                float scale, float* out) {
   const kernels::KernelTable& kt = kernels::active();
   const int64_t group = H / KV;  // query heads per KV head (GQA): heads kvh*group .. +group-1
-  // One task per (token, KV head): the visible slots are found once and every key/value row is
-  // read once for the whole group of query heads.
-  ThreadPool::global().parallel_for(T * KV, [&](int64_t task) {
-    const int64_t t = task / KV, kvh = task % KV;
+  // A task is one token and a range of KV heads: the slots the token sees are found once per task
+  // and every key/value row is read once for the whole group of query heads. Decode (few tokens)
+  // splits the KV heads over the threads; prefill gives each task a whole token.
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t heads_per_task = T >= 2 * int64_t(pool.num_threads()) ? KV : 1;
+  const int64_t tasks_per_token = KV / heads_per_task;
+  pool.parallel_for(T * tasks_per_token, [&](int64_t task) {
+    const int64_t t = task / tasks_per_token, kv0 = task % tasks_per_token * heads_per_task;
     thread_local std::vector<float> scores;
     thread_local std::vector<int64_t> slots;
     if (int64_t(slots.size()) < S) slots.resize(size_t(S));
@@ -27,13 +31,15 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, 
       if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) continue;
       slots[size_t(n++)] = s;
     }
-    const int64_t h0 = (t * H + kvh * group) * D;
-    if (n == 0) {  // a query that sees no key gets zeros
-      for (int64_t j = 0; j < group * D; ++j) out[h0 + j] = 0.0f;
-      return;
+    for (int64_t kvh = kv0; kvh < kv0 + heads_per_task; ++kvh) {
+      const int64_t h0 = (t * H + kvh * group) * D;
+      if (n == 0) {  // a query that sees no key gets zeros
+        for (int64_t j = 0; j < group * D; ++j) out[h0 + j] = 0.0f;
+        continue;
+      }
+      kt.attend_f32(q + h0, group, D, k + kvh * S * D, v + kvh * S * D, D, slots.data(), n, scale,
+                    scores.data(), out + h0);
     }
-    kt.attend_f32(q + h0, group, D, k + kvh * S * D, v + kvh * S * D, D, slots.data(), n, scale,
-                  scores.data(), out + h0);
   });
 }
 
