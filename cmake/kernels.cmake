@@ -9,6 +9,11 @@ add_library(exaone_kernels STATIC
   ${EXAONE_KERNELS}/quant_scalar.cpp
   ${EXAONE_KERNELS}/quant_dispatch.cpp)
 set_target_properties(exaone_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON)
+if(NOT MSVC)
+  # The weight quantizer's sums must round alike on every ISA: no mul+add -> fma contraction (GCC
+  # contracts by default wherever the target has FMA, which aarch64 always does).
+  set_source_files_properties(${EXAONE_KERNELS}/quant_scalar.cpp PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
+endif()
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86|x86)$")
   set(EXAONE_AVX2_SOURCES ${EXAONE_KERNELS}/kernels_avx2.cpp ${EXAONE_KERNELS}/quant_avx2.cpp)
@@ -23,7 +28,11 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86|x86)$")
   endif()
   target_compile_definitions(exaone_kernels PRIVATE EXAONE_HAVE_AVX2=1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
-  # NEON is part of the ARMv8-A baseline: no per-file flags needed.
-  target_sources(exaone_kernels PRIVATE ${EXAONE_KERNELS}/kernels_neon.cpp)
+  # NEON is part of the ARMv8-A baseline: no per-file flags needed. quant_neon.cpp enables the
+  # ARMv8.2 dot product per function, for the table picked only on CPUs that have it.
+  target_sources(exaone_kernels PRIVATE ${EXAONE_KERNELS}/kernels_neon.cpp ${EXAONE_KERNELS}/quant_neon.cpp)
+  if(NOT MSVC)
+    set_source_files_properties(${EXAONE_KERNELS}/quant_neon.cpp PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
+  endif()
   target_compile_definitions(exaone_kernels PRIVATE EXAONE_HAVE_NEON=1)
 endif()

@@ -80,7 +80,8 @@ inline int weight_code(const QuantWeight& w, int64_t n, int64_t k) {
 }
 
 // y[t * ldy + n] = Σ_k x[t, k] * w[n, k] for t in [0, T), n in [n0, n1), with x given as T rows
-// of K / 32 activation blocks.
+// of K / 32 activation blocks. n0 must be a multiple of 8 (a row tile's first row); n1 a multiple
+// of 8 or N.
 using QuantMatmulFn = void (*)(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0,
                                int64_t n1, float* y, int64_t ldy);
 
@@ -105,6 +106,10 @@ struct QuantKernelTable {
 
 const QuantKernelTable& quant_scalar_table();
 const QuantKernelTable* quant_avx2_table();  // null when built without AVX2
+// aarch64 (null elsewhere): baseline NEON, and the variant whose matmuls use the ARMv8.2 dot-product
+// instruction, null unless the build can emit it and this CPU runs it. Both are named "neon".
+const QuantKernelTable* quant_neon_table();
+const QuantKernelTable* quant_neon_dotprod_table();
 // The table matching the active kernel table (kernels::active(), so set_isa applies here too).
 const QuantKernelTable& quant_active();
 

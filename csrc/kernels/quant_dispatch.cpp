@@ -9,12 +9,20 @@ namespace kernels {
 #ifndef EXAONE_HAVE_AVX2
 const QuantKernelTable* quant_avx2_table() { return nullptr; }
 #endif
+#ifndef EXAONE_HAVE_NEON
+const QuantKernelTable* quant_neon_table() { return nullptr; }
+const QuantKernelTable* quant_neon_dotprod_table() { return nullptr; }
+#endif
 
 const QuantKernelTable& quant_active() {
   const KernelTable& t = active();
   if (&t == avx2_table()) {
     const QuantKernelTable* q = quant_avx2_table();
     if (q) return *q;
+  }
+  if (&t == neon_table()) {  // SDOT where the CPU has it, else the baseline (e.g. Cortex-A72)
+    if (const QuantKernelTable* q = quant_neon_dotprod_table()) return *q;
+    if (const QuantKernelTable* q = quant_neon_table()) return *q;
   }
   return quant_scalar_table();
 }

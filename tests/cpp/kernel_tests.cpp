@@ -1,7 +1,10 @@
 // Every SIMD kernel table this CPU can run, against the scalar reference, in plain C++ so the same
 // checks run natively and on aarch64 under qemu (where Python is not available). Sizes sweep the
 // tails of every vector width; outputs are pre-filled with NaN so an unwritten element fails.
+// The quantized kernels likewise: every quant table (scalar, avx2, neon, neon with SDOT) against
+// the scalar one, bit for bit wherever the math allows it.
 // Prints one line per failure and ends with "N passed, M failed"; exits non-zero on any failure.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -12,8 +15,15 @@
 
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 
+using exaone::kernels::BlockA8;
 using exaone::kernels::KernelTable;
+using exaone::kernels::kQBlock;
+using exaone::kernels::QuantFormat;
+using exaone::kernels::QuantKernelTable;
+using exaone::kernels::QuantOut;
+using exaone::kernels::QuantWeight;
 
 namespace {
 
@@ -24,6 +34,10 @@ struct Rng {
   float uniform() {  // [-1, 1)
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     return float(int32_t(uint32_t(s >> 32))) / 2147483648.0f;
+  }
+  int below(int n) {  // [0, n)
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    return int((s >> 33) % uint64_t(n));
   }
   std::vector<float> vec(size_t n, float scale = 1.0f) {
     std::vector<float> v(n);
@@ -167,13 +181,376 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
   }
 }
 
+// ---- quantized kernels ---------------------------------------------------------------------------
+
+struct QuantTable {
+  std::string name;  // the SDOT table is named "neon" like its kernel table: told apart here
+  const QuantKernelTable* t;
+};
+
+// Every quant table this build has and this CPU runs, the scalar reference first.
+std::vector<QuantTable> quant_tables() {
+  namespace k = exaone::kernels;
+  std::vector<QuantTable> v{{"scalar", &k::quant_scalar_table()}};
+  if (k::cpu_features().avx2 && k::quant_avx2_table()) v.push_back({"avx2", k::quant_avx2_table()});
+  if (k::cpu_features().neon && k::quant_neon_table()) v.push_back({"neon", k::quant_neon_table()});
+  if (k::quant_neon_dotprod_table()) v.push_back({"neon-dotprod", k::quant_neon_dotprod_table()});
+  return v;
+}
+
+std::string quant_name(const QuantKernelTable& t) {
+  for (const auto& q : quant_tables())
+    if (q.t == &t) return q.name;
+  return std::string("unknown ") + t.name;
+}
+
+void pass_if(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_passed;
+  } else {
+    std::printf("FAIL %s\n", what.c_str());
+    ++g_failed;
+  }
+}
+
+const char* fmt_name(QuantFormat f) {
+  return f == QuantFormat::Q8G ? "Q8G" : f == QuantFormat::Q4G ? "Q4G" : "Q4GA";
+}
+
+// A quantized matrix in the row-tile layout, owning its arrays.
+struct QMat {
+  QuantFormat format;
+  int64_t N, K, group;
+  std::vector<uint8_t> qw;
+  std::vector<uint16_t> sc, mn;
+  QMat(QuantFormat f, int64_t n, int64_t k, int64_t g) : format(f), N(n), K(k), group(g) {
+    const QuantWeight w = view();
+    qw.assign(size_t(N * w.row_bytes()), 0);
+    sc.assign(size_t(N * w.groups()), 0);
+    if (f == QuantFormat::Q4GA) mn.assign(sc.size(), 0);
+  }
+  QuantWeight view() const {
+    return {format, N, K, group, qw.data(), sc.data(), format == QuantFormat::Q4GA ? mn.data() : nullptr};
+  }
+  QuantOut out() { return {N, qw.data(), sc.data(), format == QuantFormat::Q4GA ? mn.data() : nullptr}; }
+  bool operator==(const QMat& o) const { return qw == o.qw && sc == o.sc && mn == o.mn; }
+};
+
+// The matmul in double from the integer block sums: val = Σ_b isum_b * s_g * d_b [+ m_g * d_b *
+// sum_b], and mag the same sum of |terms|, the scale of the f32 rounding kernels may differ by.
+void matmul_double(const BlockA8* xq, int64_t T, const QuantWeight& w, std::vector<double>& val,
+                   std::vector<double>& mag) {
+  const int64_t N = w.N, K = w.K, nb = w.blocks();
+  std::vector<int> wi(size_t(N * K));  // signed weights (Q4G: u - 8), row-major
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      wi[size_t(n * K + k)] = exaone::kernels::weight_code(w, n, k) - (w.format == QuantFormat::Q4G ? 8 : 0);
+  val.assign(size_t(T * N), 0.0);
+  mag.assign(size_t(T * N), 0.0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t b = 0; b < nb; ++b) {
+        const BlockA8& x = xq[t * nb + b];
+        int64_t isum = 0;
+        for (int i = 0; i < kQBlock; ++i) isum += int64_t(wi[size_t(n * K + b * kQBlock + i)]) * x.qs[i];
+        const int64_t g = b * kQBlock / w.group, si = exaone::kernels::scale_index(w, n, g);
+        const double term = double(isum) * exaone::kernels::f16_to_f32_value(w.scales[si]) * x.d;
+        val[size_t(t * N + n)] += term;
+        mag[size_t(t * N + n)] += std::fabs(term);
+        if (w.format == QuantFormat::Q4GA) {
+          const double mterm = double(exaone::kernels::f16_to_f32_value(w.mins[si])) * x.d * x.sum;
+          val[size_t(t * N + n)] += mterm;
+          mag[size_t(t * N + n)] += std::fabs(mterm);
+        }
+      }
+}
+
+exaone::kernels::QuantMatmulFn matmul_of(const QuantKernelTable& t, QuantFormat f) {
+  return f == QuantFormat::Q8G ? t.matmul_q8g_a8 : f == QuantFormat::Q4G ? t.matmul_q4g_a8 : t.matmul_q4ga_a8;
+}
+
+// Runs fn over [0, N) in the given column pieces into a NaN-filled [T, ldy = N + 2] buffer;
+// returns the [T, N] part, or an empty vector when the padding columns were written.
+std::vector<float> run_matmul(exaone::kernels::QuantMatmulFn fn, const std::vector<BlockA8>& xq, int64_t T,
+                              const QuantWeight& w, const std::vector<int64_t>& cuts) {
+  const int64_t N = w.N, ldy = N + 2;
+  std::vector<float> y(size_t(T * ldy), kNaN);
+  for (size_t c = 0; c + 1 < cuts.size(); ++c) fn(xq.data(), T, w, cuts[c], cuts[c + 1], y.data(), ldy);
+  std::vector<float> out(size_t(T * N));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < N; ++n) out[size_t(t * N + n)] = y[size_t(t * ldy + n)];
+    for (int64_t n = N; n < ldy; ++n)
+      if (!std::isnan(y[size_t(t * ldy + n)])) return {};
+  }
+  return out;
+}
+
+// Pass when every element is within tol * mag[i] of ref (mag: the sum of |terms| of element i).
+void check_rel(const std::string& what, const std::vector<float>& got, const std::vector<double>& ref,
+               const std::vector<double>& mag, double tol) {
+  if (got.size() != ref.size()) {
+    std::printf("FAIL %s: wrote outside its columns\n", what.c_str());
+    ++g_failed;
+    return;
+  }
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - ref[i]);
+    if (!(err <= tol * mag[i])) {  // also catches NaN
+      std::printf("FAIL %s: element %zu is %.9g, reference %.9g (tol %.3g of %.3g)\n", what.c_str(), i,
+                  double(got[i]), ref[i], tol, mag[i]);
+      ++g_failed;
+      return;
+    }
+  }
+  ++g_passed;
+}
+
+bool same_bits(const void* a, const void* b, size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
+
+// quantize_a8 must give the scalar blocks bit for bit: zero, tiny, boundary, tie and outlier blocks.
+void test_quant_activations(const std::vector<QuantTable>& tables) {
+  Rng rng;
+  for (int64_t K : {32, 64, 96, 2080}) {
+    auto x = rng.vec(size_t(K), 3.0f);
+    const int64_t nb = K / kQBlock;
+    auto blk = [&](int64_t b) { return x.data() + (b % nb) * kQBlock; };
+    for (int i = 0; i < kQBlock; ++i) blk(1)[i] = 0.0f;             // all zero: d = 0, no 1/0
+    for (int i = 0; i < kQBlock; ++i) blk(2)[i] *= 1e-32f;          // below the 1e-30 cut
+    for (int i = 0; i < kQBlock; ++i) blk(3)[i] *= 1e-33f;
+    blk(3)[7] = -1e-30f;                                            // exactly at the cut: kept
+    for (int i = 0; i < kQBlock; ++i) blk(4)[i] = float(i % 16) * (i & 1 ? -1.0f : 1.0f) + 0.5f;
+    blk(4)[31] = -127.0f;                                           // d = 1: the rest .5 ties
+    blk(5)[9] = 1e4f;                                               // an outlier
+    for (int i = 0; i < kQBlock; ++i) blk(6)[i] = 1e-39f * float(i);  // subnormal: zeros
+    for (int i = 0; i < kQBlock; ++i) blk(7)[i] *= 3e30f;           // huge but finite
+    blk(8)[0] = -std::fabs(blk(8)[0]) - 10.0f;                      // the max is negative
+    std::vector<float> buf(x.size() + 1);
+    std::copy(x.begin(), x.end(), buf.begin() + 1);  // misaligned rows
+    std::vector<BlockA8> ref(static_cast<size_t>(nb));
+    tables[0].t->quantize_a8(buf.data() + 1, K, ref.data());
+    // NaN elements: their own q is undefined (the scalar cast of NaN), but the others and d must
+    // come out as if they were absent.
+    auto xn = x;
+    for (int64_t b = 0; b < nb; ++b) xn[size_t(b * kQBlock + (b * 7) % kQBlock)] = kNaN;
+    std::vector<BlockA8> refn(static_cast<size_t>(nb));
+    tables[0].t->quantize_a8(xn.data(), K, refn.data());
+    for (const auto& q : tables) {
+      std::vector<BlockA8> got(static_cast<size_t>(nb));
+      std::memset(got.data(), 0xab, got.size() * sizeof(BlockA8));
+      q.t->quantize_a8(buf.data() + 1, K, got.data());
+      pass_if(same_bits(got.data(), ref.data(), got.size() * sizeof(BlockA8)),
+              q.name + " quantize_a8 K=" + std::to_string(K) + " differs from the scalar blocks");
+      q.t->quantize_a8(xn.data(), K, got.data());
+      bool ok = true;
+      for (int64_t b = 0; b < nb; ++b) {
+        ok &= same_bits(&got[size_t(b)].d, &refn[size_t(b)].d, sizeof(float));
+        for (int i = 0; i < kQBlock; ++i)
+          if (i != (b * 7) % kQBlock) ok &= got[size_t(b)].qs[i] == refn[size_t(b)].qs[i];
+      }
+      pass_if(ok, q.name + " quantize_a8 with NaN K=" + std::to_string(K) + " differs from the scalar blocks");
+    }
+  }
+}
+
+// The weight quantizer's sum kernels must equal the scalar ones bit for bit.
+void test_quant_sums(const std::vector<QuantTable>& tables) {
+  Rng rng;
+  for (int64_t n : {8, 32, 64, 128, 2080}) {
+    auto w = rng.vec(size_t(n), 0.05f);
+    w[0] = 0.3f;  // an outlier sets the absmax
+    float amax = 0.0f, wmin = w[0], wmax = w[0];
+    for (float v : w) {
+      amax = std::fmax(amax, std::fabs(v));
+      wmin = std::fmin(wmin, v);
+      wmax = std::fmax(wmax, v);
+    }
+    for (const auto& q : tables) {
+      bool ok = true;
+      for (int lohi : {127, 8}) {
+        const float lo = lohi == 127 ? -127.0f : -8.0f, hi = lohi == 127 ? 127.0f : 7.0f;
+        for (int i = -10; i <= 12; ++i) {  // the quantizer's candidates, a scale of 0, and clamping
+          const float is = i == 12 ? 0.0f : (hi + 0.37f * float(i)) / amax * (i == 11 ? 5.0f : 1.0f);
+          double a[2], b[2];
+          tables[0].t->quant_sym_sums(w.data(), n, is, lo, hi, &a[0], &b[0]);
+          q.t->quant_sym_sums(w.data(), n, is, lo, hi, &a[1], &b[1]);
+          ok &= same_bits(&a[0], &a[1], sizeof(double)) && same_bits(&b[0], &b[1], sizeof(double));
+        }
+      }
+      for (int i = -10; i <= 11; ++i) {
+        const float is = (15.0f + 0.1f * float(i)) / (wmax - wmin) * (i == 11 ? 3.0f : 1.0f);
+        double a[2], b[2], c[2];
+        tables[0].t->quant_asym_sums(w.data(), n, wmin, is, &a[0], &b[0], &c[0]);
+        q.t->quant_asym_sums(w.data(), n, wmin, is, &a[1], &b[1], &c[1]);
+        ok &= same_bits(&a[0], &a[1], sizeof(double)) && same_bits(&b[0], &b[1], sizeof(double)) &&
+              same_bits(&c[0], &c[1], sizeof(double));
+      }
+      pass_if(ok, q.name + " quant_sym_sums / quant_asym_sums n=" + std::to_string(n) + " differ from scalar");
+    }
+  }
+}
+
+// (format, group) pairs; group = K means one scale per row (Q8G only).
+struct FormatGroup {
+  QuantFormat f;
+  int64_t group;  // 0: K
+};
+const FormatGroup kFormatGroups[] = {
+    {QuantFormat::Q8G, 32},  {QuantFormat::Q8G, 64},  {QuantFormat::Q8G, 128},  {QuantFormat::Q8G, 0},
+    {QuantFormat::Q4G, 32},  {QuantFormat::Q4G, 64},  {QuantFormat::Q4G, 128},  {QuantFormat::Q4GA, 32},
+    {QuantFormat::Q4GA, 64}, {QuantFormat::Q4GA, 128},
+};
+
+// The matmuls on quantized random weights: scalar against the double math, every other table
+// against scalar, within f32 rounding of the sum of |terms|. Also: the weight quantizer gives the
+// same bits with every table's sum kernels, and dequant_row equals the scalar rows.
+void test_quant_matmul(const std::vector<QuantTable>& tables) {
+  Rng rng;
+  const QuantKernelTable& sc = *tables[0].t;
+  for (const FormatGroup& fg : kFormatGroups) {
+    for (int64_t K : {32, 64, 96, 160, 2080}) {
+      const int64_t group = fg.group ? fg.group : K, nb = K / kQBlock;
+      for (int64_t N : {1, 7, 8, 13, 40}) {
+        const std::string tag = std::string(" ") + fmt_name(fg.f) + " g" + std::to_string(fg.group) +
+                                " N=" + std::to_string(N) + " K=" + std::to_string(K);
+        auto wf = rng.vec(size_t(N * K), 0.05f);
+        for (int64_t k = 0; k < K; ++k) {
+          if (N > 1 && k < 128) wf[size_t(K + k)] = 0.0f;  // row 1 starts with an all-zero group
+          if (N > 2) wf[size_t(2 * K + k)] += 0.03f;      // row 2 lopsided
+        }
+        QMat m(fg.f, N, K, group);
+        for (int64_t n = 0; n < N; ++n)
+          exaone::kernels::quantize_row(sc, wf.data() + n * K, K, group, fg.f, n, m.out());
+        const QuantWeight w = m.view();
+        for (size_t i = 1; i < tables.size(); ++i) {
+          QMat mi(fg.f, N, K, group);
+          for (int64_t n = 0; n < N; ++n)
+            exaone::kernels::quantize_row(*tables[i].t, wf.data() + n * K, K, group, fg.f, n, mi.out());
+          pass_if(mi == m, tables[i].name + " quantize_row gives other bits than scalar" + tag);
+          std::vector<float> r0(static_cast<size_t>(K)), r1(static_cast<size_t>(K));
+          bool ok = true;
+          for (int64_t n = 0; n < N; ++n) {
+            sc.dequant_row(w, n, r0.data());
+            tables[i].t->dequant_row(w, n, r1.data());
+            ok &= same_bits(r0.data(), r1.data(), r0.size() * sizeof(float));
+          }
+          pass_if(ok, tables[i].name + " dequant_row differs from scalar" + tag);
+        }
+        const int64_t Tmax = 9;
+        auto x = rng.vec(size_t(Tmax * K));
+        for (int64_t t = 0; t < Tmax; ++t)
+          for (int64_t k = 0; k < K && k < 64; ++k) x[size_t(t * K + k)] *= 10.0f;  // uneven block scales
+        std::vector<BlockA8> xq(size_t(Tmax * nb));
+        for (int64_t t = 0; t < Tmax; ++t) sc.quantize_a8(x.data() + t * K, K, xq.data() + t * nb);
+        const double tol = 3e-7 * double(nb + 2);
+        for (int64_t T : {1, 2, 3, 5, 9}) {
+          const std::string tt = tag + " T=" + std::to_string(T);
+          std::vector<double> val, mag;
+          matmul_double(xq.data(), T, w, val, mag);
+          const auto ys = run_matmul(matmul_of(sc, fg.f), xq, T, w, {0, N});
+          check_rel("scalar matmul vs double math" + tt, ys, val, mag, tol);
+          const std::vector<double> ysd(ys.begin(), ys.end());
+          for (size_t i = 1; i < tables.size(); ++i) {
+            const auto fn = matmul_of(*tables[i].t, fg.f);
+            check_rel(tables[i].name + " matmul" + tt, run_matmul(fn, xq, T, w, {0, N}), ysd, mag, tol);
+            if (N > 16 && T == Tmax)  // pieces of whole row tiles, as the thread pool splits rows
+              check_rel(tables[i].name + " matmul split rows" + tt, run_matmul(fn, xq, T, w, {0, 8, 24, N}),
+                        ysd, mag, tol);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Data that make every float operation exact: scales 0.25 / 0.5 / 1, mins -3 / 0 / 2, activations
+// integers with |x| = 127 in every block (so d = 1), sums far below 2^22. Every table must then give
+// the scalar output bit for bit, and the scalar one the exact math. Includes the int8 weight -128
+// against -127 (the largest int16 pair sums) and int4 rows of 15 against 127.
+void test_quant_exact(const std::vector<QuantTable>& tables) {
+  Rng rng;
+  rng.s = 21;
+  const uint16_t scales[3] = {0x3800, 0x3c00, 0x3400}, mins[3] = {0xc200, 0x0000, 0x4000};
+  const QuantKernelTable& sc = *tables[0].t;
+  for (const FormatGroup& fg : kFormatGroups) {
+    for (int64_t K : {32, 96, 160, 288}) {
+      const int64_t group = fg.group ? fg.group : K, nb = K / kQBlock;
+      for (int64_t N : {1, 7, 8, 19}) {
+        const std::string tag = std::string(" ") + fmt_name(fg.f) + " g" + std::to_string(fg.group) +
+                                " N=" + std::to_string(N) + " K=" + std::to_string(K);
+        QMat m(fg.f, N, K, group);
+        const QuantWeight w = m.view();
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t i = exaone::kernels::qweight_index(w, n, k);
+            if (fg.f == QuantFormat::Q8G) {
+              const int c = n == 0 && k % kQBlock < 8 ? -128 : rng.below(256) - 128;
+              m.qw[size_t(i)] = uint8_t(int8_t(c));
+            } else {
+              const int c = n == 0 ? 15 : n == 1 ? 0 : rng.below(16);
+              m.qw[size_t(i)] |= uint8_t(c << ((k & 4) ? 4 : 0));
+            }
+          }
+        for (size_t i = 0; i < m.sc.size(); ++i) m.sc[i] = scales[rng.below(3)];
+        for (size_t i = 0; i < m.mn.size(); ++i) m.mn[i] = mins[rng.below(3)];
+        const int64_t Tmax = 9;
+        std::vector<float> x(size_t(Tmax * K));
+        for (auto& v : x) v = float(rng.below(255) - 127);
+        for (int64_t t = 0; t < Tmax; ++t)
+          for (int64_t b = 0; b < nb; ++b) {  // |x| = 127 somewhere in every block: d = 1
+            const int64_t k = b * kQBlock + rng.below(kQBlock);
+            x[size_t(t * K + k)] = rng.below(2) ? 127.0f : -127.0f;
+          }
+        for (int64_t k = 0; k < K; ++k) {
+          if (k < kQBlock) x[size_t(k)] = -127.0f;  // token 0, block 0 against row 0's -128s
+          x[size_t(K + k)] = 127.0f;                // token 1: the int4 row of 15s at its largest
+        }
+        std::vector<BlockA8> xq(size_t(Tmax * nb));
+        for (int64_t t = 0; t < Tmax; ++t) sc.quantize_a8(x.data() + t * K, K, xq.data() + t * nb);
+        bool d_one = true;
+        for (const auto& b : xq) d_one &= b.d == 1.0f;
+        pass_if(d_one, "exact-data activations do not have d = 1" + tag);
+        for (int64_t T : {1, 2, 3, 5, 9}) {
+          const std::string tt = tag + " T=" + std::to_string(T);
+          std::vector<double> val, mag;
+          matmul_double(xq.data(), T, w, val, mag);
+          const auto ys = run_matmul(matmul_of(sc, fg.f), xq, T, w, {0, N});
+          bool exact = ys.size() == val.size();
+          for (size_t i = 0; exact && i < ys.size(); ++i) exact = double(ys[i]) == val[i];
+          pass_if(exact, "scalar matmul on exact data is not the exact math" + tt);
+          for (size_t i = 1; i < tables.size(); ++i) {
+            const auto y = run_matmul(matmul_of(*tables[i].t, fg.f), xq, T, w, {0, N});
+            pass_if(y.size() == ys.size() && same_bits(y.data(), ys.data(), ys.size() * sizeof(float)),
+                    tables[i].name + " matmul on exact data differs from scalar" + tt);
+          }
+        }
+      }
+    }
+  }
+}
+
+// quant_active() follows the kernel table: SDOT where the CPU has it, baseline NEON otherwise.
+void test_quant_dispatch(const std::vector<QuantTable>& tables) {
+  namespace k = exaone::kernels;
+  for (const auto& name : k::available_isas()) {
+    k::set_isa(name);
+    const QuantKernelTable* want = tables[0].t;
+    for (const auto& q : tables)
+      if (q.name == name || (name == "neon" && q.name == "neon-dotprod")) want = q.t;
+    pass_if(&k::quant_active() == want, "with kernels " + name + " quant_active() is " +
+                                            quant_name(k::quant_active()) + ", not " + quant_name(*want));
+  }
+}
+
 }  // namespace
 
 int main() {
   const auto& f = exaone::kernels::cpu_features();
   std::printf("cpu: avx2=%d neon=%d dotprod=%d i8mm=%d; kernels:", f.avx2, f.neon, f.dotprod, f.i8mm);
   for (const auto& name : exaone::kernels::available_isas()) std::printf(" %s", name.c_str());
-  std::printf("\n");
+  const auto qtables = quant_tables();
+  std::printf("; quant:");
+  for (const auto& q : qtables) std::printf(" %s", q.name.c_str());
+  std::printf(" (active: %s)\n", quant_name(exaone::kernels::quant_active()).c_str());
   const KernelTable& ref = exaone::kernels::scalar_table();
   test_table(ref, ref);  // the harness itself: the reference must agree with itself
   for (const auto& name : exaone::kernels::available_isas()) {
@@ -181,6 +558,11 @@ int main() {
     exaone::kernels::set_isa(name);
     test_table(exaone::kernels::active(), ref);
   }
+  test_quant_activations(qtables);
+  test_quant_sums(qtables);
+  test_quant_matmul(qtables);
+  test_quant_exact(qtables);
+  test_quant_dispatch(qtables);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }
