@@ -264,29 +264,31 @@ void attend_f32_avx2(const float* q, int64_t G, int64_t D, const float* k, const
     return;
   }
   const __m256 sv = _mm256_set1_ps(scale);
-  for (int64_t g = 0; g < G; ++g) {
-    const float* qg = q + g * D;
-    float* sg = scores + g * n;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      const float* kr[8];
-      for (int j = 0; j < 8; ++j) kr[j] = k + slots[i + j] * stride;
-      if (g == 0 && i + 16 <= n)  // decode reads each row once, from memory: fetch the next 8 keys
-        for (int j = 0; j < 8; ++j) {
-          const char* next = reinterpret_cast<const char*>(k + slots[i + 8 + j] * stride);
-          for (int64_t l = 0; l < D * 4; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
-        }
+  // Blocks of 8 keys, outer, so a block's rows are read from memory once and stay in L1 for all G
+  // heads; decode reads every row once, so the rows 32 keys ahead are fetched meanwhile.
+  const int64_t ahead = 32;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const float* kr[8];
+    for (int j = 0; j < 8; ++j) kr[j] = k + slots[i + j] * stride;
+    for (int64_t j = i + ahead; j < i + ahead + 8 && j < n; ++j) {
+      const char* next = reinterpret_cast<const char*>(k + slots[j] * stride);
+      for (int64_t l = 0; l < D * 4; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = q + g * D;
       __m256 acc[8];
       for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
       for (int64_t c = 0; c < D; c += 8) {
         const __m256 qc = _mm256_loadu_ps(qg + c);
         for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr[j] + c), acc[j]);
       }
-      _mm256_storeu_ps(sg + i, _mm256_mul_ps(reduce8(acc), sv));
+      _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
     }
-    for (; i < n; ++i) sg[i] = dot_f32(qg, k + slots[i] * stride, D) * scale;
-    softmax_f32(sg, n);
   }
+  for (; i < n; ++i)
+    for (int64_t g = 0; g < G; ++g) scores[g * n + i] = dot_f32(q + g * D, k + slots[i] * stride, D) * scale;
+  for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
   for (int64_t g = 0; g < G; g += 4) {
     const float* p = scores + g * n;
     float* o = out + g * D;
