@@ -73,7 +73,7 @@ def run_benchmark(model, prompt_tokens: int = 512, gen_tokens: int = 128, repeat
     prefill_s, decode_s = [], []
     for i in range(repeat):
         prompt = rng.integers(0, vocab, size=prompt_tokens)
-        cache = model.new_cache()
+        cache = model.new_cache(prompt_tokens + gen_tokens)
         t0 = time.perf_counter()
         logits = model.forward(prompt, cache)
         t1 = time.perf_counter()

@@ -282,7 +282,7 @@ class TokenStream:
         if self._prompt_cache is not None:
             self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
         else:
-            self._cache = self.model.new_cache()
+            self._cache = self.model.new_cache(len(self._ids))  # room for the whole stream
         return self.model.forward(prompt[self.cached_tokens :], self._cache)
 
     def _pick(self, logits: np.ndarray) -> int:

@@ -27,6 +27,7 @@ from .generation import TokenStream
 from .sampling import SamplingParams
 
 DEFAULT_PREFILL_CHUNK = 256
+KV_DTYPES = {"f32": np.float32, "f16": np.float16}
 
 
 class Linear:
@@ -95,11 +96,12 @@ class LayerCache:
     ring of window + chunk - 1 slots: enough that writing a prefill chunk never overwrites a key an
     earlier query of the same chunk still needs."""
 
-    def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool):
+    def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool, dtype=np.float32):
         self.ring = ring
-        # [kv_heads, slots, head_dim]: each KV head's keys are contiguous for the attention kernel
-        self.k = np.zeros((kv_heads, capacity, head_dim), np.float32)
-        self.v = np.zeros((kv_heads, capacity, head_dim), np.float32)
+        # [kv_heads, slots, head_dim]: each KV head's keys are contiguous for the attention kernel;
+        # float32, or float16 (half the bytes attention reads; K/V rounded to nearest f16)
+        self.k = np.zeros((kv_heads, capacity, head_dim), dtype)
+        self.v = np.zeros((kv_heads, capacity, head_dim), dtype)
         self.pos = np.full(capacity, -1, np.int64)  # absolute position held by each slot
 
     def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
@@ -122,7 +124,7 @@ class LayerCache:
     def _grow(self, capacity: int) -> None:
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = np.zeros((old.shape[0], capacity, old.shape[2]), np.float32)
+            new = np.zeros((old.shape[0], capacity, old.shape[2]), old.dtype)
             new[:, : old.shape[1]] = old
             setattr(self, name, new)
         pos = np.full(capacity, -1, np.int64)
@@ -142,7 +144,8 @@ class LayerCache:
 class KVCache:
     """The state of one sequence: per-layer K/V and the number of tokens already processed."""
 
-    def __init__(self, config: Exaone4Config, prefill_chunk: int, initial_capacity: int = 256):
+    def __init__(self, config: Exaone4Config, prefill_chunk: int, initial_capacity: int = 256,
+                 dtype=np.float32):
         self.length = 0
         self.layers = []
         self.windows = tuple(config.window(i) for i in range(config.num_hidden_layers))
@@ -150,11 +153,11 @@ class KVCache:
             window = config.window(i)
             if window is not None:
                 self.layers.append(
-                    LayerCache(config.num_key_value_heads, config.head_dim, window + prefill_chunk - 1, True)
+                    LayerCache(config.num_key_value_heads, config.head_dim, window + prefill_chunk - 1, True, dtype)
                 )
             else:
                 self.layers.append(
-                    LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False)
+                    LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False, dtype)
                 )
 
     @property
@@ -195,6 +198,7 @@ class Model:
                  prefill_chunk: int = DEFAULT_PREFILL_CHUNK, quant: WeightQuantizer | None = None):
         self.config = config
         self.prefill_chunk = prefill_chunk
+        self.kv_dtype = "f32"  # KV cache element type (load(kv_dtype=...))
         c = config
         hidden, d = c.hidden_size, c.head_dim
         r = _WeightReader(tensors, prefix, quant)
@@ -325,8 +329,11 @@ class Model:
 
     # ---- public API ---------------------------------------------------------------------------
 
-    def new_cache(self) -> KVCache:
-        return KVCache(self.config, self.prefill_chunk)
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        """An empty KV cache. capacity: positions to allocate up front (prompt + new tokens when
+        known), so the cache does not grow (by doubling, a copy) in the middle of decoding."""
+        initial = 256 if capacity is None else max(1, int(capacity))
+        return KVCache(self.config, self.prefill_chunk, initial, KV_DTYPES[self.kv_dtype])
 
     def logits(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """float32 logits [len(token_ids), vocab] for a fresh sequence."""
@@ -403,7 +410,7 @@ def set_threads(threads: int | None) -> None:
 
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
-         head: str | None = None) -> Model:
+         head: str | None = None, kv_dtype: str = "f32") -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), or a
     quantized one written by exaone-quantize (detected from config.json's quantization_config).
 
@@ -417,6 +424,8 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     exaone_cpu.quant and docs/quantization.md), with group_size (32, 64, 128; 0 = per-row, int8
     only; default 128 for int8, 64 for int4), asym (int4 scale + min) and head ("int8" default,
     "int4" or "bf16": the embedding / lm_head).
+    kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
+    attention reads, faster decoding at long context, as llama.cpp's default cache).
     """
     path = Path(path)
     if not path.is_dir():
@@ -424,11 +433,15 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
                                 else f"{path} is not a directory")
     if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
         raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+    if kv_dtype not in KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
     spec = spec_from_options(quant, group_size, asym, head)
     config = Exaone4Config.from_pretrained(path)
     set_threads(threads)
     tensors, quantizer = load_tensors(path, spec)
-    return model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
+    model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
+    model.kv_dtype = kv_dtype
+    return model
 
 
 def model_class(config: Exaone4Config) -> type[Model]:

@@ -298,7 +298,7 @@ class ScriptedModel:
     def check_token_ids(self, ids, start=0):
         return np.asarray(ids, dtype=np.int64)
 
-    def new_cache(self):
+    def new_cache(self, capacity=None):
         return SimpleNamespace(length=0)
 
     def forward(self, ids, cache, all_logits=False):

@@ -185,3 +185,51 @@ def test_batched_step_equals_separate_sequences():
         model.forward_batch([[1]], caches)
     with pytest.raises(ValueError, match="twice"):
         model.forward_batch([[1], [2]], [caches[0], caches[0]])
+
+
+def test_presized_cache_does_not_grow_and_gives_the_same_logits():
+    ref = reference("tiny-1.2b")
+    model = exaone_cpu.load(FIXTURES / "tiny-1.2b")
+    ids = ref["prompt2"]
+    cache = model.new_cache(len(ids))
+    buffers = [layer.k for layer in cache.layers]
+    stepped = np.stack([model.forward([t], cache) for t in ids])
+    assert all(layer.k is b for layer, b in zip(cache.layers, buffers))  # never reallocated
+    assert rel_err(stepped, model.logits(ids)) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["tiny-1.2b", "tiny-32b"])
+def test_f16_kv_cache(name):
+    """kv_dtype="f16" stores K/V rounded to f16 (the cache is half the size) and attention widens
+    them back: the logits move by about f16 rounding, far less than between quantization formats,
+    and greedy decoding still matches transformers."""
+    ref = reference(name)
+    model = exaone_cpu.load(FIXTURES / name, kv_dtype="f16")
+    exact = exaone_cpu.load(FIXTURES / name)
+    cache = model.new_cache()
+    assert all(layer.k.dtype == np.float16 and layer.v.dtype == np.float16 for layer in cache.layers)
+    assert cache.nbytes < exact.new_cache().nbytes
+    logits = model.logits(ref["prompt"])
+    err = rel_err(logits, ref["logits"])
+    assert 1e-6 < err < 5e-3, err  # not f32 (the cache really is f16), but close
+    assert model.generate(ref["prompt"], len(ref["greedy"]), stop_at_eos=False) == list(ref["greedy"])
+    with pytest.raises(ValueError, match="kv_dtype"):
+        exaone_cpu.load(FIXTURES / name, kv_dtype="bf16")
+
+
+def test_attention_reads_f16_caches_exactly_as_their_f32_values(isa):
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((3, 4, 32)).astype(np.float32)
+    k = rng.standard_normal((2, 10, 32)).astype(np.float16)
+    v = rng.standard_normal((2, 10, 32)).astype(np.float16)
+    key_pos = np.array([8, 9, 0, 1, 2, 3, 4, 5, 6, -1], np.int64)  # a ring, one empty slot
+    q_pos = np.array([5, 7, 9], np.int64)
+    for window in (0, 3):
+        a = _core.attention(q, k, v, key_pos, q_pos, window, 0.2)
+        b = _core.attention(q, k.astype(np.float32), v.astype(np.float32), key_pos, q_pos, window, 0.2)
+        assert np.array_equal(a, b)
+        assert np.array_equal(a, _core.attention(q, k.view(np.uint16), v.view(np.uint16), key_pos, q_pos, window, 0.2))
+    with pytest.raises(ValueError, match="both"):
+        _core.attention(q, k, v.astype(np.float32), key_pos, q_pos, 0, 0.2)
+    with pytest.raises(ValueError, match="float32 or float16"):
+        _core.attention(q, k.astype(np.float64), v.astype(np.float64), key_pos, q_pos, 0, 0.2)

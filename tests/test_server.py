@@ -100,7 +100,7 @@ class ScriptedModel:
         self.config = exaone_cpu.Exaone4Config.from_pretrained(SHARED_MODEL_DIR)
         self.vocab = self.config.vocab_size
 
-    def new_cache(self):
+    def new_cache(self, capacity=None):
         return _Cache()
 
     def _logits(self, cache):
@@ -206,7 +206,7 @@ class SlowModel:
         self.model = model
         self.config = model.config
 
-    def new_cache(self):
+    def new_cache(self, capacity=None):
         return self.model.new_cache()
 
     def forward(self, ids, cache):

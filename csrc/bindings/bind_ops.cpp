@@ -105,9 +105,25 @@ py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py
                     int64_t window, float scale, py::object out) {
   checked<float>(q, "q", 3);
   const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
-  checked<float>(k, "k_cache", 3, {-1, -1, D});  // [kv_heads, slots, head_dim]
+  // [kv_heads, slots, head_dim], f32 or f16 (numpy float16, or its bits as uint16)
+  const bool kv_f16 = !py::isinstance<py::array_t<float>>(k);
+  if (kv_f16) {
+    if ((k.dtype().kind() != 'f' && k.dtype().kind() != 'u') || k.itemsize() != 2)
+      throw py::value_error("attention: k_cache must be float32 or float16, got " +
+                            std::string(py::str(k.dtype())));
+    if (v.itemsize() != 2 || k.dtype().kind() != v.dtype().kind())
+      throw py::value_error("attention: k_cache and v_cache must both be float32 or both float16");
+    k = k.dtype().kind() == 'f' ? k.view("uint16") : k;
+    v = v.dtype().kind() == 'f' ? v.view("uint16") : v;
+    checked<uint16_t>(k, "k_cache (f16)", 3, {-1, -1, D});
+  } else {
+    checked<float>(k, "k_cache", 3, {-1, -1, D});
+  }
   const int64_t KV = k.shape(0), S = k.shape(1);
-  checked<float>(v, "v_cache", 3, {KV, S, D});
+  if (kv_f16)
+    checked<uint16_t>(v, "v_cache (f16)", 3, {KV, S, D});
+  else
+    checked<float>(v, "v_cache", 3, {KV, S, D});
   if (H % KV)
     throw py::value_error("attention: " + std::to_string(H) + " query heads are not a multiple of " +
                           std::to_string(KV) + " KV heads");
@@ -115,12 +131,13 @@ py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention: window must be >= 0");
   py::array o = out_or_new(out, {T, H, D}, "out");
-  const float *qp = cptr<float>(q), *kp = cptr<float>(k), *vp = cptr<float>(v);
+  const float* qp = cptr<float>(q);
+  const void *kp = k.data(), *vp = v.data();
   const int64_t *kpos = cptr<int64_t>(key_pos), *qpos = cptr<int64_t>(q_pos);
   float* op = mptr<float>(o);
   {
     py::gil_scoped_release nogil;
-    ops::attention(qp, T, H, D, kp, vp, S, KV, kpos, qpos, window, scale, op);
+    ops::attention(qp, T, H, D, kp, vp, kv_f16, S, KV, kpos, qpos, window, scale, op);
   }
   return o;
 }

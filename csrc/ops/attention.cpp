@@ -7,9 +7,9 @@
 namespace exaone {
 namespace ops {
 
-void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, const float* v,
-               int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos, int64_t window,
-               float scale, float* out) {
+void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, const void* v,
+               bool kv_f16, int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos,
+               int64_t window, float scale, float* out) {
   const kernels::KernelTable& kt = kernels::active();
   const int64_t group = H / KV;  // query heads per KV head (GQA): heads kvh*group .. +group-1
   // A task is one token and a range of KV heads: the slots the token sees are found once per task
@@ -20,8 +20,8 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, 
   const int64_t tasks_per_token = KV / heads_per_task;
   pool.parallel_for(T * tasks_per_token, [&](int64_t task) {
     const int64_t t = task / tasks_per_token, kv0 = task % tasks_per_token * heads_per_task;
-    thread_local std::vector<float> scores;
-    thread_local std::vector<int64_t> slots;
+    thread_local std::vector<float> scores, k32, v32;
+    thread_local std::vector<int64_t> slots, rows;
     if (int64_t(slots.size()) < S) slots.resize(size_t(S));
     if (int64_t(scores.size()) < group * S) scores.resize(size_t(group * S));
     const int64_t p = q_pos[t];
@@ -37,8 +37,31 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, 
         for (int64_t j = 0; j < group * D; ++j) out[h0 + j] = 0.0f;
         continue;
       }
-      kt.attend_f32(q + h0, group, D, k + kvh * S * D, v + kvh * S * D, D, slots.data(), n, scale,
-                    scores.data(), out + h0);
+      if (!kv_f16) {
+        const float* kh = static_cast<const float*>(k) + kvh * S * D;
+        const float* vh = static_cast<const float*>(v) + kvh * S * D;
+        kt.attend_f32(q + h0, group, D, kh, vh, D, slots.data(), n, scale, scores.data(), out + h0);
+        continue;
+      }
+      // f16 cache: the visible rows widened into contiguous f32 scratch (L2-sized: n x D per
+      // head), then the same kernel; the cache itself is read at half the bytes.
+      const uint16_t* kh = static_cast<const uint16_t*>(k) + kvh * S * D;
+      const uint16_t* vh = static_cast<const uint16_t*>(v) + kvh * S * D;
+      if (int64_t(k32.size()) < n * D) {
+        k32.resize(size_t(n * D));
+        v32.resize(size_t(n * D));
+      }
+      if (int64_t(rows.size()) < n) {
+        const int64_t old = int64_t(rows.size());
+        rows.resize(size_t(n));
+        for (int64_t i = old; i < n; ++i) rows[size_t(i)] = i;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        kt.f16_to_f32(kh + slots[size_t(i)] * D, k32.data() + i * D, D);
+        kt.f16_to_f32(vh + slots[size_t(i)] * D, v32.data() + i * D, D);
+      }
+      kt.attend_f32(q + h0, group, D, k32.data(), v32.data(), D, rows.data(), n, scale, scores.data(),
+                    out + h0);
     }
   });
 }

@@ -32,9 +32,10 @@ void rope(float* x, int64_t T, int64_t heads, int64_t head_dim, const int64_t* p
 // position held in slot s (-1: empty), so one routine serves linear and ring-buffer caches.
 // Query t (at q_pos[t]) sees slot s when 0 <= key_pos[s] <= q_pos[t] and, for window > 0,
 // q_pos[t] - key_pos[s] < window. A query that sees no key gets zeros.
-void attention(const float* q, int64_t T, int64_t H, int64_t D, const float* k, const float* v,
-               int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos, int64_t window,
-               float scale, float* out);
+// k / v are f32, or IEEE f16 (kv_f16: half the bytes to read; widened to f32 per task).
+void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, const void* v,
+               bool kv_f16, int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos,
+               int64_t window, float scale, float* out);
 
 // Widens n bf16 / f16 values to f32.
 void convert_to_f32(const uint16_t* src, WeightType type, int64_t n, float* dst);

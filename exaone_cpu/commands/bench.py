@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads (default: all CPUs this process may use)")
     p.add_argument("--repeat", type=positive_int, default=3, metavar="N", help="timed runs; medians are reported (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt ids (default 0)")
+    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
+                   help="KV cache element type (default f32; f16 halves what attention reads)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                          f"max_position_embeddings ({config.max_position_embeddings})")
     progress = sys.stderr if not args.json else None
     t0 = time.perf_counter()
-    model = exaone_cpu.load(args.model, threads=args.threads)
+    model = exaone_cpu.load(args.model, threads=args.threads, kv_dtype=args.kv_dtype)
     load_s = time.perf_counter() - t0
     files = weight_files(args.model)
     if progress:
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "isa": exaone_cpu.isa(),
         "threads": _core.get_num_threads(),
+        "kv_dtype": model.kv_dtype,
         "weight_format": weight_format(model),
         "weight_files": [f.name for f in files],
         "weight_file_bytes": sum(f.stat().st_size for f in files),
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     rss = f"{d['rss_mib']:.0f} MiB" if d["rss_mib"] is not None else "n/a"
     print(f"model        {d['model']}")
     print(f"weights      {d['weight_format']}, {d['weight_file_bytes'] / 1e6:.1f} MB in {len(files)} file(s)")
-    print(f"kernels      {d['isa']}, {d['threads']} threads, prefill chunk {d['prefill_chunk']}")
+    print(f"kernels      {d['isa']}, {d['threads']} threads, prefill chunk {d['prefill_chunk']}, "
+          f"KV cache {d['kv_dtype']}")
     print(f"load         {load_s:.2f} s (+ {result.warmup_s:.2f} s warm-up forward pass, pages the weights in)")
     print(f"memory       peak RSS {d['peak_rss_mib']:.0f} MiB, current RSS {rss}")
     print()
