@@ -38,6 +38,16 @@ inline float hmax(__m256 v) {
 
 inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
+// Stops GCC from reassociating a chain of integer adds into a tree whose partial sums it then
+// spills to the stack (it does for the 4-token int8 tile): the value must be in a register here.
+inline void keep_in_register(__m256i& v) {
+#if defined(__GNUC__)
+  __asm__("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
 // 4 bytes at p (4 consecutive k of one token) in every 32-bit lane.
 inline __m256i bcast4(const int8_t* p) {
   int32_t v;
@@ -89,6 +99,7 @@ inline void block_dot(const uint8_t* p, const BlockA8* const* xb, __m256i* isum)
       for (int i = 0; i < MT; ++i) {
         const __m256i xs = _mm256_sign_epi8(bcast4(xb[i]->qs + 4 * q), wv);
         acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones));
+        keep_in_register(acc[i]);
       }
     }
     for (int i = 0; i < MT; ++i) isum[i] = acc[i];
