@@ -4,7 +4,9 @@ One run = a fresh cache, prefill of `prompt_tokens` random token ids (one forwar
 inside the model), then `gen_tokens` decode steps, each one forward call of the previous greedy
 token. Decode therefore runs at context prompt_tokens .. prompt_tokens + gen_tokens - 1 (llama-bench's
 tg test starts from an empty cache instead). The first run after loading pays for paging the
-memory-mapped weights in, so `run_benchmark` starts with an untimed warm-up forward pass.
+memory-mapped weights in and for the first use of every buffer (the scratch of a full prefill
+chunk, KV-cache pages), so `run_benchmark` starts with an untimed warm-up of the same shape: a
+prefill of prompt_tokens and a few decode steps (as llama-bench warms up with the test itself).
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ def run_benchmark(model, prompt_tokens: int = 512, gen_tokens: int = 128, repeat
     rng = np.random.default_rng(seed)
     vocab = model.config.vocab_size
     warmup_s = 0.0
-    if warmup:  # touches every weight once (page-in of the mmap), untimed in the results
+    if warmup:  # pages the weights in and sizes every buffer once, untimed in the results
         t0 = time.perf_counter()
-        model.forward(rng.integers(0, vocab, size=min(8, prompt_tokens)), model.new_cache())
+        cache = model.new_cache(prompt_tokens + gen_tokens)
+        logits = model.forward(np.random.default_rng(seed + 1).integers(0, vocab, size=prompt_tokens), cache)
+        for _ in range(min(gen_tokens, 4)):
+            logits = model.forward([int(np.argmax(logits))], cache)
+        del cache
         warmup_s = time.perf_counter() - t0
     prefill_s, decode_s = [], []
     for i in range(repeat):

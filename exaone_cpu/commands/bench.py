@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights      {d['weight_format']}, {d['weight_file_bytes'] / 1e6:.1f} MB in {len(files)} file(s)")
     print(f"kernels      {d['isa']}, {d['threads']} threads, prefill chunk {d['prefill_chunk']}, "
           f"KV cache {d['kv_dtype']}")
-    print(f"load         {load_s:.2f} s (+ {result.warmup_s:.2f} s warm-up forward pass, pages the weights in)")
+    print(f"load         {load_s:.2f} s (+ {result.warmup_s:.2f} s warm-up: one untimed run of the same shape)")
     print(f"memory       peak RSS {d['peak_rss_mib']:.0f} MiB, current RSS {rss}")
     print()
     print(f"{'test':<14}{'tok/s median':>14}{'min':>10}{'max':>10}   ({args.repeat} runs)")
