@@ -169,10 +169,11 @@ def test_quant_kernels_follow_set_isa():
     try:
         for name in ISAS:
             _core.set_isa(name)
-            assert _core.quant_isa() == name
+            # the AVX2 kernels' quantized matmuls use vpdpbusd where the CPU has AVX-VNNI
+            assert _core.quant_isa() in (name, name + "-vnni")
     finally:
         _core.set_isa(before)
-    assert _core.quant_isa() == _core.isa()
+    assert _core.quant_isa().startswith(_core.isa())
 
 
 # ---- activations -----------------------------------------------------------------------------

@@ -60,6 +60,11 @@ CpuFeatures detect() {
   cpuid(7, 0, r);
   const bool avx2 = r[1] & (1u << 5);
   f.avx2 = avx2 && fma && f16c;
+  const unsigned max_sub7 = r[0];
+  if (f.avx2 && max_sub7 >= 1) {
+    cpuid(7, 1, r);
+    f.avxvnni = r[0] & (1u << 4);  // CPUID.(7,1):EAX[4] AVX-VNNI
+  }
 #elif defined(EXAONE_ARM64)
   f.neon = true;
 #if defined(__linux__)

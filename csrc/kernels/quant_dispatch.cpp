@@ -9,6 +9,9 @@ namespace kernels {
 #ifndef EXAONE_HAVE_AVX2
 const QuantKernelTable* quant_avx2_table() { return nullptr; }
 #endif
+#ifndef EXAONE_HAVE_AVXVNNI
+const QuantKernelTable* quant_avxvnni_table() { return nullptr; }
+#endif
 #ifndef EXAONE_HAVE_NEON
 const QuantKernelTable* quant_neon_table() { return nullptr; }
 const QuantKernelTable* quant_neon_dotprod_table() { return nullptr; }
@@ -16,9 +19,9 @@ const QuantKernelTable* quant_neon_dotprod_table() { return nullptr; }
 
 const QuantKernelTable& quant_active() {
   const KernelTable& t = active();
-  if (&t == avx2_table()) {
-    const QuantKernelTable* q = quant_avx2_table();
-    if (q) return *q;
+  if (&t == avx2_table()) {  // vpdpbusd where the CPU has AVX-VNNI
+    if (const QuantKernelTable* q = quant_avxvnni_table()) return *q;
+    if (const QuantKernelTable* q = quant_avx2_table()) return *q;
   }
   if (&t == neon_table()) {  // SDOT where the CPU has it, else the baseline (e.g. Cortex-A72)
     if (const QuantKernelTable* q = quant_neon_dotprod_table()) return *q;
