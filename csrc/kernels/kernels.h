@@ -39,6 +39,11 @@ struct KernelTable {
   void (*attend_f32)(const float* q, int64_t G, int64_t D, const float* k, const float* v,
                      int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
                      float* out);
+  // attend_f32 over an f16 KV cache, each element widened as it is read. Null where the ISA has
+  // no variant: the caller then widens the visible rows into f32 scratch for attend_f32.
+  void (*attend_f16)(const float* q, int64_t G, int64_t D, const uint16_t* k, const uint16_t* v,
+                     int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                     float* out);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
 };

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "avx2_common.h"
 #include "kernels.h"
@@ -179,7 +180,15 @@ void rope_f32(float* x, const float* cos, const float* sin, int64_t half) {
 
 void softmax_f32(float* x, int64_t n) {
   float m = x[0];
-  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  int64_t j = 0;
+  if (n >= 8) {  // the same maximum as the scalar scan, 8 lanes at a time
+    __m256 mx = _mm256_loadu_ps(x);
+    for (j = 8; j + 8 <= n; j += 8) mx = _mm256_max_ps(_mm256_loadu_ps(x + j), mx);  // NaN keeps mx
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    m = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+  }
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
   const __m256 mv = _mm256_set1_ps(m);
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
@@ -214,17 +223,18 @@ inline __m256 reduce8(const __m256* a) {
 }
 
 // out[g, d0 .. d0 + 8V) for GN heads += Σ_{i in [i0, i1)} p[g, i] v_i, the accumulators in
-// registers for the whole key loop (instead of a load-FMA-store of the output row per key).
-template <int GN, int V>
-void attend_pv(const float* p, int64_t n, int64_t i0, int64_t i1, const float* v, int64_t stride,
+// registers for the whole key loop (instead of a load-FMA-store of the output row per key). L
+// loads the cache's elements (F32W, or F16W: widened as read).
+template <class L, int GN, int V>
+void attend_pv(const float* p, int64_t n, int64_t i0, int64_t i1, const typename L::T* v, int64_t stride,
                const int64_t* slots, int64_t d0, int64_t D, float* out) {
   __m256 acc[GN][V];
   for (int g = 0; g < GN; ++g)
     for (int u = 0; u < V; ++u) acc[g][u] = _mm256_loadu_ps(out + g * D + d0 + 8 * u);
   for (int64_t i = i0; i < i1; ++i) {
-    const float* vr = v + slots[i] * stride + d0;
+    const typename L::T* vr = v + slots[i] * stride + d0;
     __m256 vv[V];
-    for (int u = 0; u < V; ++u) vv[u] = _mm256_loadu_ps(vr + 8 * u);
+    for (int u = 0; u < V; ++u) vv[u] = L::load8(vr + 8 * u);
     for (int g = 0; g < GN; ++g) {
       const __m256 pg = _mm256_broadcast_ss(p + g * n + i);
       for (int u = 0; u < V; ++u) acc[g][u] = _mm256_fmadd_ps(pg, vv[u], acc[g][u]);
@@ -236,44 +246,61 @@ void attend_pv(const float* p, int64_t n, int64_t i0, int64_t i1, const float* v
 
 // Keys in blocks of 64 so the passes over 16-dim slices of a block's value rows after the first
 // hit L1 (one pass per slice over all keys would fetch every row from memory in strided pieces).
-template <int GN>
-void attend_pv_heads(const float* p, int64_t n, const float* v, int64_t stride, const int64_t* slots,
-                     int64_t D, float* out) {
+template <class L, int GN>
+void attend_pv_heads(const float* p, int64_t n, const typename L::T* v, int64_t stride,
+                     const int64_t* slots, int64_t D, float* out) {
   for (int64_t j = 0; j < GN * D; j += 8)
     _mm256_storeu_ps(out + j, _mm256_setzero_ps());  // D % 8 == 0: rows of whole vectors
+  const int64_t row_bytes = D * int64_t(sizeof(typename L::T));
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     const int64_t i1 = i0 + 64 < n ? i0 + 64 : n;
     for (int64_t i = i1; i < i1 + 64 && i < n; ++i) {  // the next block's rows, while this one runs
       const char* next = reinterpret_cast<const char*>(v + slots[i] * stride);
-      for (int64_t l = 0; l < D * 4; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
     }
     int64_t d = 0;
-    for (; d + 16 <= D; d += 16) attend_pv<GN, 2>(p, n, i0, i1, v, stride, slots, d, D, out);
-    if (d < D) attend_pv<GN, 1>(p, n, i0, i1, v, stride, slots, d, D, out);
+    for (; d + 16 <= D; d += 16) attend_pv<L, GN, 2>(p, n, i0, i1, v, stride, slots, d, D, out);
+    if (d < D) attend_pv<L, GN, 1>(p, n, i0, i1, v, stride, slots, d, D, out);
   }
 }
 
-// The GQA attention of attend_f32 with every lane busy when head_dim is a multiple of 8: scores of
-// 8 keys at a time (8 accumulators over head_dim, reduced together), then the values weighted in
-// registers, 16 dims of up to 4 heads per pass over the keys.
-void attend_f32_avx2(const float* q, int64_t G, int64_t D, const float* k, const float* v,
-                     int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
-                     float* out) {
-  if (D % 8 != 0) {
-    attend_f32(q, G, D, k, v, stride, slots, n, scale, scores, out);
-    return;
-  }
+// The GQA attention of attend_f32 with every lane busy when head_dim is a multiple of 8 (callers
+// check): scores of 8 keys at a time (8 accumulators over head_dim, reduced together), then the
+// values weighted in registers, 16 dims of up to 4 heads per pass over the keys.
+template <class L>
+void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, const typename L::T* v,
+                 int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores, float* out) {
   const __m256 sv = _mm256_set1_ps(scale);
+  const int64_t row_bytes = D * int64_t(sizeof(typename L::T));
   // Blocks of 8 keys, outer, so a block's rows are read from memory once and stay in L1 for all G
   // heads; decode reads every row once, so the rows 32 keys ahead are fetched meanwhile.
   const int64_t ahead = 32;
   int64_t i = 0;
+  // f16 rows are widened once per block into L1 scratch, not once per query head.
+  constexpr bool widen = !std::is_same<typename L::T, float>::value;
+  constexpr int64_t kMaxWidenDim = 256;
+  alignas(32) float kw[widen ? 8 * kMaxWidenDim : 8];
   for (; i + 8 <= n; i += 8) {
-    const float* kr[8];
+    const typename L::T* kr[8];
     for (int j = 0; j < 8; ++j) kr[j] = k + slots[i + j] * stride;
     for (int64_t j = i + ahead; j < i + ahead + 8 && j < n; ++j) {
       const char* next = reinterpret_cast<const char*>(k + slots[j] * stride);
-      for (int64_t l = 0; l < D * 4; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    }
+    if (widen && D <= kMaxWidenDim) {
+      for (int j = 0; j < 8; ++j)
+        for (int64_t c = 0; c < D; c += 8) _mm256_store_ps(kw + j * D + c, L::load8(kr[j] + c));
+      for (int64_t g = 0; g < G; ++g) {
+        const float* qg = q + g * D;
+        __m256 acc[8];
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < D; c += 8) {
+          const __m256 qc = _mm256_loadu_ps(qg + c);
+          for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, _mm256_load_ps(kw + j * D + c), acc[j]);
+        }
+        _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
+      }
+      continue;
     }
     for (int64_t g = 0; g < G; ++g) {
       const float* qg = q + g * D;
@@ -281,24 +308,51 @@ void attend_f32_avx2(const float* q, int64_t G, int64_t D, const float* k, const
       for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
       for (int64_t c = 0; c < D; c += 8) {
         const __m256 qc = _mm256_loadu_ps(qg + c);
-        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kr[j] + c), acc[j]);
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, L::load8(kr[j] + c), acc[j]);
       }
       _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
     }
   }
-  for (; i < n; ++i)
-    for (int64_t g = 0; g < G; ++g) scores[g * n + i] = dot_f32(q + g * D, k + slots[i] * stride, D) * scale;
+  for (; i < n; ++i) {
+    const typename L::T* key = k + slots[i] * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t c = 0; c < D; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + c), L::load8(key + c), acc);
+      scores[g * n + i] = hsum(acc) * scale;
+    }
+  }
   for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
   for (int64_t g = 0; g < G; g += 4) {
     const float* p = scores + g * n;
     float* o = out + g * D;
     switch (G - g < 4 ? G - g : 4) {
-      case 4: attend_pv_heads<4>(p, n, v, stride, slots, D, o); break;
-      case 3: attend_pv_heads<3>(p, n, v, stride, slots, D, o); break;
-      case 2: attend_pv_heads<2>(p, n, v, stride, slots, D, o); break;
-      default: attend_pv_heads<1>(p, n, v, stride, slots, D, o); break;
+      case 4: attend_pv_heads<L, 4>(p, n, v, stride, slots, D, o); break;
+      case 3: attend_pv_heads<L, 3>(p, n, v, stride, slots, D, o); break;
+      case 2: attend_pv_heads<L, 2>(p, n, v, stride, slots, D, o); break;
+      default: attend_pv_heads<L, 1>(p, n, v, stride, slots, D, o); break;
     }
   }
+}
+
+void attend_f32_avx2(const float* q, int64_t G, int64_t D, const float* k, const float* v,
+                     int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                     float* out) {
+  if (D % 8 != 0) {
+    attend_f32(q, G, D, k, v, stride, slots, n, scale, scores, out);
+    return;
+  }
+  attend_avx2<F32W>(q, G, D, k, v, stride, slots, n, scale, scores, out);
+}
+
+// head_dim not a multiple of 8: the scalar reference (no EXAONE checkpoint has one).
+void attend_f16_avx2(const float* q, int64_t G, int64_t D, const uint16_t* k, const uint16_t* v,
+                     int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                     float* out) {
+  if (D % 8 != 0) {
+    scalar_table().attend_f16(q, G, D, k, v, stride, slots, n, scale, scores, out);
+    return;
+  }
+  attend_avx2<F16W>(q, G, D, k, v, stride, slots, n, scale, scores, out);
 }
 
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
@@ -318,8 +372,8 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 const KernelTable* avx2_table() {
   static const KernelTable table = {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, bf16_to_f32,
-      f16_to_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2,
+      bf16_to_f32, f16_to_f32,
   };
   return &table;
 }

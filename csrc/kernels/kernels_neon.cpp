@@ -201,8 +201,9 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 const KernelTable* neon_table() {
   static const KernelTable table = {
       "neon",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32, bf16_to_f32,
-      f16_to_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32,
+      nullptr,  // attend_f16: the f16 cache is widened into scratch for attend_f32
+      bf16_to_f32, f16_to_f32,
   };
   return &table;
 }

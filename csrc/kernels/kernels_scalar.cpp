@@ -144,6 +144,29 @@ void attend_f32(const float* q, int64_t G, int64_t D, const float* k, const floa
   }
 }
 
+// attend_f32 with every K/V element widened exactly as read: the same sums in the same order.
+void attend_f16(const float* q, int64_t G, int64_t D, const uint16_t* k, const uint16_t* v,
+                int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                float* out) {
+  for (int64_t g = 0; g < G; ++g) {
+    float* s = scores + g * n;
+    const float* qg = q + g * D;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t* key = k + slots[i] * stride;
+      float acc = 0.0f;
+      for (int64_t d = 0; d < D; ++d) acc += qg[d] * f16_to_f32_value(key[d]);
+      s[i] = acc * scale;
+    }
+    softmax_f32(s, n);
+    float* o = out + g * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t* value = v + slots[i] * stride;
+      for (int64_t d = 0; d < D; ++d) o[d] += s[i] * f16_to_f32_value(value[d]);
+    }
+  }
+}
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_value(src[i]);
 }
@@ -157,8 +180,8 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 const KernelTable& scalar_table() {
   static const KernelTable table = {
       "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, bf16_to_f32,
-      f16_to_f32,
+      rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16,
+      bf16_to_f32, f16_to_f32,
   };
   return table;
 }

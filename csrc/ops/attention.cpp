@@ -43,10 +43,14 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, c
         kt.attend_f32(q + h0, group, D, kh, vh, D, slots.data(), n, scale, scores.data(), out + h0);
         continue;
       }
-      // f16 cache: the visible rows widened into contiguous f32 scratch (L2-sized: n x D per
-      // head), then the same kernel; the cache itself is read at half the bytes.
+      // f16 cache: read at half the bytes, widened in registers where the ISA has a kernel for it,
+      // else the visible rows widened into contiguous f32 scratch (n x D per head) first.
       const uint16_t* kh = static_cast<const uint16_t*>(k) + kvh * S * D;
       const uint16_t* vh = static_cast<const uint16_t*>(v) + kvh * S * D;
+      if (kt.attend_f16) {
+        kt.attend_f16(q + h0, group, D, kh, vh, D, slots.data(), n, scale, scores.data(), out + h0);
+        continue;
+      }
       if (int64_t(k32.size()) < n * D) {
         k32.resize(size_t(n * D));
         v32.resize(size_t(n * D));

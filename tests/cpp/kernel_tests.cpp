@@ -147,7 +147,7 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
   // GQA attention over a ring-like slot list (out of order, with a stride between slots)
   for (int64_t G : {1, 2, 4}) {
     for (int64_t D : {1, 3, 8, 9, 16, 17, 32, 64}) {
-      for (int64_t n : {1, 2, 7, 8, 9, 33}) {
+      for (int64_t n : {1, 2, 7, 8, 9, 33, 70, 130}) {  // past one 64-key value block too
         const int64_t stride = 2 * D + 1, S = n + 3;
         const auto q = rng.vec(size_t(G * D), 2.0f), k = rng.vec(size_t(S * stride), 2.0f);
         const auto v = rng.vec(size_t(S * stride));
@@ -159,6 +159,23 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
         ref.attend_f32(q.data(), G, D, k.data(), v.data(), stride, slots.data(), n, 0.3f, sc2.data(), o2.data());
         check(isa, "attend_f32 G=" + std::to_string(G) + " D=" + std::to_string(D) + " n=" + std::to_string(n),
               o1, o2, 4e-6f);
+        // the f16 cache: the reference against attend_f32 on the widened rows, this ISA against it
+        std::vector<uint16_t> k16(k.size()), v16(v.size());
+        for (size_t j = 0; j < k.size(); ++j) k16[j] = exaone::kernels::f32_to_f16_value(k[j]);
+        for (size_t j = 0; j < v.size(); ++j) v16[j] = exaone::kernels::f32_to_f16_value(v[j]);
+        std::vector<float> kw(k.size()), vw(v.size());
+        ref.f16_to_f32(k16.data(), kw.data(), int64_t(k16.size()));
+        ref.f16_to_f32(v16.data(), vw.data(), int64_t(v16.size()));
+        std::vector<float> o3(size_t(G * D), kNaN), o4(size_t(G * D), kNaN);
+        ref.attend_f32(q.data(), G, D, kw.data(), vw.data(), stride, slots.data(), n, 0.3f, sc2.data(), o3.data());
+        ref.attend_f16(q.data(), G, D, k16.data(), v16.data(), stride, slots.data(), n, 0.3f, sc2.data(), o4.data());
+        const std::string tag = " G=" + std::to_string(G) + " D=" + std::to_string(D) + " n=" + std::to_string(n);
+        check(isa, "scalar attend_f16 vs attend_f32 on widened rows" + tag, o4, o3, 1e-6f);
+        if (t.attend_f16) {
+          std::vector<float> o5(size_t(G * D), kNaN);
+          t.attend_f16(q.data(), G, D, k16.data(), v16.data(), stride, slots.data(), n, 0.3f, sc1.data(), o5.data());
+          check(isa, "attend_f16" + tag, o5, o4, 4e-6f);
+        }
       }
     }
   }
