@@ -166,6 +166,7 @@ def test_bench_json(capsys, fixture):
     d = json.loads(out)
     assert (d["prompt_tokens"], d["gen_tokens"], d["repeat"], d["threads"]) == (12, 5, 2, 1)
     assert d["isa"] == exaone_cpu.isa()
+    assert d["quant_isa"] == exaone_cpu._core.quant_isa() and d["quant_isa"].startswith(d["isa"])
     assert d["weight_format"] == "F32"
     assert d["weight_file_bytes"] == sum(p.stat().st_size for p in fixture.glob("*.safetensors"))
     for key in ("prefill_tok_s", "decode_tok_s"):
@@ -181,7 +182,7 @@ def test_bench_json(capsys, fixture):
 def test_bench_table(capsys):
     rc, out, err = run_cli(capsys, "bench", TINY_BF16, "--prompt", 8, "--gen", 3, "--repeat", 1, "--threads", 2)
     assert rc == 0, err
-    assert "BF16" in out and f"{exaone_cpu.isa()}, 2 threads" in out
+    assert "BF16" in out and f"{exaone_cpu.isa()} (int8/int4: {exaone_cpu._core.quant_isa()}), 2 threads" in out
     lines = {line.split()[0] + line.split()[1]: line.split() for line in out.splitlines() if line.startswith(("prefill", "decode"))}
     assert set(lines) == {"prefill8", "decode3"}
     for cols in lines.values():

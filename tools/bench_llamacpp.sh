@@ -22,6 +22,10 @@
 # Environment (defaults): BENCH=/work/bench  LLAMA_CPP_PY_VERSION=0.3.36  THREADS=2  REPS=5
 #   PROMPT=512  GEN=128  DEPTH=$PROMPT  QUANTS="F16 Q8_0 Q4_0"  JOBS=$(nproc)  NICE=10 (for the build)
 #   PY=python3 (runs pip download and the summary)
+#   LLAMA_CFLAGS: C/C++ flags for the llama.cpp build; default on x86-64 "-mno-amx-tile
+#     -mno-amx-int8 -mno-amx-bf16": with -march=native on a Sapphire Rapids guest of ours its AMX
+#     matmul died with SIGILL at its first tilezero (llama-bench pp512, build 0c1e570), so the
+#     comparison uses its AVX-512 / VNNI kernels. Set LLAMA_CFLAGS= (empty) to keep AMX.
 #   CONVERT_PY: a Python with torch, transformers and numpy (convert_hf_to_gguf.py imports torch);
 #     default /work/refvenv/bin/python if it exists, else $BENCH/convert-venv, created on first use.
 #   RES=$BENCH/results/llamacpp-<timestamp>
@@ -43,6 +47,9 @@ QUANTS=${QUANTS:-"F16 Q8_0 Q4_0"}
 JOBS=${JOBS:-$(nproc)}
 NICE=${NICE:-10}
 PY=${PY:-python3}
+if [ -z "${LLAMA_CFLAGS+set}" ]; then
+  case "$(uname -m)" in x86_64|amd64) LLAMA_CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" ;; *) LLAMA_CFLAGS= ;; esac
+fi
 SRC=$BENCH/src/llama_cpp_python-$VERSION/vendor/llama.cpp
 BUILD=$BENCH/llama.cpp-build
 BIN=$BUILD/bin
@@ -78,7 +85,8 @@ build() {
   nice -n "$NICE" cmake -S "$SRC" -B "$BUILD" \
     -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DCMAKE_C_FLAGS="$LLAMA_CFLAGS" -DCMAKE_CXX_FLAGS="$LLAMA_CFLAGS" >&2
   nice -n "$NICE" cmake --build "$BUILD" -j "$JOBS" --target llama-bench llama-quantize >&2
 }
 

@@ -20,6 +20,7 @@
 # Environment (defaults): BENCH=/work/bench  MODEL=$BENCH/models/exaone4-1.2b-random  THREADS=2
 #   EXAONE_CPU=exaone-cpu  RES=$BENCH/results/paired-<timestamp>
 #   FORMATS="int4:Q4_0 int8:Q8_0 bf16:F16" (bf16 runs MODEL itself, the others MODEL-int4 / -int8)
+#   EXAONE_ARGS: more options for exaone-cpu bench, e.g. "--kv-dtype f16" (llama.cpp's cache is f16)
 set -euo pipefail
 
 BENCH=${BENCH:-/work/bench}
@@ -47,7 +48,8 @@ for spec in $FORMATS; do
   [ -d "$model" ] || die "$model not found"
   [ -f "$gguf" ] || die "$gguf not found (run tools/bench_llamacpp.sh convert)"
   for r in $(seq 1 "$PAIRS"); do
-    "$EXAONE_CPU" bench "$model" --threads "$THREADS" --repeat 1 --seed "$r" --json > "$RES/exaone-$fmt-$r.json"
+    # shellcheck disable=SC2086
+    "$EXAONE_CPU" bench "$model" --threads "$THREADS" --repeat 1 --seed "$r" ${EXAONE_ARGS:-} --json > "$RES/exaone-$fmt-$r.json"
     "$LLAMA_BENCH" -m "$gguf" -t "$THREADS" -p 512 -n 0 -r 1 -o json > "$RES/llama-$fmt-pp-$r.json" 2> /dev/null
     "$LLAMA_BENCH" -m "$gguf" -t "$THREADS" -p 0 -n 128 -d 512 -r 1 -o json > "$RES/llama-$fmt-tg-$r.json" 2> /dev/null
     echo "== $(date +%T) $fmt pair $r/$PAIRS (load average $(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo ?))" >&2

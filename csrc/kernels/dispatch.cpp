@@ -61,6 +61,9 @@ CpuFeatures detect() {
   const bool avx2 = r[1] & (1u << 5);
   f.avx2 = avx2 && fma && f16c;
   const unsigned max_sub7 = r[0];
+  const bool avx512 = (r[1] & (1u << 16)) && (r[1] & (1u << 30)) && (r[1] & (1u << 31));  // F, BW, VL
+  const bool vnni512 = r[2] & (1u << 11);
+  f.avx512vnni = f.avx2 && avx512 && vnni512 && (xgetbv0() & 0xe0) == 0xe0;  // opmask + ZMM state
   if (f.avx2 && max_sub7 >= 1) {
     cpuid(7, 1, r);
     f.avxvnni = r[0] & (1u << 4);  // CPUID.(7,1):EAX[4] AVX-VNNI

@@ -109,6 +109,9 @@ const QuantKernelTable* quant_avx2_table();  // null when built without AVX2
 // AVX2 with the AVX-VNNI dot product (vpdpbusd) in the matmuls; null unless built in and this CPU
 // has AVX-VNNI. Named "avx2-vnni".
 const QuantKernelTable* quant_avxvnni_table();
+// The same with AVX-512 VNNI on 256-bit vectors (32 registers, 8 tokens per pass); null unless
+// built in and this CPU has AVX-512 F/BW/VL/VNNI. Named "avx2-avx512vnni".
+const QuantKernelTable* quant_avx512vnni_table();
 // aarch64 (null elsewhere): baseline NEON, and the variant whose matmuls use the ARMv8.2 dot-product
 // instruction, null unless the build can emit it and this CPU runs it. Both are named "neon".
 const QuantKernelTable* quant_neon_table();

@@ -12,6 +12,9 @@ const QuantKernelTable* quant_avx2_table() { return nullptr; }
 #ifndef EXAONE_HAVE_AVXVNNI
 const QuantKernelTable* quant_avxvnni_table() { return nullptr; }
 #endif
+#ifndef EXAONE_HAVE_AVX512VNNI
+const QuantKernelTable* quant_avx512vnni_table() { return nullptr; }
+#endif
 #ifndef EXAONE_HAVE_NEON
 const QuantKernelTable* quant_neon_table() { return nullptr; }
 const QuantKernelTable* quant_neon_dotprod_table() { return nullptr; }
@@ -19,7 +22,8 @@ const QuantKernelTable* quant_neon_dotprod_table() { return nullptr; }
 
 const QuantKernelTable& quant_active() {
   const KernelTable& t = active();
-  if (&t == avx2_table()) {  // vpdpbusd where the CPU has AVX-VNNI
+  if (&t == avx2_table()) {  // vpdpbusd where the CPU has it, with 32 registers under AVX-512
+    if (const QuantKernelTable* q = quant_avx512vnni_table()) return *q;
     if (const QuantKernelTable* q = quant_avxvnni_table()) return *q;
     if (const QuantKernelTable* q = quant_avx2_table()) return *q;
   }

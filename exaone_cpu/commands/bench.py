@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     result.extra = {
         "model": str(args.model),
         "isa": exaone_cpu.isa(),
+        "quant_isa": _core.quant_isa(),  # the int8/int4 matmuls' variant (e.g. avx2-avx512vnni)
         "threads": _core.get_num_threads(),
         "kv_dtype": model.kv_dtype,
         "weight_format": weight_format(model),
@@ -89,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     rss = f"{d['rss_mib']:.0f} MiB" if d["rss_mib"] is not None else "n/a"
     print(f"model        {d['model']}")
     print(f"weights      {d['weight_format']}, {d['weight_file_bytes'] / 1e6:.1f} MB in {len(files)} file(s)")
-    print(f"kernels      {d['isa']}, {d['threads']} threads, prefill chunk {d['prefill_chunk']}, "
-          f"KV cache {d['kv_dtype']}")
+    print(f"kernels      {d['isa']} (int8/int4: {d['quant_isa']}), {d['threads']} threads, "
+          f"prefill chunk {d['prefill_chunk']}, KV cache {d['kv_dtype']}")
     print(f"load         {load_s:.2f} s (+ {result.warmup_s:.2f} s warm-up: one untimed run of the same shape)")
     print(f"memory       peak RSS {d['peak_rss_mib']:.0f} MiB, current RSS {rss}")
     print()

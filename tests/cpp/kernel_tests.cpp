@@ -1,7 +1,7 @@
 // Every SIMD kernel table this CPU can run, against the scalar reference, in plain C++ so the same
 // checks run natively and on aarch64 under qemu (where Python is not available). Sizes sweep the
 // tails of every vector width; outputs are pre-filled with NaN so an unwritten element fails.
-// The quantized kernels likewise: every quant table (scalar, avx2, avx2-vnni, neon, neon-dotprod) against
+// The quantized kernels likewise: every quant table (scalar, avx2, avx2-vnni, avx2-avx512vnni, neon, neon-dotprod) against
 // the scalar one, bit for bit wherever the math allows it.
 // Prints one line per failure and ends with "N passed, M failed"; exits non-zero on any failure.
 #include <algorithm>
@@ -211,6 +211,7 @@ std::vector<QuantTable> quant_tables() {
   std::vector<QuantTable> v{{"scalar", &k::quant_scalar_table()}};
   if (k::cpu_features().avx2 && k::quant_avx2_table()) v.push_back({"avx2", k::quant_avx2_table()});
   if (k::quant_avxvnni_table()) v.push_back({"avx2-vnni", k::quant_avxvnni_table()});
+  if (k::quant_avx512vnni_table()) v.push_back({"avx2-avx512vnni", k::quant_avx512vnni_table()});
   if (k::cpu_features().neon && k::quant_neon_table()) v.push_back({"neon", k::quant_neon_table()});
   if (k::quant_neon_dotprod_table()) v.push_back({"neon-dotprod", k::quant_neon_dotprod_table()});
   return v;
@@ -554,7 +555,8 @@ void test_quant_dispatch(const std::vector<QuantTable>& tables) {
     const QuantKernelTable* want = tables[0].t;
     for (const auto& q : tables)
       if (q.name == name || (name == "neon" && q.name == "neon-dotprod") ||
-          (name == "avx2" && q.name == "avx2-vnni"))
+          (name == "avx2" && q.name == "avx2-vnni" && !k::quant_avx512vnni_table()) ||
+          (name == "avx2" && q.name == "avx2-avx512vnni"))
         want = q.t;
     pass_if(&k::quant_active() == want, "with kernels " + name + " quant_active() is " +
                                             quant_name(k::quant_active()) + ", not " + quant_name(*want));
@@ -565,8 +567,8 @@ void test_quant_dispatch(const std::vector<QuantTable>& tables) {
 
 int main() {
   const auto& f = exaone::kernels::cpu_features();
-  std::printf("cpu: avx2=%d avxvnni=%d neon=%d dotprod=%d i8mm=%d; kernels:", f.avx2, f.avxvnni, f.neon,
-              f.dotprod, f.i8mm);
+  std::printf("cpu: avx2=%d avxvnni=%d avx512vnni=%d neon=%d dotprod=%d i8mm=%d; kernels:", f.avx2,
+              f.avxvnni, f.avx512vnni, f.neon, f.dotprod, f.i8mm);
   for (const auto& name : exaone::kernels::available_isas()) std::printf(" %s", name.c_str());
   const auto qtables = quant_tables();
   std::printf("; quant:");
