@@ -169,8 +169,9 @@ def test_quant_kernels_follow_set_isa():
     try:
         for name in ISAS:
             _core.set_isa(name)
-            # the AVX2 kernels' quantized matmuls use vpdpbusd where the CPU has AVX-VNNI
-            assert _core.quant_isa() in (name, name + "-vnni")
+            # the AVX2 kernels' quantized matmuls use vpdpbusd where the CPU has AVX-VNNI or
+            # AVX-512 VNNI
+            assert _core.quant_isa() in (name, name + "-vnni", name + "-avx512vnni")
     finally:
         _core.set_isa(before)
     assert _core.quant_isa().startswith(_core.isa())
