@@ -233,6 +233,22 @@ def test_attention_long_softmax_rows(isa):
     assert_close(out, numpy_attention(q, k, v, key_pos, q_pos, 0, 0.25), rtol=1e-5, what=isa)
 
 
+@pytest.mark.parametrize("T", [1, 3, 20])  # decode (KV heads split over threads) and prefill (a token per task)
+@pytest.mark.parametrize("D", [8, 17, 64])
+def test_attention_f16_cache(isa, T, D):
+    S, H, KV = 90, 4, 2
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((KV, S, D)).astype(np.float16)
+    v = rng.standard_normal((KV, S, D)).astype(np.float16)
+    key_pos = np.full(S, -1, np.int64)
+    key_pos[: S - 5] = (np.arange(S - 5) + 40) % (S - 5)  # ring order, a few empty slots
+    q_pos = np.arange(S - 5 - T, S - 5, dtype=np.int64)
+    out = np.full((T, H, D), np.nan, np.float32)
+    _core.attention(q, k, v, key_pos, q_pos, 0, D**-0.5, out=out)
+    expected = numpy_attention(q, k.astype(np.float32), v.astype(np.float32), key_pos, q_pos, 0, D**-0.5)
+    assert_close(out, expected, rtol=4e-6, what=f"f16 cache {isa} T={T} D={D}")
+
+
 def test_boundary_rejects_bad_arrays():
     x = np.ones((2, 8), np.float32)
     w = np.ones((3, 8), np.float32)
