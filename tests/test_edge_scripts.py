@@ -275,7 +275,7 @@ def test_install_end_to_end(tmp_path):
     assert available[0] == "scalar" and isa in available
     if platform.machine() == "x86_64" and "avx2" in Path("/proc/cpuinfo").read_text() \
             and not os.environ.get("EXAONE_CPU_ISA"):
-        assert isa == "avx2"
+        assert isa in ("avx2", "avx512") and isa == available[-1]  # the best this CPU runs
     for step in ("exaone-quantize", "--bits 4", "exaone-cpu chat", "exaone-cpu serve", "--host 127.0.0.1",
                  "--port 8000", "install-service.sh", "bench.sh"):
         assert step in r.stdout, step

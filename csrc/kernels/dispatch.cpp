@@ -63,7 +63,8 @@ CpuFeatures detect() {
   const unsigned max_sub7 = r[0];
   const bool avx512 = (r[1] & (1u << 16)) && (r[1] & (1u << 30)) && (r[1] & (1u << 31));  // F, BW, VL
   const bool vnni512 = r[2] & (1u << 11);
-  f.avx512vnni = f.avx2 && avx512 && vnni512 && (xgetbv0() & 0xe0) == 0xe0;  // opmask + ZMM state
+  f.avx512 = f.avx2 && avx512 && (xgetbv0() & 0xe0) == 0xe0;  // opmask + ZMM state
+  f.avx512vnni = f.avx512 && vnni512;
   if (f.avx2 && max_sub7 >= 1) {
     cpuid(7, 1, r);
     f.avxvnni = r[0] & (1u << 4);  // CPUID.(7,1):EAX[4] AVX-VNNI
@@ -90,12 +91,13 @@ CpuFeatures detect() {
 const KernelTable* table_by_name(const std::string& name) {
   if (name == "scalar") return &scalar_table();
   if (name == "avx2") return cpu_features().avx2 ? avx2_table() : nullptr;
+  if (name == "avx512") return cpu_features().avx512 ? avx512_table() : nullptr;
   if (name == "neon") return cpu_features().neon ? neon_table() : nullptr;
   return nullptr;
 }
 
 const KernelTable* best() {
-  for (const char* name : {"avx2", "neon"})
+  for (const char* name : {"avx512", "avx2", "neon"})
     if (const KernelTable* t = table_by_name(name)) return t;
   return &scalar_table();
 }
@@ -106,6 +108,9 @@ std::atomic<const KernelTable*> g_active{nullptr};
 
 #ifndef EXAONE_HAVE_AVX2
 const KernelTable* avx2_table() { return nullptr; }
+#endif
+#ifndef EXAONE_HAVE_AVX512
+const KernelTable* avx512_table() { return nullptr; }
 #endif
 #ifndef EXAONE_HAVE_NEON
 const KernelTable* neon_table() { return nullptr; }
@@ -118,7 +123,7 @@ const CpuFeatures& cpu_features() {
 
 std::vector<std::string> available_isas() {
   std::vector<std::string> names{"scalar"};
-  for (const char* name : {"avx2", "neon"})
+  for (const char* name : {"avx2", "avx512", "neon"})
     if (table_by_name(name)) names.push_back(name);
   return names;
 }

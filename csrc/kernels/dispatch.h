@@ -11,6 +11,7 @@ namespace kernels {
 struct CpuFeatures {
   bool avx2 = false;     // x86: AVX2 + FMA + F16C, with the OS saving YMM state
   bool avxvnni = false;  // x86: AVX-VNNI (VEX vpdpbusd), on top of avx2
+  bool avx512 = false;      // x86: AVX-512 F/BW/VL with the OS saving ZMM and mask state
   bool avx512vnni = false;  // x86: AVX-512 F/BW/VL/VNNI with the OS saving ZMM and mask state
   bool neon = false;     // aarch64: Advanced SIMD (always there on ARMv8-A)
   bool dotprod = false;  // aarch64: SDOT/UDOT (ARMv8.2 dotprod)

@@ -55,6 +55,8 @@ uint16_t f32_to_f16_value(float f);
 const KernelTable& scalar_table();
 // Null when the library was built without that variant (e.g. AVX2 on an ARM build).
 const KernelTable* avx2_table();
+// AVX2's table with AVX-512 F matmuls (16 lanes, 32 registers).
+const KernelTable* avx512_table();
 const KernelTable* neon_table();
 
 }  // namespace kernels

@@ -22,7 +22,7 @@ const QuantKernelTable* quant_neon_dotprod_table() { return nullptr; }
 
 const QuantKernelTable& quant_active() {
   const KernelTable& t = active();
-  if (&t == avx2_table()) {  // vpdpbusd where the CPU has it, with 32 registers under AVX-512
+  if (&t == avx2_table() || &t == avx512_table()) {  // vpdpbusd where the CPU has it
     if (const QuantKernelTable* q = quant_avx512vnni_table()) return *q;
     if (const QuantKernelTable* q = quant_avxvnni_table()) return *q;
     if (const QuantKernelTable* q = quant_avx2_table()) return *q;
