@@ -95,16 +95,6 @@ void tile(const float* x, int64_t K, const typename L::T* w, float* y, int64_t l
   }
 }
 
-template <class L, int NT>
-void tile_rows(int mt, const float* x, int64_t K, const typename L::T* w, float* y, int64_t ldy) {
-  switch (mt) {
-    case 4: tile<L, 4, NT>(x, K, w, y, ldy); break;
-    case 3: tile<L, 3, NT>(x, K, w, y, ldy); break;
-    case 2: tile<L, 2, NT>(x, K, w, y, ldy); break;
-    default: tile<L, 1, NT>(x, K, w, y, ldy); break;
-  }
-}
-
 float dot_f32(const float* a, const float* b, int64_t n) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -209,7 +199,7 @@ void softmax_f32(float* x, int64_t n) {
   for (; i < n; ++i) x[i] *= invs;
 }
 
-// Weight rows per register tile on this ISA (tile_rows above takes up to 4 activation rows).
+// Weight rows per register tile on this ISA (kernels_simd.inc's tile_rows takes up to 4 activation rows).
 constexpr int kRowsPerTile = 3;
 #include "kernels_simd.inc"
 

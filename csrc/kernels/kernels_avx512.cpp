@@ -67,16 +67,6 @@ void tile(const float* x, int64_t K, const typename L::T* w, float* y, int64_t l
   }
 }
 
-template <class L, int NT>
-void tile_rows(int mt, const float* x, int64_t K, const typename L::T* w, float* y, int64_t ldy) {
-  switch (mt) {
-    case 4: tile<L, 4, NT>(x, K, w, y, ldy); break;
-    case 3: tile<L, 3, NT>(x, K, w, y, ldy); break;
-    case 2: tile<L, 2, NT>(x, K, w, y, ldy); break;
-    default: tile<L, 1, NT>(x, K, w, y, ldy); break;
-  }
-}
-
 // kernels_simd.inc's GQA attention loop needs these; the table below takes AVX2's attention.
 float dot_f32(const float* a, const float* b, int64_t n) { return avx2_table()->dot_f32(a, b, n); }
 void axpy_f32(float a, const float* x, float* y, int64_t n) { avx2_table()->axpy_f32(a, x, y, n); }
