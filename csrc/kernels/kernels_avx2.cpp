@@ -254,6 +254,23 @@ void attend_pv_heads(const float* p, int64_t n, const typename L::T* v, int64_t 
   }
 }
 
+// scores[g * n + j] = scale * q_g . row_j for the 8 key rows of one block and every head g: 8
+// accumulators over head_dim, reduced together.
+template <class L>
+void block_scores(const float* q, int64_t G, int64_t D, const typename L::T* const* rows, __m256 scale,
+                  float* scores, int64_t n) {
+  for (int64_t g = 0; g < G; ++g) {
+    const float* qg = q + g * D;
+    __m256 acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < D; c += 8) {
+      const __m256 qc = _mm256_loadu_ps(qg + c);
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, L::load8(rows[j] + c), acc[j]);
+    }
+    _mm256_storeu_ps(scores + g * n, _mm256_mul_ps(reduce8(acc), scale));
+  }
+}
+
 // The GQA attention of attend_f32 with every lane busy when head_dim is a multiple of 8 (callers
 // check): scores of 8 keys at a time (8 accumulators over head_dim, reduced together), then the
 // values weighted in registers, 16 dims of up to 4 heads per pass over the keys.
@@ -278,29 +295,14 @@ void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, c
       for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
     }
     if (widen && D <= kMaxWidenDim) {
-      for (int j = 0; j < 8; ++j)
+      const float* kf[8];
+      for (int j = 0; j < 8; ++j) {
         for (int64_t c = 0; c < D; c += 8) _mm256_store_ps(kw + j * D + c, L::load8(kr[j] + c));
-      for (int64_t g = 0; g < G; ++g) {
-        const float* qg = q + g * D;
-        __m256 acc[8];
-        for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
-        for (int64_t c = 0; c < D; c += 8) {
-          const __m256 qc = _mm256_loadu_ps(qg + c);
-          for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, _mm256_load_ps(kw + j * D + c), acc[j]);
-        }
-        _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
+        kf[j] = kw + j * D;
       }
-      continue;
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const float* qg = q + g * D;
-      __m256 acc[8];
-      for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
-      for (int64_t c = 0; c < D; c += 8) {
-        const __m256 qc = _mm256_loadu_ps(qg + c);
-        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qc, L::load8(kr[j] + c), acc[j]);
-      }
-      _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
+      block_scores<F32W>(q, G, D, kf, sv, scores + i, n);
+    } else {
+      block_scores<L>(q, G, D, kr, sv, scores + i, n);
     }
   }
   for (; i < n; ++i) {
