@@ -36,8 +36,6 @@ from .sampling import (
     GenerationDefaults,
     Sampler,
     SamplingParams,
-    apply_presence_frequency_penalty,
-    apply_repetition_penalty,
     find_stop,
     load_generation_config,
     stop_prefix_length,
@@ -211,18 +209,8 @@ class TokenStream:
 
     def _set_sampling(self, params: SamplingParams) -> None:
         self.sampling = params
-        rng = np.random.default_rng(params.seed)
-        neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
-        # Penalties are applied here (repetition over prompt + output like transformers, presence and
-        # frequency over the output like OpenAI / vLLM), so the samplers never see them.
-        self._sampler = Sampler(dataclasses.replace(params, **neutral))
-        self._sampler.rng = rng
-        # With top_k, only the >= k-th largest tokens can be drawn: the rest of the pipeline (top_p, min_p,
-        # softmax) runs on those few instead of the whole vocabulary. Same distribution, far less work.
-        self._top_k_sampler = None
-        if not params.greedy and params.top_k > 0:
-            self._top_k_sampler = Sampler(dataclasses.replace(params, temperature=1.0, top_k=0, **neutral))
-            self._top_k_sampler.rng = rng
+        # repetition penalty over prompt + output (transformers), presence / frequency over the output
+        self._sampler = Sampler(params, self.model.config.vocab_size, self._ids[: self.prompt_tokens])
 
     # ---- state ----
 
@@ -286,25 +274,10 @@ class TokenStream:
         return self.model.forward(prompt[self.cached_tokens :], self._cache)
 
     def _pick(self, logits: np.ndarray) -> int:
-        p = self.sampling
-        scores = logits
-        if p.repetition_penalty != 1.0:
-            scores = apply_repetition_penalty(scores, self.token_ids, p.repetition_penalty)
-        if p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
-            scores = apply_presence_frequency_penalty(
-                scores, self.new_token_ids, p.presence_penalty, p.frequency_penalty
-            )
-        if self.completion_tokens < self.min_new_tokens and self._stop_array.size:
-            scores = np.array(scores, dtype=np.float32, copy=True)
-            scores[self._stop_array[self._stop_array < scores.size]] = -np.inf
-        if p.greedy:
-            return int(np.argmax(scores))
-        if self._top_k_sampler is not None and p.top_k < scores.size:
-            scaled = scores if p.temperature == 1.0 else (scores / np.float32(p.temperature)).astype(np.float32)
-            kth = np.partition(scaled, -p.top_k)[-p.top_k]
-            candidates = np.flatnonzero(scaled >= kth)  # ties at the boundary are kept, as top_k_filter does
-            return int(candidates[self._top_k_sampler.sample(scaled[candidates])])
-        return self._sampler.sample(scores)
+        banned = self._stop_array if self.completion_tokens < self.min_new_tokens and self._stop_array.size else None
+        token = self._sampler.sample(logits, banned=banned)
+        self._sampler.accept(token)
+        return token
 
 
 # ---- text ---------------------------------------------------------------------------------------------------

@@ -1,23 +1,47 @@
-"""Next-token selection over a float32 logits vector, in numpy.
+"""Next-token selection: the sampling parameters, their validation, and the per-sequence sampler.
 
-Processors run in transformers' order: repetition penalty, then the OpenAI
-presence/frequency penalties (transformers has none; like vLLM they sit with
-the other penalties, before any warper), then temperature, top-k, top-p and
-min-p. Greedy decoding (temperature 0, the default) still applies the
-penalties, as transformers does with do_sample=False.
+The work is done by the C++ sampler (`_core.Sampler`, csrc/ops/sampling.h), GIL released, with no
+sort of the vocabulary. Semantics (docs/sampling.md), in this order:
+
+  1. repetition penalty (transformers): every distinct token of prompt + output has its logit divided
+     by the penalty when positive, multiplied by it when negative;
+  2. presence / frequency penalties (OpenAI, vLLM): logit -= presence * [count > 0] + frequency * count,
+     counts over the output only;
+  3. logit_bias added; tokens banned by the pipeline (min_new_tokens) or outside a mask set to -inf;
+  4. temperature 0: the argmax (the lowest id among equal maxima). Otherwise p ~ exp(logit / T) and
+     top_k (keep logits >= the k-th largest, ties kept), then top_p (keep the fewest most likely tokens
+     whose mass reaches top_p of what top_k kept, ties kept), then min_p (keep p >= min_p * max p);
+  5. a uniform draw u from the sequence's own xoshiro256** generator (seeded by `seed`) picks the first
+     kept token, in id order, whose running mass exceeds u * the kept mass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+import math
+import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from . import _core
+
 GENERATION_CONFIG_FILE = "generation_config.json"
+SEED_MODULUS = 1 << 64  # seeds are taken modulo 2**64 (negative ones too)
+
+
+def _finite(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):
+        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise ValueError(f"{name} must be a finite number in {bound}, got {value!r}")
+    return v
 
 
 @dataclass
@@ -25,7 +49,9 @@ class SamplingParams:
     """temperature == 0 means greedy (argmax); any other setting samples.
 
     top_k=0, top_p=1.0 and min_p=0.0 disable those filters; penalties of 1.0 (repetition) and 0.0
-    (presence, frequency) disable them. `seed` makes sampling reproducible.
+    (presence, frequency) disable them. logit_bias maps token ids to a value added to their logit
+    (OpenAI's -100..100). `seed` makes sampling reproducible (None: a fresh random seed per sequence).
+    Out-of-range, NaN or infinite values are a ValueError naming the parameter.
     """
 
     temperature: float = 0.0
@@ -36,127 +62,113 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    logit_bias: Mapping[int, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        self.temperature = _finite("temperature", self.temperature, 0.0, 1e6)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        self.top_k = int(self.top_k)
+        self.top_p = _finite("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        self.min_p = _finite("min_p", self.min_p, 0.0, 1.0)
+        self.repetition_penalty = _finite("repetition_penalty", self.repetition_penalty, 0.0, 1e6, lo_open=True)
+        self.presence_penalty = _finite("presence_penalty", self.presence_penalty, -1e6, 1e6)
+        self.frequency_penalty = _finite("frequency_penalty", self.frequency_penalty, -1e6, 1e6)
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+                raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
+            self.seed = int(self.seed)
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, Mapping):
+                raise ValueError("logit_bias must be a mapping of token id to bias")
+            bias = {}
+            for k, v in self.logit_bias.items():
+                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+                    raise ValueError(f"logit_bias: token ids must be non-negative integers, got {k!r}")
+                bias[int(k)] = _finite(f"logit_bias[{k}]", v, -1e6, 1e6)
+            self.logit_bias = bias or None
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
 
-def apply_repetition_penalty(logits: np.ndarray, previous_token_ids: Iterable[int], penalty: float) -> np.ndarray:
-    """transformers' RepetitionPenaltyLogitsProcessor: seen tokens' logits are divided by `penalty` when
-    positive and multiplied by it when negative, once per distinct token."""
-    out = np.array(logits, dtype=np.float32, copy=True)
-    seen = np.unique(np.asarray(list(previous_token_ids), dtype=np.int64))
-    if penalty == 1.0 or seen.size == 0:
-        return out
-    scores = out[seen]
-    out[seen] = np.where(scores < 0, scores * penalty, scores / penalty)
-    return out
-
-
-def apply_presence_frequency_penalty(
-    logits: np.ndarray, previous_token_ids: Iterable[int], presence: float, frequency: float
-) -> np.ndarray:
-    """OpenAI's definition: logit -= presence * [count > 0] + frequency * count."""
-    out = np.array(logits, dtype=np.float32, copy=True)
-    ids = np.asarray(list(previous_token_ids), dtype=np.int64)
-    if (presence == 0.0 and frequency == 0.0) or ids.size == 0:
-        return out
-    seen, counts = np.unique(ids, return_counts=True)
-    out[seen] -= np.float32(presence) + np.float32(frequency) * counts.astype(np.float32)
-    return out
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(logits)
-    shifted = np.where(finite, logits - logits[finite].max(), -np.inf)
-    exp = np.exp(shifted, dtype=np.float64)
-    return exp / exp.sum()
-
-
-def top_k_filter(logits: np.ndarray, top_k: int) -> np.ndarray:
-    """Keep tokens whose logit is >= the k-th largest (ties at the boundary are kept, as in transformers)."""
-    if top_k <= 0 or top_k >= logits.size:
-        return logits
-    kth = np.partition(logits, -top_k)[-top_k]
-    return np.where(logits < kth, -np.inf, logits).astype(np.float32)
-
-
-def top_p_filter(logits: np.ndarray, top_p: float) -> np.ndarray:
-    """Keep the smallest set of most likely tokens whose probability mass reaches `top_p` (at least one).
-
-    Same rule as transformers' TopPLogitsWarper: in ascending order, drop tokens while the cumulative mass
-    is <= 1 - top_p.
-    """
-    if top_p >= 1.0:
-        return logits
-    order = np.argsort(logits, kind="stable")  # ascending
-    cumulative = np.cumsum(_softmax(logits[order]))
-    drop_sorted = cumulative <= (1.0 - top_p)
-    drop_sorted[-1] = False
-    drop = np.empty_like(drop_sorted)
-    drop[order] = drop_sorted
-    return np.where(drop, -np.inf, logits).astype(np.float32)
-
-
-def min_p_filter(logits: np.ndarray, min_p: float) -> np.ndarray:
-    """Drop tokens whose probability is below min_p times the top token's probability."""
-    if min_p <= 0.0:
-        return logits
-    probs = _softmax(logits)
-    drop = probs < min_p * probs.max()
-    drop[np.argmax(probs)] = False
-    return np.where(drop, -np.inf, logits).astype(np.float32)
-
-
 class Sampler:
-    """Picks the next token from one step's logits under fixed SamplingParams."""
+    """One sequence's sampler: its penalty counts, bias and random generator live in C++.
 
-    def __init__(self, params: SamplingParams | None = None):
+        sampler = Sampler(params, vocab_size, prompt_ids)
+        token = sampler.sample(logits)     # float32 [vocab]
+        sampler.accept(token)              # counted by the penalties from the next step on
+
+    The pipeline calls accept() for every generated token; sample() alone never changes the counts.
+    """
+
+    def __init__(self, params: SamplingParams | None = None, vocab_size: int | None = None,
+                 prompt_ids: Sequence[int] | np.ndarray = ()):
         self.params = params or SamplingParams()
-        self.rng = np.random.default_rng(self.params.seed)
+        self._prompt = np.asarray(prompt_ids, np.int64).reshape(-1)
+        self._core: Any = None
+        if vocab_size is not None:
+            self._build(int(vocab_size))
 
-    def process(self, logits: np.ndarray, previous_token_ids: Sequence[int] = ()) -> np.ndarray:
-        """The logits after every configured processor; filtered-out tokens are -inf."""
+    def _build(self, vocab: int) -> None:
         p = self.params
-        scores = np.asarray(logits, dtype=np.float32).reshape(-1)
-        previous = np.asarray(previous_token_ids, dtype=np.int64).reshape(-1)
-        scores = apply_repetition_penalty(scores, previous, p.repetition_penalty)
-        scores = apply_presence_frequency_penalty(scores, previous, p.presence_penalty, p.frequency_penalty)
-        if p.greedy:
-            return scores
-        if p.temperature != 1.0:
-            scores = (scores / np.float32(p.temperature)).astype(np.float32)
-        scores = top_k_filter(scores, p.top_k)
-        scores = top_p_filter(scores, p.top_p)
-        return min_p_filter(scores, p.min_p)
+        seed = secrets.randbits(64) if p.seed is None else p.seed % SEED_MODULUS
+        core = _core.Sampler(vocab, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p,
+                             repetition_penalty=p.repetition_penalty, presence_penalty=p.presence_penalty,
+                             frequency_penalty=p.frequency_penalty, seed=seed)
+        if p.logit_bias:
+            ids = np.fromiter(p.logit_bias.keys(), np.int64, len(p.logit_bias))
+            if ids.max() >= vocab:
+                raise ValueError(f"logit_bias: token id {int(ids.max())} is outside the vocabulary of {vocab}")
+            core.set_logit_bias(ids, np.fromiter(p.logit_bias.values(), np.float32, len(p.logit_bias)))
+        if p.repetition_penalty != 1.0 and self._prompt.size:
+            core.add_prompt(self._prompt)
+        self._core = core
 
-    def probabilities(self, logits: np.ndarray, previous_token_ids: Sequence[int] = ()) -> np.ndarray:
-        """The distribution `sample` draws from (one-hot at the argmax when greedy)."""
-        scores = self.process(logits, previous_token_ids)
-        if self.params.greedy:
-            probs = np.zeros(scores.size)
-            probs[int(np.argmax(scores))] = 1.0
-            return probs
-        return _softmax(scores)
+    def _row(self, logits: np.ndarray) -> np.ndarray:
+        row = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
+        if self._core is None:
+            self._build(row.size)
+        elif row.size != self._core.vocab:
+            raise ValueError(f"logits have {row.size} entries, the sampler was made for a vocabulary of "
+                             f"{self._core.vocab}")
+        return row
 
-    def sample(self, logits: np.ndarray, previous_token_ids: Sequence[int] = ()) -> int:
-        scores = self.process(logits, previous_token_ids)
-        if self.params.greedy:
-            return int(np.argmax(scores))
-        return int(self.rng.choice(scores.size, p=_softmax(scores)))
+    @property
+    def output_length(self) -> int:
+        return 0 if self._core is None else self._core.output_length
+
+    def sample(self, logits: np.ndarray, *, banned: np.ndarray | None = None, allowed: np.ndarray | None = None,
+               uniform: float | None = None) -> int:
+        """The next token (not yet counted: call accept). banned: ids excluded this step; allowed: a
+        uint32 bitmask of the allowed ids; uniform: a draw in [0, 1) to use instead of the generator's."""
+        row = self._row(logits)
+        return self._core.sample(row, uniform, banned, allowed)
+
+    def accept(self, token: int) -> None:
+        if self._core is None:
+            raise RuntimeError("accept() before the sampler saw any logits")
+        self._core.accept(int(token))
+
+    def rollback(self, keep: int) -> None:
+        """Forgets the output tokens after the first `keep` (the cache was rolled back)."""
+        if self._core is not None:
+            self._core.rollback_output(int(keep))
+
+    def probabilities(self, logits: np.ndarray, *, banned: np.ndarray | None = None,
+                      allowed: np.ndarray | None = None) -> np.ndarray:
+        """The distribution sample() draws from, float64 [vocab] (one-hot at the argmax when greedy)."""
+        row = self._row(logits)
+        return self._core.probabilities(row, banned, allowed)
+
+
+def logprobs(logits: np.ndarray, token: int, top_n: int = 0) -> tuple[float, list[tuple[int, float]]]:
+    """The model's log-probability of `token` (log_softmax of the raw logits, before any sampling
+    setting) and the top_n most likely tokens as (id, logprob), most likely first."""
+    value, ids, values = _core.logprobs(np.ascontiguousarray(logits, dtype=np.float32).reshape(-1), int(token),
+                                        int(top_n))
+    return value, list(zip(ids.tolist(), values.tolist()))
 
 
 # ---- generation_config.json -------------------------------------------------------------------------------------

@@ -18,13 +18,9 @@ from exaone_cpu.generation import (
     TokenStream,
     common_prefix_length,
 )
-from exaone_cpu.sampling import (
-    GenerationDefaults,
-    Sampler,
-    SamplingParams,
-    apply_presence_frequency_penalty,
-    apply_repetition_penalty,
-)
+from exaone_cpu.sampling import GenerationDefaults, SamplingParams
+
+import sampling_reference
 
 from model_factory import SHARED_MODEL_DIR, real_tokenizer_available, write_tiny_exaone
 
@@ -102,11 +98,12 @@ def test_top_k_draws_only_among_the_k_best(fixture):
     SamplingParams(temperature=0.7, top_k=50, min_p=0.05, seed=0),
     SamplingParams(temperature=1.0, top_k=4, seed=0),
 ])
-def test_top_k_fast_path_draws_from_the_samplers_distribution(fixture, params):
+def test_token_stream_draws_from_the_samplers_distribution(fixture, params):
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal(fixture.model.config.vocab_size) * 2).astype(np.float32)
     logits[[10, 11]] = logits.max()  # a tie at the top
-    expected = Sampler(params).probabilities(logits)
+    filters = {"top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p}
+    expected = sampling_reference.probabilities(logits, temperature=params.temperature, **filters)
     stream = TokenStream(fixture.model, [1, 2, 3], max_new_tokens=1, sampling=params)
     draws = np.bincount([stream._pick(logits) for _ in range(3000)], minlength=logits.size) / 3000
     assert set(np.flatnonzero(draws)) <= set(np.flatnonzero(expected))
@@ -122,8 +119,8 @@ def test_penalties(fixture):
     cache, ids, expected = model.new_cache(), list(prompt), []
     logits = model.forward(prompt, cache)
     for _ in range(12):
-        scores = apply_repetition_penalty(logits, ids, 1.5)
-        scores = apply_presence_frequency_penalty(scores, expected, 0.7, 0.3)
+        scores = sampling_reference.penalised(logits, prompt=prompt, output=expected, repetition_penalty=1.5,
+                                              presence_penalty=0.7, frequency_penalty=0.3)
         token = int(np.argmax(scores))
         expected.append(token)
         ids.append(token)

@@ -8,6 +8,7 @@ namespace bind {
 void register_ops(pybind11::module_& m);
 void register_runtime(pybind11::module_& m);
 void register_quant(pybind11::module_& m);
+void register_sampling(pybind11::module_& m);
 }  // namespace bind
 }  // namespace exaone
 
@@ -16,6 +17,7 @@ PYBIND11_MODULE(_core, m) {
   exaone::bind::register_runtime(m);
   exaone::bind::register_ops(m);
   exaone::bind::register_quant(m);
+  exaone::bind::register_sampling(m);
   // Apply EXAONE_CPU_ISA now so a bad value fails the import with its message, not a later call.
   exaone::kernels::active();
 }

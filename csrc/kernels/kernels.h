@@ -46,6 +46,9 @@ struct KernelTable {
                      float* out);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // out[i] = exp((x[i] - shift) * scale) for x[i] <= shift, exactly 0 where the exponent is below
+  // -87 (or -inf: masked tokens); returns the sum of out in double. The sampler's softmax numerator.
+  double (*exp_shifted_f32)(const float* x, int64_t n, float shift, float scale, float* out);
 };
 
 // Exact scalar half <-> float conversions (round to nearest even), shared by the references.

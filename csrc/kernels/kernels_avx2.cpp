@@ -359,13 +359,35 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = F16W::load1(src + i);
 }
 
+double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, float* out) {
+  const __m256 sv = _mm256_set1_ps(shift), kv = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-87.0f);
+  __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 z = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), sv), kv);
+    const __m256 e = _mm256_and_ps(exp8(z), _mm256_cmp_ps(z, lo, _CMP_GE_OQ));
+    _mm256_storeu_ps(out + i, e);
+    acc0 = _mm256_add_pd(acc0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    acc1 = _mm256_add_pd(acc1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  double lanes[4];
+  _mm256_storeu_pd(lanes, _mm256_add_pd(acc0, acc1));
+  double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  for (; i < n; ++i) {
+    const float z = (x[i] - shift) * scale;
+    out[i] = z >= -87.0f ? exp1(z) : 0.0f;
+    sum += double(out[i]);
+  }
+  return sum;
+}
+
 }  // namespace
 
 const KernelTable* avx2_table() {
   static const KernelTable table = {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2,
-      bf16_to_f32, f16_to_f32,
+      bf16_to_f32, f16_to_f32, exp_shifted_f32,
   };
   return &table;
 }

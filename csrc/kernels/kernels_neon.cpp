@@ -186,6 +186,26 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = F16W::load1(src + i);
 }
 
+double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, float* out) {
+  const float32x4_t sv = vdupq_n_f32(shift), kv = vdupq_n_f32(scale), lo = vdupq_n_f32(-87.0f);
+  float64x2_t acc0 = vdupq_n_f64(0.0), acc1 = vdupq_n_f64(0.0);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t z = vmulq_f32(vsubq_f32(vld1q_f32(x + i), sv), kv);
+    const float32x4_t e = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(exp4(z)), vcgeq_f32(z, lo)));
+    vst1q_f32(out + i, e);
+    acc0 = vaddq_f64(acc0, vcvt_f64_f32(vget_low_f32(e)));
+    acc1 = vaddq_f64(acc1, vcvt_high_f64_f32(e));
+  }
+  double sum = vaddvq_f64(vaddq_f64(acc0, acc1));
+  for (; i < n; ++i) {
+    const float z = (x[i] - shift) * scale;
+    out[i] = z >= -87.0f ? exp1(z) : 0.0f;
+    sum += double(out[i]);
+  }
+  return sum;
+}
+
 }  // namespace
 
 const KernelTable* neon_table() {
@@ -193,7 +213,7 @@ const KernelTable* neon_table() {
       "neon",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32,
       nullptr,  // attend_f16: the f16 cache is widened into scratch for attend_f32
-      bf16_to_f32, f16_to_f32,
+      bf16_to_f32, f16_to_f32, exp_shifted_f32,
   };
   return &table;
 }

@@ -131,6 +131,16 @@ void softmax_f32(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float z = (x[i] - shift) * scale;
+    out[i] = z >= -87.0f ? std::exp(z) : 0.0f;
+    sum += double(out[i]);
+  }
+  return sum;
+}
+
 void attend_f32(const float* q, int64_t G, int64_t D, const float* k, const float* v,
                 int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
                 float* out) {
@@ -181,7 +191,7 @@ const KernelTable& scalar_table() {
   static const KernelTable table = {
       "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16,
-      bf16_to_f32, f16_to_f32,
+      bf16_to_f32, f16_to_f32,  exp_shifted_f32,
   };
   return table;
 }

@@ -159,10 +159,14 @@ class Server:
         max_tokens = self.budget(len(prompt_ids), params)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        sampler = Sampler(SamplingParams(
-            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, seed=params.seed,
-            presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
-        ))
+        try:
+            sampler = Sampler(SamplingParams(
+                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
+                repetition_penalty=params.repetition_penalty, presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty, seed=params.seed, logit_bias=params.logit_bias,
+            ), self.engine.model.config.vocab_size, prompt_ids)
+        except ValueError as e:  # e.g. a logit_bias id outside the vocabulary
+            raise APIError(400, str(e), param="logit_bias" if "logit_bias" in str(e) else None) from None
         seq = Sequence(
             prompt_ids=np.asarray(prompt_ids, np.int64), max_tokens=max_tokens, sampler=sampler,
             stop_token_ids=frozenset() if params.ignore_eos else self.eos_ids,

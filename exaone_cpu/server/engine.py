@@ -142,11 +142,14 @@ class BatchEngine:
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
         for s, row in zip(batch, logits):
-            self._accept(s, row)
+            try:
+                self._accept(s, row)
+            except Exception:  # noqa: BLE001 - one request's failure must not take the others down
+                self._finish(s, FINISH_ERROR)
 
     def _accept(self, seq: Sequence, logits: np.ndarray) -> None:
-        history = np.concatenate([seq.prompt_ids, np.asarray(seq.generated, np.int64)])
-        token = seq.sampler.sample(logits, history)
+        token = seq.sampler.sample(logits)
+        seq.sampler.accept(token)
         seq.generated.append(token)
         if token in seq.stop_token_ids:
             self._finish(seq, FINISH_STOP)

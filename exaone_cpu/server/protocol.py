@@ -65,6 +65,9 @@ class CompletionParams:
     stop: list[str]
     stream: bool
     include_usage: bool
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None
     ignore_eos: bool = False  # vLLM's extension, for benchmarks
 
 
@@ -100,6 +103,18 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _bad("seed", "must be an integer")
     top_k = _int(body, "top_k", 0, 0)
+    logit_bias = body.get("logit_bias")
+    if logit_bias is not None:
+        if not isinstance(logit_bias, dict) or len(logit_bias) > 300:
+            raise _bad("logit_bias", "must be an object of at most 300 token ids (as strings) to biases")
+        parsed = {}
+        for key, value in logit_bias.items():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9):
+                raise _bad("logit_bias", f"keys must be token ids, got {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+                raise _bad("logit_bias", f"biases must be numbers between -100 and 100, got {value!r}")
+            parsed[int(key)] = float(value)
+        logit_bias = parsed or None
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise _bad("ignore_eos", "must be a boolean")
@@ -116,6 +131,9 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
         ignore_eos=ignore_eos,
+        min_p=_number(body, "min_p", 0.0, 1.0, 0.0),
+        repetition_penalty=_number(body, "repetition_penalty", 0.01, 100.0, 1.0),
+        logit_bias=logit_bias,
     )
 
 

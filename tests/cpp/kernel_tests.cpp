@@ -138,6 +138,21 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
     t.softmax_f32(p1.data(), n);
     ref.softmax_f32(p2.data(), n);
     check(isa, "softmax_f32" + tag, p1, p2, 4e-6f);
+    {  // the sampler's softmax numerator: masked (-inf) and underflowing entries are exactly 0
+      auto x = rng.vec(size_t(n), 20.0f);
+      x[size_t(n) / 2] = -std::numeric_limits<float>::infinity();
+      float shift = x[0];
+      for (float v : x) shift = std::fmax(shift, v);
+      std::vector<float> e1(size_t(n), kNaN), e2(size_t(n), kNaN);
+      const double s1 = t.exp_shifted_f32(x.data(), n, shift, 1.7f, e1.data());
+      const double s2 = ref.exp_shifted_f32(x.data(), n, shift, 1.7f, e2.data());
+      check(isa, "exp_shifted_f32" + tag, e1, e2, 2e-6f);
+      check(isa, "exp_shifted_f32 sum" + tag, {float(s1)}, {float(s2)}, 2e-6f);
+      for (int64_t i = 0; i < n; ++i) {
+        if ((x[size_t(i)] - shift) * 1.7f < -87.0f && e1[size_t(i)] != 0.0f)
+          check(isa, "exp_shifted_f32 zero below -87" + tag, {e1[size_t(i)]}, {0.0f}, 0.0f);
+      }
+    }
     auto r1 = rng.vec(size_t(2 * n)), r2 = r1;
     const auto c = rng.vec(size_t(n)), s = rng.vec(size_t(n));
     t.rope_f32(r1.data(), c.data(), s.data(), n);
