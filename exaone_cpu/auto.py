@@ -24,8 +24,8 @@ import numpy as np
 
 from .generation import TokenStream
 from .model import DEFAULT_PREFILL_CHUNK, Model, load
-from .sampling import GenerationDefaults, SamplingParams, find_stop, load_generation_config
-from .streaming import IncrementalDetokenizer
+from .sampling import GenerationDefaults, SamplingParams, load_generation_config
+from .streaming import IncrementalDetokenizer, StopMatcher
 from .tokenizer import BatchEncoding, Tokenizer
 
 # from_pretrained keywords of transformers that have no meaning here.
@@ -247,16 +247,14 @@ class CausalLM:
         if streamer is not None:
             streamer.put(row[None, :])
         detok = IncrementalDetokenizer(tokenizer) if stop_strings else None
-        longest = max((len(s) for s in stop_strings or ()), default=0)
-        tail = ""
+        stops = StopMatcher(stop_strings or ())
         for token in stream:
             if streamer is not None:
                 streamer.put(np.array([token], np.int64))
             if detok is not None:
                 # Like transformers' StopStringCriteria: stop (keeping the ids) once a stop string is complete.
-                piece = detok.add(token)
-                tail = (tail + piece)[-(longest + len(piece)):]
-                if piece and find_stop(tail, stop_strings) is not None:
+                stops.feed(detok.add(token))
+                if stops.matched is not None:
                     stream.stop()
         if streamer is not None:
             streamer.end()

@@ -27,20 +27,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .parsing import Conversation, ParsedOutput, parse_output
+from .parsing import Conversation, ParsedOutput
 from .sampling import (
     GenerationDefaults,
     Sampler,
     SamplingParams,
-    find_stop,
     load_generation_config,
-    stop_prefix_length,
 )
-from .streaming import IncrementalDetokenizer
+from .streaming import TextPipeline
 
 if TYPE_CHECKING:
     from .model import KVCache, Model
@@ -333,7 +331,8 @@ class GenerationStream:
     """Iterator over the text of one generation, piece by piece as tokens arrive; `result` once done.
 
     Text that might be the start of a stop string is held back until it is known not to be one, so no
-    piece ever has to be taken back: "".join(pieces) == result.text.
+    piece ever has to be taken back: "".join(pieces) == result.text. The text side is a
+    streaming.TextPipeline, the same one the server uses.
     """
 
     def __init__(self, tokens: TokenStream, tokenizer: Tokenizer, *, stop_strings: Sequence[str] = (),
@@ -341,22 +340,23 @@ class GenerationStream:
                  on_finish: Callable[[GenerationResult], None] | None = None):
         self.tokens = tokens
         self.tokenizer = tokenizer
-        self.stop_strings = tuple(s for s in stop_strings if s)
         self.thinking = thinking
-        self._detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
-        self._pieces: list[str] = []  # emitted
-        self._held = ""  # decoded but not emitted: may be the start of a stop string
+        self.pipeline = TextPipeline(tokenizer, stop_strings=stop_strings, skip_special_tokens=skip_special_tokens,
+                                     thinking=thinking)
         self._queue: deque[str] = deque()
-        self._stop_string: str | None = None
         self._on_finish = on_finish
         self.result: GenerationResult | None = None
         if tokens.finished:
             self._finish()
 
     @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return self.pipeline.stops.stop_strings
+
+    @property
     def text(self) -> str:
         """The text emitted so far."""
-        return "".join(self._pieces)
+        return self.pipeline.text
 
     def __iter__(self) -> GenerationStream:
         return self
@@ -368,35 +368,27 @@ class GenerationStream:
             self._step()
         return self._queue.popleft()
 
+    def deltas(self) -> Iterator[tuple[str, Any]]:
+        """The parsed stream instead of the raw pieces: ("reasoning", text), ("content", text) and
+        ("tool_call", call) as they complete; they add up to result.output."""
+        while self.result is None:
+            self._step()
+            self._queue.clear()
+            yield from self.pipeline.take_deltas()
+        yield from self.pipeline.take_deltas()
+
     def _step(self) -> None:
         token = next(self.tokens)
         if self.tokens.stop_token is None:  # stop tokens are not text
-            self._push(self._detok.add(token))
+            self._emit(self.pipeline.add(token))
+            if self.pipeline.stopped:
+                self.tokens.stop(FINISH_STOP)
         if self.tokens.finished:
             self._finish()
 
     def _emit(self, piece: str) -> None:
         if piece:
-            self._pieces.append(piece)
             self._queue.append(piece)
-
-    def _push(self, piece: str) -> None:
-        if not piece or self._stop_string is not None:
-            return
-        if not self.stop_strings:
-            self._emit(piece)
-            return
-        # A stop string that starts in text already emitted is impossible: that text would have been held.
-        text = self._held + piece
-        hit = find_stop(text, self.stop_strings)
-        if hit is not None:
-            self._emit(text[: hit[0]])
-            self._held, self._stop_string = "", hit[1]
-            self.tokens.stop(FINISH_STOP)
-            return
-        keep = stop_prefix_length(text, self.stop_strings)
-        self._emit(text[: len(text) - keep])
-        self._held = text[len(text) - keep :]
 
     def close(self) -> GenerationResult:
         """Stops generating (finish_reason "abort" unless it had already finished) and returns the result."""
@@ -406,23 +398,18 @@ class GenerationStream:
         return self.result
 
     def _finish(self) -> None:
-        if self._stop_string is None:
-            self._push(self._detok.flush())  # a character cut off by the end of generation comes out as U+FFFD
-        if self._stop_string is None:
-            self._emit(self._held)
-            self._held = ""
-        tokens = self.tokens
-        text = "".join(self._pieces)
-        output = parse_output(text, thinking=self.thinking)
+        pipeline, tokens = self.pipeline, self.tokens
+        self._emit(pipeline.finish())
+        output = pipeline.output
         reason = tokens.finish_reason or FINISH_ABORT
         if reason == FINISH_STOP and output.tool_calls:
             reason = FINISH_TOOL_CALLS
         self.result = GenerationResult(
-            text=text,
+            text=pipeline.text,
             token_ids=tokens.new_token_ids.tolist(),
             output=output,
             finish_reason=reason,
-            stop=self._stop_string if self._stop_string is not None else tokens.stop_token,
+            stop=pipeline.stop_string if pipeline.stop_string is not None else tokens.stop_token,
             prompt_tokens=tokens.prompt_tokens,
             completion_tokens=tokens.completion_tokens,
             cached_tokens=tokens.cached_tokens,
@@ -571,53 +558,3 @@ class ChatSession:
             **{**self.options, **options},
         )
         return self._stream
-
-
-# ---- display helpers ----------------------------------------------------------------------------------------
-
-
-class ReasoningSplitter:
-    """Splits streamed text into ("reasoning", text) and ("content", text) parts as it arrives.
-
-    Starts in reasoning when the prompt opened a <think> block (thinking=True), or when the text itself
-    begins with "<think>"; reasoning ends at "</think>" (neither tag is returned). A possible partial
-    "</think>" at the end of a piece is held back until the next one.
-    """
-
-    def __init__(self, thinking: bool):
-        self.in_reasoning = thinking
-        self._at_start = not thinking
-        self._held = ""
-
-    def feed(self, piece: str) -> list[tuple[str, str]]:
-        text = self._held + piece
-        self._held = ""
-        parts: list[tuple[str, str]] = []
-        if self._at_start:
-            stripped = text.lstrip()
-            if not stripped or THINK_START.startswith(stripped):
-                self._held = text  # may still become "<think>"
-                return parts
-            self._at_start = False
-            if stripped.startswith(THINK_START):
-                self.in_reasoning, text = True, stripped[len(THINK_START):]
-        if self.in_reasoning:
-            end = text.find(THINK_END)
-            if end < 0:
-                keep = stop_prefix_length(text, (THINK_END,))
-                self._held = text[len(text) - keep:]
-                if text[: len(text) - keep]:
-                    parts.append(("reasoning", text[: len(text) - keep]))
-                return parts
-            if text[:end]:
-                parts.append(("reasoning", text[:end]))
-            self.in_reasoning, text = False, text[end + len(THINK_END):]
-        if text:
-            parts.append(("content", text))
-        return parts
-
-    def flush(self) -> list[tuple[str, str]]:
-        text, self._held = self._held, ""
-        if not text:
-            return []
-        return [("reasoning" if self.in_reasoning else "content", text)]

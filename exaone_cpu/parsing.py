@@ -1,17 +1,28 @@
 """Parse EXAONE 4.0 generations into reasoning, answer and tool calls, and keep multi-turn chats.
 
 Output format (from the model's chat template):
-  * reasoning mode: the prompt ends with "<think>\\n", the model writes its
-    reasoning, "</think>", then the answer;
-  * tool calls: "<tool_call>{"name": ..., "arguments": {...}}</tool_call>",
-    several separated by newlines, possibly after some answer text;
-  * the turn ends with "[|endofturn|]" (present when decoded with special tokens).
+  * reasoning mode: the prompt ends with "<think>\\n", the model writes its reasoning, "</think>",
+    then the answer;
+  * tool calls: "<tool_call>{"name": ..., "arguments": {...}}</tool_call>", several separated by
+    newlines, possibly after some answer text.
+
+One parser, OutputParser, reads the text incrementally and emits deltas: ("reasoning", text),
+("content", text) and ("tool_call", call). The streamed and the non-streamed output are the same
+deltas (parse_output feeds the whole text at once), so concatenating the streamed pieces gives exactly
+the final message. The rules:
+  * reasoning: only when the prompt opened it (thinking=True) or the text starts, after whitespace,
+    with "<think>"; it ends at the first "</think>" (without one, everything is reasoning and the
+    output is `truncated`). Otherwise "<think>" / "</think>" are ordinary content.
+  * tool calls (when `tools`): each <tool_call>...</tool_call> whose body is a JSON object with a
+    "name" becomes a call; any other body stays in the content as written, with an entry in `errors`;
+    an unterminated one likewise, and `truncated`.
+  * whitespace: each section (reasoning, content) loses its leading and trailing whitespace, as
+    str.strip() would.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +33,7 @@ TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
 END_OF_TURN = "[|endofturn|]"
 
-_TOOL_CALL_RE = re.compile(re.escape(TOOL_CALL_START) + r"(.*?)" + re.escape(TOOL_CALL_END), re.DOTALL)
+REASONING, CONTENT, TOOL_CALL = "reasoning", "content", "tool_call"  # delta kinds
 
 
 @dataclass
@@ -55,9 +66,11 @@ def _tool_call(payload: str) -> tuple[dict | None, str | None]:
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as e:
-        return None, f"tool call is not valid JSON ({e.msg} at char {e.pos}): {payload!r}"
+        return None, f"tool call is not valid JSON ({e.msg} at char {e.pos}): {payload[:200]!r}"
+    except RecursionError:
+        return None, f"tool call nests too deeply to parse: {payload[:200]!r}"
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
-        return None, f"tool call has no function name: {payload!r}"
+        return None, f"tool call has no function name: {payload[:200]!r}"
     # The template accepts "parameters" as an alias of "arguments".
     arguments = data.get("arguments", data.get("parameters", {}))
     if not isinstance(arguments, str):
@@ -69,51 +82,173 @@ def _tool_call(payload: str) -> tuple[dict | None, str | None]:
     }, None
 
 
-def parse_output(text: str, thinking: bool = False) -> ParsedOutput:
-    """Split a generated assistant turn.
+def tool_call_text(call: dict) -> str:
+    """A parsed call written back as the model writes one (for display)."""
+    fn = call["function"]
+    body = {"name": fn["name"], "arguments": _arguments_object(fn["arguments"])}
+    return TOOL_CALL_START + json.dumps(body, ensure_ascii=False) + TOOL_CALL_END
 
-    `thinking` says the prompt already opened the reasoning block ("<think>\\n", from enable_thinking=True),
-    so text before "</think>" is reasoning even without a leading "<think>"; with it false a reasoning block
-    is still recognised when the text itself contains one. An unclosed reasoning block makes everything
-    reasoning (and `truncated`).
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of text that is a proper prefix of marker (text that may still
+    become the marker)."""
+    for n in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
+_START, _REASONING, _CONTENT, _TOOL_CALL = range(4)
+
+
+class OutputParser:
+    """Incremental parser of one assistant turn (rules in the module docstring).
+
+        parser = OutputParser(thinking=False, tools=True)
+        for piece in pieces:
+            for kind, value in parser.feed(piece): ...    # kind: "reasoning" | "content" | "tool_call"
+        parser.finish(); parser.output                    # the ParsedOutput the deltas add up to
+
+    Work per piece is bounded by the piece (plus a marker's length): nothing is rescanned.
     """
-    result = ParsedOutput()
-    text = text.split(END_OF_TURN, 1)[0]
 
-    # Same split as the chat template: reasoning is before the first </think>, the answer after the last.
-    if THINK_END in text:
-        reasoning = text.split(THINK_END)[0].strip()
-        if reasoning.startswith(THINK_START):
-            reasoning = reasoning[len(THINK_START) :].strip()
-        result.reasoning = reasoning
-        text = text.split(THINK_END)[-1]
-    elif thinking or text.lstrip().startswith(THINK_START):
-        reasoning = text.strip()
-        if reasoning.startswith(THINK_START):
-            reasoning = reasoning[len(THINK_START) :].strip()
-        result.reasoning = reasoning
-        result.truncated = True
-        return result
+    def __init__(self, thinking: bool = False, tools: bool = True):
+        self.thinking = thinking
+        self.tools = tools
+        self.output = ParsedOutput(reasoning="" if thinking else None)
+        self._state = _START
+        self._buf = ""  # undecided text
+        self._call: list[str] = []  # body of the open tool call
+        self._call_tail = ""  # last chars of the body (where a split </tool_call> may start)
+        self._fresh = True  # the section's leading whitespace is still being dropped
+        self._ws: list[str] = []  # trailing whitespace held until more text follows
+        self._out: list[tuple[str, Any]] = []
+        self.finished = False
 
-    kept: list[str] = []  # answer text, including the raw text of unusable tool calls
-    position = 0
-    for match in _TOOL_CALL_RE.finditer(text):
-        kept.append(text[position : match.start()])
-        call, error = _tool_call(match.group(1).strip())
-        if call is None:
-            result.errors.append(error)
-            kept.append(match.group(0))
+    # ---- emission ----
+
+    def _emit(self, kind: str, text: str) -> None:
+        if self._fresh:
+            text = text.lstrip()
+            if not text:
+                return
+            self._fresh = False
+        body = text.rstrip()
+        if not body:
+            self._ws.append(text)
+            return
+        trail = text[len(body):]
+        piece = "".join(self._ws) + body
+        self._ws = [trail] if trail else []
+        self._out.append((kind, piece))
+        if kind == REASONING:
+            self.output.reasoning += piece
         else:
-            result.tool_calls.append(call)
-        position = match.end()
-    tail = text[position:]
-    if TOOL_CALL_START in tail:  # generation stopped inside a tool call
-        start = tail.index(TOOL_CALL_START)
-        result.errors.append(f"unterminated tool call (output truncated?): {tail[start:]!r}")
-        result.truncated = True
-    kept.append(tail)
-    result.content = "".join(kept).strip()
-    return result
+            self.output.content += piece
+
+    def _end_section(self) -> None:
+        self._fresh, self._ws = True, []
+
+    # ---- parsing ----
+
+    def feed(self, text: str) -> list[tuple[str, Any]]:
+        """The deltas the new text completes."""
+        if self.finished:
+            raise RuntimeError("feed() after finish()")
+        self._buf += text
+        self._run(final=False)
+        out, self._out = self._out, []
+        return out
+
+    def finish(self) -> list[tuple[str, Any]]:
+        """The last deltas, at the end of the turn."""
+        if not self.finished:
+            self._run(final=True)
+            self.finished = True
+        out, self._out = self._out, []
+        return out
+
+    def _run(self, final: bool) -> None:
+        while True:
+            state, buf = self._state, self._buf
+            if state == _START:
+                head = buf.lstrip()
+                if not final and (not head or THINK_START.startswith(head)):
+                    return  # may still become "<think>"
+                if head.startswith(THINK_START):
+                    self._state, self._buf = _REASONING, head[len(THINK_START):]
+                    if self.output.reasoning is None:
+                        self.output.reasoning = ""
+                else:
+                    self._state = _REASONING if self.thinking else _CONTENT
+                continue
+            if state == _REASONING:
+                end = buf.find(THINK_END)
+                if end >= 0:
+                    self._emit(REASONING, buf[:end])
+                    self._end_section()
+                    self._state, self._buf = _CONTENT, buf[end + len(THINK_END):]
+                    continue
+                if final:
+                    self._emit(REASONING, buf)
+                    self._buf, self.output.truncated = "", True
+                    return
+                keep = _partial_suffix(buf, THINK_END)
+                self._emit(REASONING, buf[: len(buf) - keep])
+                self._buf = buf[len(buf) - keep:]
+                return
+            if state == _CONTENT:
+                at = buf.find(TOOL_CALL_START) if self.tools else -1
+                if at >= 0:
+                    self._emit(CONTENT, buf[:at])
+                    self._state, self._buf = _TOOL_CALL, buf[at + len(TOOL_CALL_START):]
+                    self._call, self._call_tail = [], ""
+                    continue
+                keep = 0 if final or not self.tools else _partial_suffix(buf, TOOL_CALL_START)
+                self._emit(CONTENT, buf[: len(buf) - keep])
+                self._buf = buf[len(buf) - keep:]
+                return
+            # _TOOL_CALL: look for the end marker in the new text and the few chars before it
+            window = self._call_tail + buf
+            end = window.find(TOOL_CALL_END)
+            if end < 0:
+                if final:
+                    body = "".join(self._call) + buf
+                    raw = TOOL_CALL_START + body
+                    self.output.errors.append(f"unterminated tool call (output truncated?): {raw[:200]!r}")
+                    self.output.truncated = True
+                    self._emit(CONTENT, raw)
+                    self._state, self._buf = _CONTENT, ""
+                    return
+                self._call.append(buf)
+                self._call_tail = window[-(len(TOOL_CALL_END) - 1):]
+                self._buf = ""
+                return
+            cut = end - len(self._call_tail)  # the end marker's start, relative to buf (may be < 0)
+            body = "".join(self._call)
+            body = body[: len(body) + cut] if cut < 0 else body + buf[:cut]
+            rest = buf[cut + len(TOOL_CALL_END):]
+            call, error = _tool_call(body.strip())
+            if call is None:
+                self.output.errors.append(error)
+                self._emit(CONTENT, TOOL_CALL_START + body + TOOL_CALL_END)
+            else:
+                self.output.tool_calls.append(call)
+                self._out.append((TOOL_CALL, call))
+            self._state, self._buf = _CONTENT, rest
+
+
+def parse_output(text: str, thinking: bool = False, tools: bool = True) -> ParsedOutput:
+    """Split a whole generated assistant turn (the same result as streaming it through OutputParser).
+
+    `thinking` says the prompt already opened the reasoning block ("<think>\\n", from
+    enable_thinking=True); `tools` whether <tool_call> blocks are parsed. Text decoded with special
+    tokens is cut at the end-of-turn marker.
+    """
+    parser = OutputParser(thinking=thinking, tools=tools)
+    parser.feed(text.split(END_OF_TURN, 1)[0])
+    parser.finish()
+    return parser.output
 
 
 def _arguments_object(arguments: Any) -> Any:

@@ -222,36 +222,3 @@ def load_generation_config(model_dir: str | Path) -> GenerationDefaults:
     stops = raw.get("stop_strings")
     values["stop_strings"] = [] if stops is None else [stops] if isinstance(stops, str) else list(stops)
     return GenerationDefaults(**values)
-
-
-# ---- stop strings -----------------------------------------------------------------------------------------------
-
-
-def find_stop(text: str, stop_strings: Sequence[str]) -> tuple[int, str] | None:
-    """Earliest occurrence of any stop string in `text`: (index where to cut, the stop string), or None.
-
-    Cut with `text[:index]` to drop the stop string and what follows it. When two stop strings start at
-    the same place the longer one is reported.
-    """
-    best: tuple[int, str] | None = None
-    for stop in stop_strings:
-        if not stop:
-            continue
-        index = text.find(stop)
-        if index >= 0 and (best is None or index < best[0] or (index == best[0] and len(stop) > len(best[1]))):
-            best = (index, stop)
-    return best
-
-
-def stop_prefix_length(text: str, stop_strings: Sequence[str]) -> int:
-    """Length of the longest tail of `text` that could still grow into a stop string.
-
-    A streamer holds back that many characters so it never emits the start of a stop string.
-    """
-    longest = 0
-    for stop in stop_strings:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest

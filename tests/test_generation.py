@@ -14,7 +14,6 @@ from exaone_cpu.generation import (
     GenerationParams,
     Generator,
     PromptCache,
-    ReasoningSplitter,
     TokenStream,
     common_prefix_length,
 )
@@ -420,19 +419,6 @@ def test_generation_params_and_defaults():
 
     model = ScriptedModel([7, 5], eos=2)
     assert Generator(model, None, defaults=defaults).eos_token_ids == (2, 5)
-
-
-@pytest.mark.parametrize("thinking,text,reasoning,content", [
-    (True, "생각 중...\n</think>\n\n답: 42", "생각 중...\n", "\n\n답: 42"),
-    (False, "<think>\n음</think>답", "\n음", "답"),
-    (False, "그냥 </think> 답", "", "그냥 </think> 답"),
-])
-def test_reasoning_splitter(thinking, text, reasoning, content):
-    for cut in range(1, 6):  # every way of chunking the stream into pieces of `cut` characters
-        splitter = ReasoningSplitter(thinking)
-        parts = [p for i in range(0, len(text), cut) for p in splitter.feed(text[i : i + cut])] + splitter.flush()
-        assert "".join(t for k, t in parts if k == "reasoning") == reasoning
-        assert "".join(t for k, t in parts if k == "content") == content
 
 
 # ---- a random model with the real vocabulary --------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from exaone_cpu.parsing import Conversation, ParsedOutput, parse_output
+from exaone_cpu.parsing import CONTENT, REASONING, TOOL_CALL, Conversation, OutputParser, ParsedOutput, parse_output
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "shared" / "exaone-4.0-1.2b"
 CHAT_EXPECTED = json.loads((Path(__file__).parent / "data" / "chat_template_expected.json").read_text(encoding="utf-8"))
@@ -163,3 +163,62 @@ def test_multi_turn_reasoning_matches_transformers(tok):
     conv.add_user("Thanks! 고마워요.")
     assert conv.render(tok, enable_thinking=True) == expected["rendered"]
     assert conv.messages[3]["reasoning_content"] == "0.5 > 0.45, so 2.5."
+
+
+# ---- the incremental parser: any split of the text gives the same output --------------------------------------
+
+FRAGMENTS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool", "</th", " ", "\n", "\n\n", "답",
+             "text", '{"name": "f", "arguments": {"x": 1}}', '{"name": "g"}', '{"bad": ', "}", "<", "/", "👋"]
+
+
+def _random_text(rng):
+    return "".join(FRAGMENTS[i] for i in rng.integers(0, len(FRAGMENTS), int(rng.integers(0, 14))))
+
+
+def _split(text, rng):
+    cuts = sorted(set(rng.integers(0, len(text) + 1, int(rng.integers(0, 6))).tolist()))
+    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+
+
+def _collect(deltas):
+    reasoning = "".join(v for k, v in deltas if k == REASONING)
+    content = "".join(v for k, v in deltas if k == CONTENT)
+    calls = [v["function"] for k, v in deltas if k == TOOL_CALL]
+    return reasoning, content, calls
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+@pytest.mark.parametrize("tools", [False, True])
+def test_any_split_gives_the_same_deltas_and_output(thinking, tools):
+    import numpy as np
+
+    rng = np.random.default_rng(thinking * 2 + tools)
+    for _ in range(400):
+        text = _random_text(rng)
+        whole = parse_output(text, thinking=thinking, tools=tools)
+        parser = OutputParser(thinking=thinking, tools=tools)
+        deltas = [d for piece in _split(text, rng) for d in parser.feed(piece)] + parser.finish()
+        reasoning, content, calls = _collect(deltas)
+        out = parser.output
+        assert (out.reasoning, out.content, out.errors, out.truncated) == \
+            (whole.reasoning, whole.content, whole.errors, whole.truncated), repr(text)
+        assert [c["function"] for c in out.tool_calls] == [c["function"] for c in whole.tool_calls]
+        assert reasoning == (out.reasoning or "") and content == out.content and calls == \
+            [c["function"] for c in out.tool_calls], repr(text)
+        # sections are trimmed as the chat template trims them
+        assert content == content.strip() and reasoning == reasoning.strip()
+        if not tools:
+            assert not out.tool_calls
+
+
+def test_stray_think_end_without_reasoning_is_content():
+    out = parse_output("a </think> b")
+    assert out.reasoning is None and out.content == "a </think> b"
+
+
+def test_hostile_outputs_parse():
+    # 20,000 unclosed tags (quadratic before: 23 s) and JSON nested past the recursion limit
+    for text in ("<tool_call>" * 20000, "<tool_call>" + "[" * 50000 + "</tool_call>",
+                 "<tool_call>" + "[" * 100000 + "]" * 100000 + "</tool_call>"):
+        out = parse_output(text, tools=True)
+        assert out.content == text and len(out.errors) == 1 and not out.tool_calls

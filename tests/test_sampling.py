@@ -13,10 +13,8 @@ from exaone_cpu.sampling import (
     GenerationDefaults,
     Sampler,
     SamplingParams,
-    find_stop,
     load_generation_config,
     logprobs,
-    stop_prefix_length,
 )
 
 
@@ -276,12 +274,3 @@ def test_generation_config(tmp_path):
     assert cfg.eos_token_ids == [361] and not cfg.do_sample
     assert cfg.sampling_params().greedy
     assert load_generation_config(tmp_path / "missing") == GenerationDefaults()
-
-
-def test_stop_strings():
-    assert find_stop("Hello world. Observation: x", ["Observation:", "world"]) == (6, "world")
-    assert find_stop("abc", ["x"]) is None
-    assert find_stop("the END END", ["END", "END END"]) == (4, "END END")
-    text = "answer\nObs"
-    assert stop_prefix_length(text, ["Observation:"]) == 3
-    assert stop_prefix_length("answer", ["Observation:"]) == 0

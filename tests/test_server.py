@@ -119,6 +119,10 @@ class ScriptedModel:
 
 
 def scripted_reply(prompt: str) -> str:
+    if "MALFORMED" in prompt:
+        return ' Sure. <tool_call>{"name": "get_weather", "arguments": {"city": }</tool_call> done. '
+    if "STRAY" in prompt:
+        return "  just </think> text,\n then more.  "
     if "<tool_result>" in prompt:
         return "It is 21 degrees in Seoul."
     if "get_weather" in prompt:
@@ -356,16 +360,67 @@ def test_tool_call_round_trip(scripted):
     assert none.choices[0].message.tool_calls is None
 
 
+def _streamed_message(client, **request):
+    content, reasoning, calls, finish = [], [], [], None
+    for chunk in client.chat.completions.create(stream=True, **request):
+        delta = chunk.choices[0].delta
+        content.append(delta.content or "")
+        reasoning.append((delta.model_extra or {}).get("reasoning_content") or "")
+        calls += [(c.function.name, c.function.arguments) for c in delta.tool_calls or []]
+        finish = chunk.choices[0].finish_reason or finish
+    return "".join(content), "".join(reasoning), calls, finish
+
+
+THINK = {"chat_template_kwargs": {"enable_thinking": True}}
+
+
+@pytest.mark.parametrize("user,extra", [
+    ("What is 2+2?", {"extra_body": THINK}),
+    ("What is 2+2?", {}),
+    ("Weather in Seoul and Busan?", {"tools": [WEATHER_TOOL]}),
+    ("Call get_weather for me", {"tools": [WEATHER_TOOL], "tool_choice": "none"}),
+    ("MALFORMED call please", {"tools": [WEATHER_TOOL]}),
+    ("STRAY tag", {}),
+    ("STRAY tag", {"extra_body": THINK}),
+    ("What is 2+2?", {"extra_body": THINK, "stop": ["4. 안"]}),
+    ("hi", {"stop": ["반갑", "Hel"]}),
+])
+def test_streamed_deltas_add_up_to_the_message(scripted, user, extra):
+    client = scripted.client()
+    request = dict(model="scripted", messages=[{"role": "user", "content": user}], **extra)
+    whole = client.chat.completions.create(**request).choices[0]
+    content, reasoning, calls, finish = _streamed_message(client, **request)
+    assert content == (whole.message.content or "")
+    assert reasoning == ((whole.message.model_extra or {}).get("reasoning_content") or "")
+    assert calls == [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
+    assert finish == whole.finish_reason
+
+
+def test_tool_markup_without_tools_stays_content(scripted):
+    client = scripted.client()
+    request = dict(model="scripted", messages=[{"role": "user", "content": "Call get_weather for me"}],
+                   tools=[WEATHER_TOOL], tool_choice="none")
+    message = client.chat.completions.create(**request).choices[0].message
+    assert message.content.startswith('<tool_call>{"name": "get_weather"') and message.tool_calls is None
+    bad = client.chat.completions.create(model="scripted", tools=[WEATHER_TOOL],
+                                         messages=[{"role": "user", "content": "MALFORMED call"}]).choices[0]
+    assert bad.message.content == 'Sure. <tool_call>{"name": "get_weather", "arguments": {"city": }</tool_call> done.'
+    assert bad.finish_reason == "stop" and bad.message.tool_calls is None
+    stray = client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "STRAY"}])
+    assert stray.choices[0].message.content == "just </think> text,\n then more."
+    assert "reasoning_content" not in (stray.choices[0].message.model_extra or {})
+
+
 def test_stop_strings(scripted):
     out = scripted.client().chat.completions.create(
         model="scripted", messages=[{"role": "user", "content": "hi"}], stop=["반갑"])
-    # the whole message is trimmed as the chat template trims it; the stream sends the raw pieces
+    # the message is trimmed as the chat template trims it, and the stream adds up to the same message
     assert out.choices[0].message.content == "Hello!" and out.choices[0].finish_reason == "stop"
     pieces = []
     for chunk in scripted.client().chat.completions.create(
             model="scripted", messages=[{"role": "user", "content": "hi"}], stop=["반갑"], stream=True):
         pieces.append(chunk.choices[0].delta.content or "")
-    assert "".join(pieces) == "Hello! "
+    assert "".join(pieces) == "Hello!"
 
 
 def test_ignore_eos_runs_to_max_tokens(scripted):

@@ -75,3 +75,34 @@ def test_byte_tokenizer_without_checkpoint():
     assert [p for p in pieces if p] == ["a", "한", "글", "😀", "b"]
     assert detok.flush() == ""
     assert detok.text == text
+
+
+# ---- stop strings -------------------------------------------------------------------------------------------
+
+
+def reference_stop(text, stops):
+    """Plain reference: the first position where a stop string ends; of two ending there, the longer.
+    Returns (text before the stop string, the stop string) or (text, None)."""
+    for end in range(1, len(text) + 1):
+        hits = [s for s in stops if s and text[:end].endswith(s)]
+        if hits:
+            stop = max(hits, key=len)
+            return text[: end - len(stop)], stop
+    return text, None
+
+
+def test_stop_matcher_matches_the_reference_for_any_split():
+    import numpy as np
+
+    from exaone_cpu.streaming import StopMatcher
+
+    rng = np.random.default_rng(0)
+    alphabet = "ab한 "
+    for _ in range(2000):
+        text = "".join(rng.choice(list(alphabet), int(rng.integers(0, 20))))
+        stops = ["".join(rng.choice(list(alphabet), int(rng.integers(1, 5)))) for _ in range(int(rng.integers(1, 4)))]
+        want_text, want_stop = reference_stop(text, stops)
+        matcher = StopMatcher(stops)
+        cuts = sorted(set(rng.integers(0, len(text) + 1, 4).tolist()))
+        got = "".join(matcher.feed(text[a:b]) for a, b in zip([0] + cuts, cuts + [len(text)])) + matcher.flush()
+        assert (got, matcher.matched) == (want_text, want_stop), (text, stops)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..parsing import tool_call_text
 from .generate import (add_model_arguments, add_sampling_arguments, check_arguments, load_generator, print_stats,
                        sampling_options)
 
@@ -67,39 +68,33 @@ class _Terminal:
 
 
 def _answer(session, term: _Terminal, text: str, show_reasoning: bool, options: dict, stats: bool) -> None:
-    from ..generation import ReasoningSplitter
-
     thinking = session.thinking
     stream = session.send(text, **options)
-    splitter = ReasoningSplitter(thinking)
     started_content = False
 
-    def show(parts) -> None:
+    def show(kind, part) -> None:
         nonlocal started_content
-        for kind, part in parts:
-            if kind == "reasoning":
-                if show_reasoning:
-                    term.write(part, dim=True)
-                continue
-            if not started_content:
-                part = part.lstrip()  # the blank line after </think>
-                if not part:
-                    continue
-                if thinking and show_reasoning:
-                    term.write("\n</think>\n\n", dim=True)
-                elif thinking and term.color:
-                    term.write("\r\x1b[K")  # erase the "thinking" indicator
-                started_content = True
-            term.write(part)
+        if kind == "reasoning":
+            if show_reasoning:
+                term.write(part, dim=True)
+            return
+        if kind == "tool_call":
+            part = tool_call_text(part)
+        if not started_content:
+            if thinking and show_reasoning:
+                term.write("\n</think>\n\n", dim=True)
+            elif thinking and term.color:
+                term.write("\r\x1b[K")  # erase the "thinking" indicator
+            started_content = True
+        term.write(part)
 
     if thinking and show_reasoning:
         term.write("<think>\n", dim=True)
     elif thinking and term.color:
         term.write("(thinking...)", dim=True)
     try:
-        for piece in stream:
-            show(splitter.feed(piece))
-        show(splitter.flush())
+        for kind, part in stream.deltas():
+            show(kind, part)
     except KeyboardInterrupt:
         stream.close()
         term.write("\n")

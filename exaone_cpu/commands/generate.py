@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..parsing import tool_call_text
+
 HELP = "Answer one prompt, streaming the text to stdout."
 
 # The model card's advice for reasoning mode, used with --think when no sampling option is given.
@@ -99,8 +101,6 @@ def print_stats(result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generation import ReasoningSplitter
-
     check_arguments(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     generator = load_generator(args)
@@ -114,21 +114,25 @@ def run(args: argparse.Namespace) -> int:
         ids = generator.encode_chat(messages, enable_thinking=thinking)
     stream = generator.stream(ids, thinking=thinking, **sampling_options(args, thinking))
     out = sys.stdout
-    splitter = ReasoningSplitter(thinking) if thinking and args.hide_reasoning else None
-    if thinking and splitter is None:
+    hide = thinking and args.hide_reasoning
+    if thinking and not hide:
         out.write("<think>\n")  # opened by the prompt: shown so the reasoning reads as such
     try:
-        for piece in stream:
-            if splitter is not None:
-                piece = "".join(text for kind, text in splitter.feed(piece) if kind == "content")
-            out.write(piece)
-            out.flush()
+        if hide:  # the parsed stream, answer only (tool calls as the model wrote them)
+            for kind, part in stream.deltas():
+                if kind == "content":
+                    out.write(part)
+                elif kind == "tool_call":
+                    out.write(tool_call_text(part))
+                out.flush()
+        else:
+            for piece in stream:
+                out.write(piece)
+                out.flush()
     except KeyboardInterrupt:
         stream.close()
         out.write("\n")
         return 130
-    if splitter is not None:
-        out.write("".join(text for kind, text in splitter.flush() if kind == "content"))
     out.write("\n")
     out.flush()
     if args.stats:

@@ -22,17 +22,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..generation import ReasoningSplitter
-from ..parsing import parse_output
-from ..sampling import Sampler, SamplingParams, find_stop, stop_prefix_length
-from ..streaming import IncrementalDetokenizer
+from ..parsing import REASONING, TOOL_CALL
+from ..sampling import Sampler, SamplingParams
+from ..streaming import TextPipeline
 from ..tokenizer import Tokenizer
 from . import protocol
 from .engine import FINISH_CANCELLED, FINISH_ERROR, BatchEngine, QueueFull, Sequence
 from .protocol import APIError, CompletionParams
 
 log = logging.getLogger("exaone_cpu.server")
-TOOL_CALL_START = "<tool_call>"
 
 
 @dataclass
@@ -41,69 +39,6 @@ class ServerSettings:
     ctx: int
     api_key: str | None = None
     max_body_bytes: int = 1 << 20
-
-
-class TextAssembler:
-    """Token ids in, (kind, text) parts out — kind is "reasoning" or "content" — with stop strings
-    cut off and, when tools are offered, tool-call markup held back for parsing at the end."""
-
-    def __init__(self, tokenizer: Tokenizer, *, stop: list[str], thinking: bool | None, tools: bool):
-        self.detok = IncrementalDetokenizer(tokenizer, skip_special_tokens=True)
-        self.splitter = ReasoningSplitter(thinking) if thinking is not None else None
-        self.stop = stop
-        self.hold_tool_calls = tools
-        self.text = ""  # everything generated, stop string excluded
-        self._released = 0  # chars of self.text passed on
-        self._content = ""  # content released by the splitter
-        self._content_sent = 0
-        self.stopped = False  # a stop string was seen
-        self.finish_reason: str | None = None
-
-    def add(self, token: int) -> list[tuple[str, str]]:
-        return self._feed(self.detok.add(token))
-
-    def finish(self) -> list[tuple[str, str]]:
-        parts = self._feed(self.detok.flush(), final=True)
-        if self.splitter is not None:
-            parts += self._content_parts(self.splitter.flush(), final=True)
-        return parts
-
-    def _feed(self, piece: str, final: bool = False) -> list[tuple[str, str]]:
-        if self.stopped:
-            return []
-        self.text += piece
-        hit = find_stop(self.text, self.stop) if self.stop else None
-        if hit is not None:
-            self.text = self.text[: hit[0]]
-            self.stopped = True
-            end = len(self.text)
-        else:
-            end = len(self.text) - (0 if final else stop_prefix_length(self.text, self.stop))
-        fresh = self.text[self._released : end]
-        self._released = max(self._released, end)
-        if not fresh and not (final or self.stopped):
-            return []
-        if self.splitter is None:
-            return self._content_parts([("content", fresh)], final or self.stopped)
-        parts = self.splitter.feed(fresh)
-        if self.stopped:
-            parts += self.splitter.flush()
-        return self._content_parts(parts, final or self.stopped)
-
-    def _content_parts(self, parts: list[tuple[str, str]], final: bool) -> list[tuple[str, str]]:
-        out = [(k, t) for k, t in parts if k == "reasoning" and t]
-        self._content += "".join(t for k, t in parts if k == "content")
-        limit = len(self._content)
-        if self.hold_tool_calls:
-            at = self._content.find(TOOL_CALL_START)
-            if at >= 0:
-                limit = at
-            elif not final:
-                limit -= stop_prefix_length(self._content, (TOOL_CALL_START,))
-        if limit > self._content_sent:
-            out.append(("content", self._content[self._content_sent : limit]))
-            self._content_sent = limit
-        return out
 
 
 class Server:
@@ -179,22 +114,20 @@ class Server:
             raise APIError(429, f"server busy: {e}; retry later", code="queue_full") from None
         return seq, events
 
-    async def run(self, seq: Sequence, events: asyncio.Queue, text: TextAssembler) -> AsyncIterator[tuple[str, str]]:
-        """Yields (kind, text) parts until the sequence ends; sets self-contained finish info on `text`."""
+    async def run(self, seq: Sequence, events: asyncio.Queue, text: TextPipeline) -> AsyncIterator[str]:
+        """Yields the raw text pieces until the sequence ends (the parsed deltas wait in `text`); returns
+        with the finish reason in seq.finish_reason."""
         while True:
             kind, value = await events.get()
             if kind == "finish":
-                text.finish_reason = value
-                for part in text.finish():
-                    yield part
+                seq.finish_reason = value
+                yield text.finish()
                 return
-            for part in text.add(value):
-                yield part
+            yield text.add(value)
             if text.stopped:
                 seq.cancel()  # the engine drops it at its next step; later tokens are ignored
-                text.finish_reason = "stop"
-                for part in text.finish():
-                    yield part
+                seq.finish_reason = "stop"
+                yield text.finish()
                 return
 
     # ---- routes ---------------------------------------------------------------------------------
@@ -219,24 +152,32 @@ class Server:
             raise APIError(400, f"messages could not be rendered with the chat template: {e}",
                            param="messages") from None
         seq, events = self.start(prompt, req.params)
-        text = TextAssembler(self.tokenizer, stop=req.params.stop, thinking=req.enable_thinking,
-                             tools=req.tools is not None)
+        tools = req.tools is not None
+        text = TextPipeline(self.tokenizer, stop_strings=req.params.stop, skip_special_tokens=True,
+                            thinking=req.enable_thinking, tools=tools)
         ident, created = protocol.new_id("chatcmpl"), protocol.now()
         started = time.perf_counter()
+        calls = 0  # tool calls streamed so far
+
+        def delta_of(kind: str, value: Any) -> dict[str, Any]:
+            nonlocal calls
+            if kind == TOOL_CALL:
+                calls += 1
+                return {"tool_calls": [dict(value, index=calls - 1)]}
+            return {"reasoning_content" if kind == REASONING else "content": value}
 
         def final_message() -> tuple[dict[str, Any], str]:
-            parsed = parse_output(text.text, thinking=req.enable_thinking)
-            message: dict[str, Any] = {"role": "assistant", "content": parsed.content or None}
-            if parsed.reasoning or req.enable_thinking:
+            # the parser's output: exactly what the streamed deltas add up to
+            parsed = text.output
+            message: dict[str, Any] = {"role": "assistant",
+                                       "content": parsed.content if parsed.content or not parsed.tool_calls else None}
+            if parsed.reasoning is not None:
                 message["reasoning_content"] = parsed.reasoning
-            reason = text.finish_reason
-            if reason == FINISH_ERROR:
-                raise APIError(500, "generation failed")
-            if parsed.tool_calls and req.tools is not None:
+            reason = seq.finish_reason
+            if parsed.tool_calls:
                 message["tool_calls"] = parsed.tool_calls
-                reason = "tool_calls"
-            elif req.tools is not None and TOOL_CALL_START in (parsed.content or ""):
-                message["content"] = parsed.content  # malformed calls stay visible as text
+                if reason == "stop":
+                    reason = "tool_calls"
             return message, reason
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
@@ -250,6 +191,8 @@ class Server:
                     pass
             finally:
                 seq.cancel()
+            if seq.finish_reason == FINISH_ERROR:
+                raise APIError(500, "generation failed")
             message, reason = final_message()
             self._log(request, 200, seq, started)
             return JSONResponse({
@@ -260,11 +203,13 @@ class Server:
         async def sse() -> AsyncIterator[str]:
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                async for kind, piece in self.run(seq, events, text):
-                    yield chunk({"reasoning_content" if kind == "reasoning" else "content": piece})
-                message, reason = final_message()
-                if "tool_calls" in message:
-                    yield chunk({"tool_calls": [dict(call, index=i) for i, call in enumerate(message["tool_calls"])]})
+                async for _ in self.run(seq, events, text):
+                    for kind, value in text.take_deltas():
+                        yield chunk(delta_of(kind, value))
+                if seq.finish_reason == FINISH_ERROR:
+                    yield self._error_event()
+                    return
+                _, reason = final_message()
                 yield chunk({}, reason)
                 if req.params.include_usage:
                     yield "data: " + json.dumps({
@@ -285,7 +230,7 @@ class Server:
         if not prompt:
             raise APIError(400, "prompt: encodes to no tokens", param="prompt")
         seq, events = self.start(prompt, params)
-        text = TextAssembler(self.tokenizer, stop=params.stop, thinking=None, tools=False)
+        text = TextPipeline(self.tokenizer, stop_strings=params.stop, skip_special_tokens=True, parse=False)
         ident, created = protocol.new_id("cmpl"), protocol.now()
         started = time.perf_counter()
 
@@ -299,18 +244,22 @@ class Server:
                     pass
             finally:
                 seq.cancel()
-            if text.finish_reason == FINISH_ERROR:
+            if seq.finish_reason == FINISH_ERROR:
                 raise APIError(500, "generation failed")
             self._log(request, 200, seq, started)
-            out = body(text.text, text.finish_reason)
+            out = body(text.text, seq.finish_reason)
             out["usage"] = protocol.usage(len(prompt), self._completion_tokens(seq))
             return JSONResponse(out)
 
         async def sse() -> AsyncIterator[str]:
             try:
-                async for _, piece in self.run(seq, events, text):
-                    yield "data: " + json.dumps(body(piece, None), ensure_ascii=False) + "\n\n"
-                yield "data: " + json.dumps(body("", text.finish_reason)) + "\n\n"
+                async for piece in self.run(seq, events, text):
+                    if piece:
+                        yield "data: " + json.dumps(body(piece, None), ensure_ascii=False) + "\n\n"
+                if seq.finish_reason == FINISH_ERROR:
+                    yield self._error_event()
+                    return
+                yield "data: " + json.dumps(body("", seq.finish_reason)) + "\n\n"
                 if params.include_usage:
                     last = body("", None)
                     last["choices"] = []
@@ -322,6 +271,11 @@ class Server:
                 self._log(request, 200, seq, started)
 
         return StreamingResponse(sse(), media_type="text/event-stream")
+
+    @staticmethod
+    def _error_event() -> str:
+        """A generation that failed after the stream started: an error event, then the end."""
+        return "data: " + json.dumps(APIError(500, "generation failed").body()) + "\n\ndata: [DONE]\n\n"
 
     @staticmethod
     def _completion_tokens(seq: Sequence) -> int:
@@ -373,4 +327,4 @@ def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettin
     return app
 
 
-__all__ = ["FINISH_CANCELLED", "Server", "ServerSettings", "TextAssembler", "create_app"]
+__all__ = ["FINISH_CANCELLED", "Server", "ServerSettings", "create_app"]

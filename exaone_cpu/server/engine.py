@@ -42,6 +42,7 @@ class Sequence:
     cache: KVCache | None = None
     prefill_seconds: float = 0.0
     done: bool = False
+    finish_reason: str | None = None  # set by the consumer from the finish event (or a stop string)
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
