@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .decoding import FINISH_ABORT, FINISH_STOP, FINISH_TOOL_CALLS, Decoding, eos_token_ids
 from .parsing import Conversation, ParsedOutput
 from .sampling import (
     GenerationDefaults,
-    Sampler,
     SamplingParams,
     load_generation_config,
 )
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
     from .model import KVCache, Model
     from .tokenizer import Tokenizer
 
-FINISH_STOP = "stop"  # a stop token id or stop string
-FINISH_LENGTH = "length"  # max_new_tokens or the end of the context
-FINISH_TOOL_CALLS = "tool_calls"  # stopped at the end of the turn with at least one well-formed tool call
-FINISH_ABORT = "abort"  # closed early by the caller
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -171,7 +167,8 @@ class PromptCache:
 
 
 class TokenStream:
-    """Iterator over the new token ids of one generation (the prefill runs on the first step).
+    """Iterator over the new token ids of one generation (the prefill runs on the first step): a
+    decoding.Decoding driven by Model.forward, one token at a time, with an optional PromptCache.
 
     After each step `logits` is the raw float32 logits [vocab] the token was picked from. When the
     iteration ends, finish_reason is "stop" (stop_token holds the id) or "length".
@@ -180,59 +177,38 @@ class TokenStream:
     def __init__(self, model: Model, prompt_ids: Sequence[int] | np.ndarray, *,
                  max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
                  stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
-                 prompt_cache: PromptCache | None = None):
+                 prompt_cache: PromptCache | None = None, logprobs: int | None = None):
         self.model = model
         prompt = model.check_token_ids(prompt_ids)
         room = model.config.max_position_embeddings - len(prompt)
-        self.max_new_tokens = room if max_new_tokens is None else min(int(max_new_tokens), room)
-        self.min_new_tokens = int(min_new_tokens)
-        self.stop_token_ids = frozenset(int(t) for t in stop_token_ids)
-        self._stop_array = np.fromiter(self.stop_token_ids, np.int64, len(self.stop_token_ids))
-        self.prompt_tokens = len(prompt)
-        self._ids = np.empty(len(prompt) + max(self.max_new_tokens, 0), np.int64)  # prompt + generated
-        self._ids[: len(prompt)] = prompt
-        self._n = len(prompt)
+        limit = room if max_new_tokens is None else min(int(max_new_tokens), room)
+        self.decoding = Decoding(prompt, model.config.vocab_size, max_new_tokens=limit, sampling=sampling,
+                                 stop_token_ids=stop_token_ids, min_new_tokens=min_new_tokens, logprobs=logprobs)
         self._prompt_cache = prompt_cache
         self._cache: KVCache | None = None
         self.cached_tokens = 0
-        self._set_sampling(sampling or SamplingParams())
-
         self.logits: np.ndarray | None = None
-        self.finish_reason: str | None = None
-        self.stop_token: int | None = None
         self.prefill_seconds = 0.0  # prefill and the first token: time to first token
         self.decode_seconds = 0.0  # every later step
-        if self.max_new_tokens <= 0:
-            self.finish_reason = FINISH_LENGTH
 
-    def _set_sampling(self, params: SamplingParams) -> None:
-        self.sampling = params
-        # repetition penalty over prompt + output (transformers), presence / frequency over the output
-        self._sampler = Sampler(params, self.model.config.vocab_size, self._ids[: self.prompt_tokens])
+    # ---- state (the Decoding's) ----
 
-    # ---- state ----
-
-    @property
-    def token_ids(self) -> np.ndarray:
-        """Prompt followed by every token generated so far (a view)."""
-        return self._ids[: self._n]
-
-    @property
-    def new_token_ids(self) -> np.ndarray:
-        return self._ids[self.prompt_tokens : self._n]
-
-    @property
-    def completion_tokens(self) -> int:
-        return self._n - self.prompt_tokens
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
+    sampling = property(lambda self: self.decoding.sampling)
+    max_new_tokens = property(lambda self: self.decoding.max_new_tokens)
+    min_new_tokens = property(lambda self: self.decoding.min_new_tokens)
+    stop_token_ids = property(lambda self: self.decoding.stop_token_ids)
+    prompt_tokens = property(lambda self: self.decoding.prompt_tokens)
+    token_ids = property(lambda self: self.decoding.token_ids, doc="Prompt followed by every token so far (a view).")
+    new_token_ids = property(lambda self: self.decoding.new_token_ids)
+    completion_tokens = property(lambda self: self.decoding.completion_tokens)
+    finish_reason = property(lambda self: self.decoding.finish_reason)
+    stop_token = property(lambda self: self.decoding.stop_token)
+    finished = property(lambda self: self.decoding.finished)
+    logprobs = property(lambda self: self.decoding.logprobs)
 
     def stop(self, reason: str = FINISH_STOP) -> None:
         """Ends the generation early (a stop string matched, the caller gave up)."""
-        if self.finish_reason is None:
-            self.finish_reason = reason
+        self.decoding.stop(reason)
 
     # ---- the loop ----
 
@@ -240,7 +216,7 @@ class TokenStream:
         return self
 
     def __next__(self) -> int:
-        if self.finish_reason is not None:
+        if self.finished:
             raise StopIteration
         if self._prompt_cache is not None and self._cache is not None and not self._prompt_cache.owned_by(self):
             raise RuntimeError("this generation's PromptCache was taken over by a newer generation")
@@ -248,14 +224,8 @@ class TokenStream:
         if self._cache is None:
             self.logits = self._prefill()
         else:
-            self.logits = self.model.forward(self._ids[self._n - 1 : self._n], self._cache)
-        token = self._pick(self.logits)
-        self._ids[self._n] = token
-        self._n += 1
-        if token in self.stop_token_ids:
-            self.finish_reason, self.stop_token = FINISH_STOP, token
-        elif self.completion_tokens >= self.max_new_tokens:
-            self.finish_reason = FINISH_LENGTH
+            self.logits = self.model.forward(self.token_ids[-1:], self._cache)
+        token = self.decoding.accept(self.logits)
         elapsed = time.perf_counter() - start
         if self.completion_tokens == 1:
             self.prefill_seconds += elapsed
@@ -264,18 +234,12 @@ class TokenStream:
         return token
 
     def _prefill(self) -> np.ndarray:
-        prompt = self._ids[: self.prompt_tokens]
+        prompt = self.decoding.prompt_ids
         if self._prompt_cache is not None:
             self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
-        else:
-            self._cache = self.model.new_cache(len(self._ids))  # room for the whole stream
+        else:  # room for the whole stream
+            self._cache = self.model.new_cache(self.prompt_tokens + self.max_new_tokens)
         return self.model.forward(prompt[self.cached_tokens :], self._cache)
-
-    def _pick(self, logits: np.ndarray) -> int:
-        banned = self._stop_array if self.completion_tokens < self.min_new_tokens and self._stop_array.size else None
-        token = self._sampler.sample(logits, banned=banned)
-        self._sampler.accept(token)
-        return token
 
 
 # ---- text ---------------------------------------------------------------------------------------------------
@@ -437,8 +401,7 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
         self.defaults = defaults
-        eos = list(model.config.eos_token_ids) + (list(defaults.eos_token_ids) if defaults else [])
-        self.eos_token_ids = tuple(dict.fromkeys(int(i) for i in eos))
+        self.eos_token_ids = eos_token_ids(model.config, defaults, tokenizer)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, use_generation_config: bool = True, **load_options: Any) -> Generator:

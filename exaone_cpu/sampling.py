@@ -184,6 +184,8 @@ class GenerationDefaults:
     top_p: float = 1.0
     min_p: float | None = None
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0  # not a transformers key: set by a frontend's options (serve --presence-penalty)
+    frequency_penalty: float = 0.0
     max_new_tokens: int | None = None
     max_length: int = 20
     eos_token_ids: list[int] = field(default_factory=list)
@@ -203,9 +205,22 @@ class GenerationDefaults:
             "top_p": self.top_p,
             "min_p": self.min_p or 0.0,
             "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return SamplingParams(**values)
+
+
+    def with_options(self, **options: Any) -> GenerationDefaults:
+        """These defaults with sampling options a frontend was started with (None: unset); a
+        temperature turns sampling on (do_sample) when it is above 0, off at 0. Checked at once."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if "temperature" in given:
+            given["do_sample"] = given["temperature"] > 0
+        merged = dataclasses.replace(self, **given)
+        merged.sampling_params()  # a bad value is a ValueError naming it, now
+        return merged
 
 
 def load_generation_config(model_dir: str | Path) -> GenerationDefaults:

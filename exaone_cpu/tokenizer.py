@@ -48,6 +48,22 @@ class BatchEncoding(dict):
             raise AttributeError(name) from None
 
 
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's byte-level alphabet (bytes_to_unicode), inverted: printable bytes stand for themselves,
+    the others for 256 + their rank."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+_BYTE_OF_CHAR = _byte_of_char()
+
+
 def _token_content(value: Any) -> str | None:
     # Tokens are serialized either as plain strings or as AddedToken dicts.
     if value is None or isinstance(value, str):
@@ -275,6 +291,19 @@ class Tokenizer:
             return self.backend.id_to_token(ids)
         skip = set(self.all_special_ids) if skip_special_tokens else set()
         return [self.backend.id_to_token(i) for i in _to_id_list(ids) if i not in skip]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (a byte-level BPE token may hold part of a UTF-8 character);
+        an added token's text as UTF-8. What OpenAI's logprobs report as `bytes`."""
+        token = self.backend.id_to_token(int(token_id))
+        if token is None:
+            raise ValueError(f"token id {token_id} is not in the vocabulary")
+        if int(token_id) in self.added_tokens_decoder:
+            return token.encode("utf-8")
+        try:
+            return bytes(_BYTE_OF_CHAR[ch] for ch in token)
+        except KeyError:  # not a byte-level token
+            return token.encode("utf-8")
 
     # ---- encoding and decoding ----------------------------------------------------------------------------------
 

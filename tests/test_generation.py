@@ -17,6 +17,7 @@ from exaone_cpu.generation import (
     TokenStream,
     common_prefix_length,
 )
+from exaone_cpu.decoding import Decoding
 from exaone_cpu.sampling import GenerationDefaults, SamplingParams
 
 import sampling_reference
@@ -103,8 +104,8 @@ def test_token_stream_draws_from_the_samplers_distribution(fixture, params):
     logits[[10, 11]] = logits.max()  # a tie at the top
     filters = {"top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p}
     expected = sampling_reference.probabilities(logits, temperature=params.temperature, **filters)
-    stream = TokenStream(fixture.model, [1, 2, 3], max_new_tokens=1, sampling=params)
-    draws = np.bincount([stream._pick(logits) for _ in range(3000)], minlength=logits.size) / 3000
+    decoding = Decoding([1, 2, 3], logits.size, max_new_tokens=3000, sampling=params)
+    draws = np.bincount([decoding.accept(logits) for _ in range(3000)], minlength=logits.size) / 3000
     assert set(np.flatnonzero(draws)) <= set(np.flatnonzero(expected))
     assert np.abs(draws - expected).max() < 0.04
 

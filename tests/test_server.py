@@ -429,3 +429,96 @@ def test_ignore_eos_runs_to_max_tokens(scripted):
     assert normal.choices[0].finish_reason == "stop" and normal.usage.completion_tokens < 30
     forced = client.completions.create(model="scripted", prompt="hi", max_tokens=30, extra_body={"ignore_eos": True})
     assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 30
+
+
+# ---- one pipeline: every frontend gives the same tokens -------------------------------------------------------
+
+
+SAMPLED = dict(temperature=0.7, top_p=0.9, top_k=0, repetition_penalty=1.1, seed=11)
+
+
+def test_every_frontend_gives_the_same_tokens(served, model, model_dir, tokenizer):
+    from exaone_cpu import AutoModelForCausalLM, ChatSession, Generator
+
+    messages = [{"role": "user", "content": "Tell me a story about a cat."}]
+    gen = Generator(model, tokenizer)
+    ids = gen.encode_chat(messages)
+    n = 24
+    expected = model.generate(ids, max_new_tokens=n, **SAMPLED)
+    assert expected != model.generate(ids, max_new_tokens=n)  # really sampled
+    assert gen.generate(ids, max_new_tokens=n, **SAMPLED).token_ids == expected
+    assert ChatSession(gen).send(messages[0]["content"], max_new_tokens=n, **SAMPLED).until_done().token_ids == expected
+    facade = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert facade.generate(np.array([ids]), max_new_tokens=n, do_sample=True, **SAMPLED)[0, len(ids):].tolist() \
+        == expected
+
+    # the server: chat and completions, streamed or not; its logprobs name the tokens
+    want = b"".join(tokenizer.token_bytes(t) for t in expected if t not in model.config.eos_token_ids)
+    assert tokenizer.encode(tokenizer.decode(ids), add_special_tokens=False) == ids
+    client = served.client()
+    request = dict(model="tiny", max_tokens=n, logprobs=True, **{k: SAMPLED[k] for k in ("temperature", "top_p", "seed")},
+                   extra_body={k: SAMPLED[k] for k in ("top_k", "repetition_penalty")})
+    chat = client.chat.completions.create(messages=messages, **request)
+    assert b"".join(bytes(e.bytes) for e in chat.choices[0].logprobs.content) == want
+    assert chat.usage.completion_tokens == len(expected)
+    streamed = [e for chunk in client.chat.completions.create(messages=messages, stream=True, **request)
+                if chunk.choices and chunk.choices[0].logprobs for e in chunk.choices[0].logprobs.content]
+    assert b"".join(bytes(e.bytes) for e in streamed) == want
+    request["logprobs"] = 0
+    plain = client.completions.create(prompt=tokenizer.decode(ids), **request)
+    assert plain.choices[0].text.encode() == want.decode("utf-8", errors="replace").encode()
+    pieces = [c.choices[0].text for c in client.completions.create(prompt=tokenizer.decode(ids), stream=True,
+                                                                   **request) if c.choices]
+    assert "".join(pieces) == plain.choices[0].text
+
+
+def test_logprobs_are_the_models(served, model, tokenizer):
+    from exaone_cpu.generation import TokenStream
+
+    prompt = "The capital of Korea is"
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    stream = TokenStream(model, ids, max_new_tokens=6, logprobs=3)
+    tokens = list(stream)
+    out = served.client().chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=2, logprobs=True, top_logprobs=3)
+    entry = out.choices[0].logprobs.content[0]
+    assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob >= entry.top_logprobs[1].logprob
+    assert entry.logprob <= 0
+    done = served.client().completions.create(model="tiny", prompt=prompt, max_tokens=6, temperature=0, logprobs=3)
+    lp = done.choices[0].logprobs
+    want = [item.logprob for item in stream.logprobs if item.token not in model.config.eos_token_ids]
+    np.testing.assert_allclose(lp.token_logprobs, want, atol=1e-5)
+    assert len(lp.top_logprobs[0]) == 3 and len(lp.tokens) == len(want)
+    assert lp.text_offset[0] == 0
+    first = stream.logprobs[0]
+    assert first.token == tokens[0] and first.top[0][0] == tokens[0]  # greedy: the top token is the chosen one
+
+
+def test_sampling_fields_are_checked(served):
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for field, value in [("top_p", 0), ("top_p", 1.5), ("min_p", -0.1), ("repetition_penalty", 0), ("top_k", -2),
+                         ("logit_bias", {"abc": 1}), ("logit_bias", {"5": 500}), ("logit_bias", {"999999": 1}),
+                         ("seed", 2**70), ("top_logprobs", 3), ("echo", True), ("response_format", {"type": "json_object"}),
+                         ("logprobs", "yes")]:
+        assert _error(_post(served, "/v1/chat/completions", {**chat, field: value}), 400)["param"] == field, field
+    assert _post(served, "/v1/chat/completions", {**chat, "top_k": -1, "logit_bias": {"5": -100}}).status_code == 200
+
+
+def test_server_defaults_come_from_generation_config(model, tokenizer):
+    from exaone_cpu.sampling import GenerationDefaults
+
+    prompt = "The capital of Korea is"
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    greedy = greedy_text(model, tokenizer, ids, 8)
+    sampled = GenerationDefaults(do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
+    for defaults, want_greedy in ((GenerationDefaults(), True), (sampled, False)):
+        engine = BatchEngine(model, parallel=1, max_queue=1)
+        server = RunningServer(create_app(engine, tokenizer, ServerSettings("tiny", ctx=256, defaults=defaults)))
+        try:
+            texts = {server.client().completions.create(model="tiny", prompt=prompt, max_tokens=8).choices[0].text
+                     for _ in range(3)}
+            explicit = server.client().completions.create(model="tiny", prompt=prompt, max_tokens=8, temperature=0)
+        finally:
+            server.stop()
+        assert explicit.choices[0].text == greedy
+        assert (texts == {greedy}) == want_greedy

@@ -21,6 +21,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="checkpoint directory (config.json, safetensors, tokenizer)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for the kernels (default: every CPU this process may use)")
+    parser.add_argument("--quant", choices=("int8", "int4"), default=None,
+                        help="quantize a float checkpoint's projections as it loads (default: as stored)")
+    parser.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
+                        help="KV cache precision (f16 halves its memory; default f32)")
+
+
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """exaone_cpu.load keyword options from add_model_arguments' options."""
+    return {"threads": args.threads, "quant": args.quant, "kv_dtype": args.kv_dtype}
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +102,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def load_generator(args: argparse.Namespace):
     from ..generation import Generator
 
-    return Generator.from_pretrained(args.model, threads=args.threads)
+    return Generator.from_pretrained(args.model, **load_options(args))
 
 
 def print_stats(result) -> None:

@@ -25,6 +25,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name", default=None, help="name clients use in 'model' (default: the directory name)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--quant", choices=("int8", "int4"), default=None,
+                   help="quantize a float checkpoint's projections as it loads (default: as stored)")
+    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
+                   help="KV cache precision (f16 halves its memory; default f32)")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="a Jinja chat template to use instead of the checkpoint's")
+    g = p.add_argument_group(
+        "sampling defaults",
+        "For requests that do not set them. Unset here, they come from the checkpoint's generation_config.json "
+        "as in the library (greedy for EXAONE 4.0).")
+    g.add_argument("--temperature", type=float, default=None, metavar="T", help="0 is greedy")
+    g.add_argument("--top-p", type=float, default=None, metavar="P")
+    g.add_argument("--top-k", type=int, default=None, metavar="K", help="0: off")
+    g.add_argument("--min-p", type=float, default=None, metavar="P")
+    g.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
+    g.add_argument("--presence-penalty", type=float, default=None, metavar="X")
+    g.add_argument("--frequency-penalty", type=float, default=None, metavar="X")
+
+
+SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                     "frequency_penalty")
 
 
 def build(args: argparse.Namespace):
@@ -36,19 +57,30 @@ def build(args: argparse.Namespace):
         raise ValueError(f"the server needs the [server] extra ({e.name} is missing): "
                          "pip install 'exaone_cpu[server]'") from None
     from ..model import load
+    from ..sampling import load_generation_config
     from ..tokenizer import Tokenizer
 
     for name in ("port", "parallel", "max_queue", "max_body_bytes"):
         if getattr(args, name) < (0 if name == "max_queue" else 1):
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
-    model = load(args.model, threads=args.threads)
+    defaults = load_generation_config(args.model).with_options(
+        **{name: getattr(args, name) for name in SAMPLING_DEFAULTS})
+    template = None
+    if args.chat_template is not None:
+        try:
+            template = Path(args.chat_template).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--chat-template {args.chat_template}: {e}") from None
+    model = load(args.model, threads=args.threads, quant=args.quant, kv_dtype=args.kv_dtype)
     limit = model.config.max_position_embeddings
     ctx = args.ctx if args.ctx is not None else min(limit, 8192)
     if not 1 <= ctx <= limit:
         raise ValueError(f"--ctx must be between 1 and max_position_embeddings ({limit})")
     tokenizer = Tokenizer.from_pretrained(args.model)
+    if template is not None:
+        tokenizer.chat_template = template
     settings = ServerSettings(model_name=args.model_name or Path(args.model).resolve().name, ctx=ctx,
-                              api_key=args.api_key or None, max_body_bytes=args.max_body_bytes)
+                              api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults)
     engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue)
     return create_app(engine, tokenizer, settings), settings
 

@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -23,11 +23,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..parsing import REASONING, TOOL_CALL
-from ..sampling import Sampler, SamplingParams
+from ..decoding import FINISH_ERROR, Decoding, TokenLogprob, eos_token_ids
+from ..sampling import GenerationDefaults
 from ..streaming import TextPipeline
 from ..tokenizer import Tokenizer
 from . import protocol
-from .engine import FINISH_CANCELLED, FINISH_ERROR, BatchEngine, QueueFull, Sequence
+from .engine import FINISH_CANCELLED, BatchEngine, QueueFull, Sequence
 from .protocol import APIError, CompletionParams
 
 log = logging.getLogger("exaone_cpu.server")
@@ -39,6 +40,9 @@ class ServerSettings:
     ctx: int
     api_key: str | None = None
     max_body_bytes: int = 1 << 20
+    # sampling for what a request does not set: generation_config.json and serve's options, merged as
+    # the library merges them (greedy unless it says do_sample or gives a temperature)
+    defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
 
 
 class Server:
@@ -46,9 +50,8 @@ class Server:
         self.engine = engine
         self.tokenizer = tokenizer
         self.settings = settings
-        self.eos_ids = frozenset(engine.model.config.eos_token_ids) | (
-            {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        )
+        self.eos_ids = eos_token_ids(engine.model.config, settings.defaults, tokenizer)
+        self._tokens: dict[int, tuple[str, list[int]]] = {}  # token id -> (text, bytes), for logprobs
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -95,16 +98,15 @@ class Server:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         try:
-            sampler = Sampler(SamplingParams(
-                temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
-                repetition_penalty=params.repetition_penalty, presence_penalty=params.presence_penalty,
-                frequency_penalty=params.frequency_penalty, seed=params.seed, logit_bias=params.logit_bias,
-            ), self.engine.model.config.vocab_size, prompt_ids)
+            decoding = Decoding(
+                np.asarray(prompt_ids, np.int64), self.engine.model.config.vocab_size, max_new_tokens=max_tokens,
+                sampling=self.settings.defaults.sampling_params(**params.sampling),
+                stop_token_ids=() if params.ignore_eos else self.eos_ids, logprobs=params.logprobs)
         except ValueError as e:  # e.g. a logit_bias id outside the vocabulary
-            raise APIError(400, str(e), param="logit_bias" if "logit_bias" in str(e) else None) from None
+            name = next((k for k in params.sampling if k in str(e)), None)
+            raise APIError(400, str(e), param=name) from None
         seq = Sequence(
-            prompt_ids=np.asarray(prompt_ids, np.int64), max_tokens=max_tokens, sampler=sampler,
-            stop_token_ids=frozenset() if params.ignore_eos else self.eos_ids,
+            decoding=decoding,
             on_token=lambda t: loop.call_soon_threadsafe(events.put_nowait, ("token", t)),
             on_finish=lambda r: loop.call_soon_threadsafe(events.put_nowait, ("finish", r)),
         )
@@ -123,12 +125,50 @@ class Server:
                 seq.finish_reason = value
                 yield text.finish()
                 return
+            seq.passed += 1
             yield text.add(value)
             if text.stopped:
                 seq.cancel()  # the engine drops it at its next step; later tokens are ignored
                 seq.finish_reason = "stop"
                 yield text.finish()
                 return
+
+    # ---- log-probabilities ------------------------------------------------------------------------
+
+    def _token(self, token_id: int) -> tuple[str, list[int]]:
+        entry = self._tokens.get(token_id)
+        if entry is None:
+            raw = self.tokenizer.token_bytes(token_id)
+            entry = self._tokens[token_id] = (raw.decode("utf-8", errors="replace"), list(raw))
+        return entry
+
+    def chat_logprobs(self, items: list[TokenLogprob]) -> list[dict[str, Any]]:
+        """OpenAI's chat `logprobs.content` entries."""
+        out = []
+        for item in items:
+            token, raw = self._token(item.token)
+            top = [{"token": t, "logprob": lp, "bytes": b}
+                   for (t, b), lp in ((self._token(i), lp) for i, lp in item.top)]
+            out.append({"token": token, "logprob": item.logprob, "bytes": raw, "top_logprobs": top})
+        return out
+
+    def completion_logprobs(self, items: list[TokenLogprob], offset: int, want_top: bool) -> dict[str, Any]:
+        """OpenAI's legacy completions `logprobs` object; offsets count characters from `offset`."""
+        tokens, offsets = [], []
+        for item in items:
+            offsets.append(offset)
+            token = self._token(item.token)[0]
+            tokens.append(token)
+            offset += len(token)
+        return {"tokens": tokens, "token_logprobs": [i.logprob for i in items],
+                "top_logprobs": [{self._token(t)[0]: lp for t, lp in i.top} for i in items] if want_top else None,
+                "text_offset": offsets}
+
+    @staticmethod
+    def new_logprobs(seq: Sequence, start: int) -> list[TokenLogprob]:
+        """The log-probabilities of the tokens the consumer took since `start`."""
+        items = seq.decoding.logprobs
+        return [] if items is None else items[start : seq.passed]
 
     # ---- routes ---------------------------------------------------------------------------------
 
@@ -180,10 +220,18 @@ class Server:
                     reason = "tool_calls"
             return message, reason
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        def logprobs_of(start: int) -> dict[str, Any] | None:
+            if req.params.logprobs is None:
+                return None
+            return {"content": self.chat_logprobs(self.new_logprobs(seq, start))}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: dict | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            if logprobs is not None:
+                choice["logprobs"] = logprobs
             return "data: " + json.dumps({
                 "id": ident, "object": "chat.completion.chunk", "created": created, "model": req.params.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, ensure_ascii=False) + "\n\n"
+                "choices": [choice]}, ensure_ascii=False) + "\n\n"
 
         if not req.params.stream:
             try:
@@ -197,20 +245,22 @@ class Server:
             self._log(request, 200, seq, started)
             return JSONResponse({
                 "id": ident, "object": "chat.completion", "created": created, "model": req.params.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}],
+                "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": logprobs_of(0)}],
                 "usage": protocol.usage(len(prompt), self._completion_tokens(seq))})
 
         async def sse() -> AsyncIterator[str]:
             try:
                 yield chunk({"role": "assistant", "content": ""})
+                sent = 0  # tokens whose logprobs went out: with the first delta after them
                 async for _ in self.run(seq, events, text):
                     for kind, value in text.take_deltas():
-                        yield chunk(delta_of(kind, value))
+                        yield chunk(delta_of(kind, value), logprobs=logprobs_of(sent))
+                        sent = seq.passed
                 if seq.finish_reason == FINISH_ERROR:
                     yield self._error_event()
                     return
                 _, reason = final_message()
-                yield chunk({}, reason)
+                yield chunk({}, reason, logprobs_of(sent) if sent < seq.passed else None)
                 if req.params.include_usage:
                     yield "data: " + json.dumps({
                         "id": ident, "object": "chat.completion.chunk", "created": created,
@@ -234,9 +284,14 @@ class Server:
         ident, created = protocol.new_id("cmpl"), protocol.now()
         started = time.perf_counter()
 
-        def body(choice_text: str, finish: str | None) -> dict[str, Any]:
+        def body(choice_text: str, finish: str | None, logprobs: dict | None = None) -> dict[str, Any]:
             return {"id": ident, "object": "text_completion", "created": created, "model": params.model,
-                    "choices": [{"index": 0, "text": choice_text, "logprobs": None, "finish_reason": finish}]}
+                    "choices": [{"index": 0, "text": choice_text, "logprobs": logprobs, "finish_reason": finish}]}
+
+        def logprobs_of(start: int, offset: int) -> dict[str, Any] | None:
+            if params.logprobs is None:
+                return None
+            return self.completion_logprobs(self.new_logprobs(seq, start), offset, params.logprobs > 0)
 
         if not params.stream:
             try:
@@ -247,19 +302,23 @@ class Server:
             if seq.finish_reason == FINISH_ERROR:
                 raise APIError(500, "generation failed")
             self._log(request, 200, seq, started)
-            out = body(text.text, seq.finish_reason)
+            out = body(text.text, seq.finish_reason, logprobs_of(0, 0))
             out["usage"] = protocol.usage(len(prompt), self._completion_tokens(seq))
             return JSONResponse(out)
 
         async def sse() -> AsyncIterator[str]:
             try:
+                sent, offset = 0, 0
                 async for piece in self.run(seq, events, text):
                     if piece:
-                        yield "data: " + json.dumps(body(piece, None), ensure_ascii=False) + "\n\n"
+                        yield "data: " + json.dumps(body(piece, None, logprobs_of(sent, offset)),
+                                                    ensure_ascii=False) + "\n\n"
+                        sent, offset = seq.passed, offset + len(piece)
                 if seq.finish_reason == FINISH_ERROR:
                     yield self._error_event()
                     return
-                yield "data: " + json.dumps(body("", seq.finish_reason)) + "\n\n"
+                rest = logprobs_of(sent, offset) if sent < seq.passed else None
+                yield "data: " + json.dumps(body("", seq.finish_reason, rest), ensure_ascii=False) + "\n\n"
                 if params.include_usage:
                     last = body("", None)
                     last["choices"] = []
@@ -279,9 +338,8 @@ class Server:
 
     @staticmethod
     def _completion_tokens(seq: Sequence) -> int:
-        # the eos token that ended the sequence is not part of the completion
-        n = len(seq.generated)
-        return n - 1 if n and seq.generated[-1] in seq.stop_token_ids else n
+        # as the library counts them (and vLLM): a final stop token included
+        return seq.decoding.completion_tokens
 
     def _log(self, request: Request, status: int, seq: Sequence | None, started: float) -> None:
         tokens = self._completion_tokens(seq) if seq is not None else 0

@@ -15,13 +15,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..decoding import FINISH_ERROR, Decoding
 from ..model import KVCache, Model
-from ..sampling import Sampler
 
-FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
 FINISH_CANCELLED = "cancelled"
-FINISH_ERROR = "error"
 
 
 class QueueFull(RuntimeError):
@@ -30,19 +27,17 @@ class QueueFull(RuntimeError):
 
 @dataclass(eq=False)
 class Sequence:
-    """One request as the engine sees it. The callbacks run on the engine thread."""
+    """One request as the engine sees it: its Decoding (sampler, limits, stop ids, tokens) and where
+    its tokens go. The callbacks run on the engine thread."""
 
-    prompt_ids: np.ndarray
-    max_tokens: int
-    sampler: Sampler
-    stop_token_ids: frozenset
+    decoding: Decoding
     on_token: Callable[[int], None]
     on_finish: Callable[[str], None]
-    generated: list = field(default_factory=list)
     cache: KVCache | None = None
     prefill_seconds: float = 0.0
     done: bool = False
     finish_reason: str | None = None  # set by the consumer from the finish event (or a stop string)
+    passed: int = 0  # tokens the consumer took into its text (later ones came after a stop string)
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
@@ -126,20 +121,22 @@ class BatchEngine:
         try:
             start = time.perf_counter()
             seq.cache = self.model.new_cache()
-            logits = self.model.forward(seq.prompt_ids, seq.cache)
+            logits = self.model.forward(seq.decoding.prompt_ids, seq.cache)
             seq.prefill_seconds = time.perf_counter() - start
             self._accept(seq, logits)
         except Exception:  # noqa: BLE001 - a request must never take the engine down
             self._finish(seq, FINISH_ERROR)
 
     def _step(self) -> None:
-        batch = [s for s in self._active if not s.cancelled]
-        for s in self._active:
+        batch = []
+        for s in self._active:  # each flag read once: a cancel landing now waits for the next step
             if s.cancelled:
                 self._finish(s, FINISH_CANCELLED)
+            elif not s.done:
+                batch.append(s)
         if not batch:
             return
-        logits = self.model.forward_batch([[s.generated[-1]] for s in batch], [s.cache for s in batch])
+        logits = self.model.forward_batch([[s.decoding.last_token] for s in batch], [s.cache for s in batch])
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
         for s, row in zip(batch, logits):
@@ -149,15 +146,12 @@ class BatchEngine:
                 self._finish(s, FINISH_ERROR)
 
     def _accept(self, seq: Sequence, logits: np.ndarray) -> None:
-        token = seq.sampler.sample(logits)
-        seq.sampler.accept(token)
-        seq.generated.append(token)
-        if token in seq.stop_token_ids:
-            self._finish(seq, FINISH_STOP)
-            return
-        seq.on_token(token)
-        if len(seq.generated) >= seq.max_tokens:
-            self._finish(seq, FINISH_LENGTH)
+        decoding = seq.decoding
+        token = decoding.accept(logits)
+        if decoding.stop_token is None:  # stop tokens are not passed on
+            seq.on_token(token)
+        if decoding.finished:
+            self._finish(seq, decoding.finish_reason)
 
     @staticmethod
     def _finished(seq: Sequence) -> bool:

@@ -52,23 +52,25 @@ def _int(body: dict, name: str, lo: int, default: int | None = None) -> int | No
 
 @dataclass
 class CompletionParams:
-    """What both endpoints share: limits, sampling and stop conditions."""
+    """What both endpoints share: limits, sampling and stop conditions. `sampling` holds only the sampling
+    fields the request set (SamplingParams names); the rest come from the server's defaults."""
 
     model: str
     max_tokens: int | None
-    temperature: float
-    top_p: float
-    top_k: int
-    seed: int | None
-    presence_penalty: float
-    frequency_penalty: float
+    sampling: dict[str, Any]
     stop: list[str]
     stream: bool
     include_usage: bool
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    logit_bias: dict[int, float] | None = None
+    logprobs: int | None = None  # top alternatives per token (0: the chosen token's only); None: off
     ignore_eos: bool = False  # vLLM's extension, for benchmarks
+
+
+# OpenAI fields this server does not implement, with the values that ask for nothing (accepted)
+UNSUPPORTED = {
+    "echo": (False, None), "suffix": (None, ""), "best_of": (None, 1), "response_format": (None, {"type": "text"}),
+    "functions": (None,), "function_call": (None,), "audio": (None,), "modalities": (None, ["text"]),
+    "prediction": (None,), "service_tier": (None, "auto", "default"),
+}
 
 
 def parse_common(body: Any, served_model: str) -> CompletionParams:
@@ -100,9 +102,8 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
     if not isinstance(options, dict):
         raise _bad("stream_options", "must be an object")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise _bad("seed", "must be an integer")
-    top_k = _int(body, "top_k", 0, 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64):
+        raise _bad("seed", "must be a 64-bit integer")
     logit_bias = body.get("logit_bias")
     if logit_bias is not None:
         if not isinstance(logit_bias, dict) or len(logit_bias) > 300:
@@ -115,25 +116,34 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
                 raise _bad("logit_bias", f"biases must be numbers between -100 and 100, got {value!r}")
             parsed[int(key)] = float(value)
         logit_bias = parsed or None
+    for name, off in UNSUPPORTED.items():
+        if name in body and body[name] not in off:
+            raise _bad(name, "is not supported by this server")
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise _bad("ignore_eos", "must be a boolean")
+    top_p = _number(body, "top_p", 0.0, 1.0, None)
+    if top_p == 0.0:
+        raise _bad("top_p", "must be greater than 0 (use temperature 0 for greedy decoding)")
+    sampling = {
+        "temperature": _number(body, "temperature", 0.0, 2.0, None),
+        "top_p": top_p,
+        "top_k": None if body.get("top_k") == -1 else _int(body, "top_k", 0, None),  # -1: off, as vLLM
+        "min_p": _number(body, "min_p", 0.0, 1.0, None),
+        "repetition_penalty": _number(body, "repetition_penalty", 0.01, 100.0, None),
+        "presence_penalty": _number(body, "presence_penalty", -2.0, 2.0, None),
+        "frequency_penalty": _number(body, "frequency_penalty", -2.0, 2.0, None),
+        "seed": seed,
+        "logit_bias": logit_bias,
+    }
     return CompletionParams(
         model=model,
         max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
-        top_p=_number(body, "top_p", 0.0, 1.0, 1.0) or 1.0,
-        top_k=top_k,
-        seed=seed,
-        presence_penalty=_number(body, "presence_penalty", -2.0, 2.0, 0.0),
-        frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0, 0.0),
+        sampling={k: v for k, v in sampling.items() if v is not None},
         stop=stop,
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
         ignore_eos=ignore_eos,
-        min_p=_number(body, "min_p", 0.0, 1.0, 0.0),
-        repetition_penalty=_number(body, "repetition_penalty", 0.01, 100.0, 1.0),
-        logit_bias=logit_bias,
     )
 
 
@@ -217,6 +227,16 @@ def parse_chat(body: Any, served_model: str) -> ChatRequest:
     if not isinstance(thinking, bool):
         raise _bad("chat_template_kwargs.enable_thinking", "must be a boolean")
     extra = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
+    wants = body.get("logprobs", False)
+    if wants is not None and not isinstance(wants, bool):
+        raise _bad("logprobs", "must be a boolean")
+    top = _int(body, "top_logprobs", 0, None)
+    if top is not None:
+        if top > 20:
+            raise _bad("top_logprobs", f"must be between 0 and 20, got {top}")
+        if not wants:
+            raise _bad("top_logprobs", "needs logprobs: true")
+    params.logprobs = (top or 0) if wants else None
     return ChatRequest(params, messages, tools or None, thinking, extra)
 
 
@@ -227,6 +247,10 @@ def parse_completion(body: Any, served_model: str) -> tuple[CompletionParams, st
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt:
         raise _bad("prompt", "must be a non-empty string")
+    top = _int(body, "logprobs", 0, None)
+    if top is not None and top > 20:
+        raise _bad("logprobs", f"must be between 0 and 20, got {top}")
+    params.logprobs = top
     return params, prompt
 
 
