@@ -45,10 +45,10 @@ def kept_and_weights(w, *, temperature, top_k=0, top_p=1.0, min_p=0.0):
     if top_p < 1.0:
         ids = np.flatnonzero(keep)
         mass = e[ids].astype(np.float64).sum()
-        order = ids[np.argsort(-w[ids], kind="stable")]
+        order = ids[np.argsort(-e[ids], kind="stable")]
         running = np.cumsum(e[order].astype(np.float64))
         n = int(np.argmax(running >= top_p * mass)) if (running >= top_p * mass).any() else len(order) - 1
-        keep &= w >= w[order[n]]
+        keep &= e >= e[order[n]]
     if min_p > 0.0:
         keep &= e >= np.float32(min_p)
     return keep, e

@@ -49,6 +49,15 @@ struct KernelTable {
   // out[i] = exp((x[i] - shift) * scale) for x[i] <= shift, exactly 0 where the exponent is below
   // -87 (or -inf: masked tokens); returns the sum of out in double. The sampler's softmax numerator.
   double (*exp_shifted_f32)(const float* x, int64_t n, float shift, float scale, float* out);
+  // out[j] = the sum of the x[i] >= thresholds[j], for j < k, 1 <= k <= 8 (x >= 0: the sampler's weights).
+  // The mass above several cut-offs in one pass: how top-p brackets its threshold.
+  void (*sums_at_least_f32)(const float* x, int64_t n, const float* thresholds, int64_t k, double* out);
+  // The largest x[i] (-inf for n = 0), copying x to copy_to when it is not null; *all_finite says
+  // whether every x[i] was finite (no NaN, no infinity). The sampler's first pass over the logits.
+  float (*max_f32)(const float* x, int64_t n, float* copy_to, bool* all_finite);
+  // Writes the indices i with lo <= x[i] < hi, ascending, to out; returns how many (out has room for n).
+  // How the sampler gathers top-k's tokens and the tokens of top-p's bracket.
+  int64_t (*find_in_range_f32)(const float* x, int64_t n, float lo, float hi, int32_t* out);
 };
 
 // Exact scalar half <-> float conversions (round to nearest even), shared by the references.

@@ -2,8 +2,13 @@
 // everything in it has internal linkage and uses no inline library templates, so no AVX2 code can
 // leak into the paths a CPU without AVX2 runs.
 #include <immintrin.h>
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "avx2_common.h"
@@ -381,13 +386,108 @@ double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, floa
   return sum;
 }
 
+// float partial sums per 64 elements (8 vectors), then double; K thresholds kept in registers
+template <int K>
+void sums_at_least_k(const float* x, int64_t n, const float* thresholds, double* out) {
+  __m256 t[K];
+  double tot[K];
+  for (int j = 0; j < K; ++j) t[j] = _mm256_set1_ps(thresholds[j]), tot[j] = 0.0;
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    __m256 acc[K];
+    for (int j = 0; j < K; ++j) acc[j] = _mm256_setzero_ps();
+    for (int v = 0; v < 8; ++v) {
+      const __m256 xv = _mm256_loadu_ps(x + i + 8 * v);
+      for (int j = 0; j < K; ++j)
+        acc[j] = _mm256_add_ps(acc[j], _mm256_and_ps(xv, _mm256_cmp_ps(xv, t[j], _CMP_GE_OQ)));
+    }
+    for (int j = 0; j < K; ++j) {
+      const __m256d d = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(acc[j])),
+                                      _mm256_cvtps_pd(_mm256_extractf128_ps(acc[j], 1)));
+      const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(d), _mm256_extractf128_pd(d, 1));
+      tot[j] += _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    }
+  }
+  for (; i < n; ++i)
+    for (int j = 0; j < K; ++j)
+      if (x[i] >= thresholds[j]) tot[j] += double(x[i]);
+  for (int j = 0; j < K; ++j) out[j] = tot[j];
+}
+
+void sums_at_least_f32(const float* x, int64_t n, const float* thresholds, int64_t k, double* out) {
+  switch (k) {
+    case 1: return sums_at_least_k<1>(x, n, thresholds, out);
+    case 2: return sums_at_least_k<2>(x, n, thresholds, out);
+    case 3: return sums_at_least_k<3>(x, n, thresholds, out);
+    case 4: return sums_at_least_k<4>(x, n, thresholds, out);
+    case 5: return sums_at_least_k<5>(x, n, thresholds, out);
+    case 6: return sums_at_least_k<6>(x, n, thresholds, out);
+    case 7: return sums_at_least_k<7>(x, n, thresholds, out);
+    default: return sums_at_least_k<8>(x, n, thresholds, out);
+  }
+}
+
+float max_f32(const float* x, int64_t n, float* copy_to, bool* all_finite) {
+  __m256 m0 = _mm256_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
+  __m256 chk = _mm256_setzero_ps();  // sums x - x: 0 while every x is finite, NaN after a NaN or inf
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    if (copy_to) _mm256_storeu_ps(copy_to + i, a), _mm256_storeu_ps(copy_to + i + 8, b);
+    m0 = _mm256_max_ps(m0, a);
+    m1 = _mm256_max_ps(m1, b);
+    chk = _mm256_add_ps(chk, _mm256_add_ps(_mm256_sub_ps(a, a), _mm256_sub_ps(b, b)));
+  }
+  float lanes[8], checks[8];
+  _mm256_storeu_ps(lanes, _mm256_max_ps(m0, m1));
+  _mm256_storeu_ps(checks, chk);
+  float m = lanes[0];
+  bool finite = true;
+  for (int j = 0; j < 8; ++j) m = lanes[j] > m ? lanes[j] : m, finite = finite && checks[j] == 0.0f;
+  for (; i < n; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    if (x[i] > m) m = x[i];
+    if (copy_to) copy_to[i] = x[i];
+  }
+  *all_finite = finite;
+  return m;
+}
+
+inline int lowest_bit(unsigned bits) {
+#if defined(_MSC_VER)
+  unsigned long j;
+  _BitScanForward(&j, bits);
+  return int(j);
+#else
+  return __builtin_ctz(bits);
+#endif
+}
+
+int64_t find_in_range_f32(const float* x, int64_t n, float lo, float hi, int32_t* out) {
+  const __m256 l = _mm256_set1_ps(lo), h = _mm256_set1_ps(hi);
+  int64_t m = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    unsigned bits = unsigned(_mm256_movemask_ps(
+        _mm256_and_ps(_mm256_cmp_ps(v, l, _CMP_GE_OQ), _mm256_cmp_ps(v, h, _CMP_LT_OQ))));
+    while (bits) {  // most vectors hold none: one test each
+      const int j = lowest_bit(bits);
+      out[m++] = int32_t(i + j);
+      bits &= bits - 1;
+    }
+  }
+  for (; i < n; ++i)
+    if (x[i] >= lo && x[i] < hi) out[m++] = int32_t(i);
+  return m;
+}
+
 }  // namespace
 
 const KernelTable* avx2_table() {
   static const KernelTable table = {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2,
-      bf16_to_f32, f16_to_f32, exp_shifted_f32,
+      bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
   };
   return &table;
 }

@@ -4,6 +4,7 @@
 // only when CPUID and XCR0 report AVX-512 F/BW/VL.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "dispatch.h"
@@ -72,6 +73,43 @@ float dot_f32(const float* a, const float* b, int64_t n) { return avx2_table()->
 void axpy_f32(float a, const float* x, float* y, int64_t n) { avx2_table()->axpy_f32(a, x, y, n); }
 void softmax_f32(float* x, int64_t n) { avx2_table()->softmax_f32(x, n); }
 
+// The sampler's mass above K cut-offs: a compare into a mask and a masked add per cut-off and 16
+// elements; float partial sums per 128 elements, then double.
+template <int K>
+void sums_at_least_k(const float* x, int64_t n, const float* thresholds, double* out) {
+  __m512 t[K];
+  double tot[K];
+  for (int j = 0; j < K; ++j) t[j] = _mm512_set1_ps(thresholds[j]), tot[j] = 0.0;
+  int64_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    __m512 acc[K];
+    for (int j = 0; j < K; ++j) acc[j] = _mm512_setzero_ps();
+    for (int v = 0; v < 8; ++v) {
+      const __m512 xv = _mm512_loadu_ps(x + i + 16 * v);
+      for (int j = 0; j < K; ++j)
+        acc[j] = _mm512_mask_add_ps(acc[j], _mm512_cmp_ps_mask(xv, t[j], _CMP_GE_OQ), acc[j], xv);
+    }
+    for (int j = 0; j < K; ++j) {
+      const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(acc[j])),
+                                      _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[j]), 1))));
+      tot[j] += _mm512_reduce_add_pd(d);
+    }
+  }
+  for (; i < n; ++i)
+    for (int j = 0; j < K; ++j)
+      if (x[i] >= thresholds[j]) tot[j] += double(x[i]);
+  for (int j = 0; j < K; ++j) out[j] = tot[j];
+}
+
+void sums_at_least_f32(const float* x, int64_t n, const float* thresholds, int64_t k, double* out) {
+  if (k == 1) return sums_at_least_k<1>(x, n, thresholds, out);
+  for (int64_t j = 0; j < k; j += 8) {  // 8 cut-offs per pass (the top-p bracket uses exactly 8)
+    const int64_t m = std::min<int64_t>(8, k - j);
+    if (m == 8) sums_at_least_k<8>(x, n, thresholds + j, out + j);
+    else for (int64_t q = 0; q < m; ++q) sums_at_least_k<1>(x, n, thresholds + j + q, out + j + q);
+  }
+}
+
 constexpr int kRowsPerTile = 6;
 #include "kernels_simd.inc"
 
@@ -86,6 +124,7 @@ const KernelTable* avx512_table() {
     t.matmul_f32 = matmul_f32;
     t.matmul_bf16 = matmul_bf16;
     t.matmul_f16 = matmul_f16;
+    t.sums_at_least_f32 = sums_at_least_f32;
     return t;
   }();
   return &table;

@@ -3,7 +3,9 @@
 // file.
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "kernels.h"
 
@@ -206,6 +208,66 @@ double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, floa
   return sum;
 }
 
+void sums_at_least_f32(const float* x, int64_t n, const float* thresholds, int64_t k, double* out) {
+  // float partial sums per 32 elements (8 vectors), then double, 8 thresholds per pass
+  float32x4_t t[8];
+  double tot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t j = 0; j < k; ++j) t[j] = vdupq_n_f32(thresholds[j]);
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    float32x4_t acc[8];
+    for (int64_t j = 0; j < k; ++j) acc[j] = vdupq_n_f32(0.0f);
+    for (int v = 0; v < 8; ++v) {
+      const float32x4_t xv = vld1q_f32(x + i + 4 * v);
+      for (int64_t j = 0; j < k; ++j)
+        acc[j] = vaddq_f32(acc[j], vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(xv), vcgeq_f32(xv, t[j]))));
+    }
+    for (int64_t j = 0; j < k; ++j)
+      tot[j] += vaddvq_f64(vaddq_f64(vcvt_f64_f32(vget_low_f32(acc[j])), vcvt_high_f64_f32(acc[j])));
+  }
+  for (; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j)
+      if (x[i] >= thresholds[j]) tot[j] += double(x[i]);
+  for (int64_t j = 0; j < k; ++j) out[j] = tot[j];
+}
+
+float max_f32(const float* x, int64_t n, float* copy_to, bool* all_finite) {
+  float32x4_t m0 = vdupq_n_f32(-std::numeric_limits<float>::infinity()), m1 = m0;
+  float32x4_t chk = vdupq_n_f32(0.0f);  // sums x - x: 0 while every x is finite, NaN after a NaN or inf
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const float32x4_t a = vld1q_f32(x + i), b = vld1q_f32(x + i + 4);
+    if (copy_to) vst1q_f32(copy_to + i, a), vst1q_f32(copy_to + i + 4, b);
+    m0 = vmaxq_f32(m0, a);
+    m1 = vmaxq_f32(m1, b);
+    chk = vaddq_f32(chk, vaddq_f32(vsubq_f32(a, a), vsubq_f32(b, b)));
+  }
+  float m = vmaxvq_f32(vmaxq_f32(m0, m1));  // NaN if a NaN was seen: caught by the check anyway
+  bool finite = vmaxvq_f32(vabsq_f32(chk)) == 0.0f && !std::isnan(vaddvq_f32(chk));
+  for (; i < n; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    if (x[i] > m) m = x[i];
+    if (copy_to) copy_to[i] = x[i];
+  }
+  *all_finite = finite;
+  return m;
+}
+
+int64_t find_in_range_f32(const float* x, int64_t n, float lo, float hi, int32_t* out) {
+  const float32x4_t l = vdupq_n_f32(lo), h = vdupq_n_f32(hi);
+  int64_t m = 0, i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const float32x4_t v = vld1q_f32(x + i);
+    const uint32x4_t in = vandq_u32(vcgeq_f32(v, l), vcltq_f32(v, h));
+    if (vmaxvq_u32(in) == 0) continue;  // most vectors hold none: one test each
+    for (int j = 0; j < 4; ++j)
+      if (x[i + j] >= lo && x[i + j] < hi) out[m++] = int32_t(i + j);
+  }
+  for (; i < n; ++i)
+    if (x[i] >= lo && x[i] < hi) out[m++] = int32_t(i);
+  return m;
+}
+
 }  // namespace
 
 const KernelTable* neon_table() {
@@ -213,7 +275,7 @@ const KernelTable* neon_table() {
       "neon",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32,
       nullptr,  // attend_f16: the f16 cache is widened into scratch for attend_f32
-      bf16_to_f32, f16_to_f32, exp_shifted_f32,
+      bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
   };
   return &table;
 }

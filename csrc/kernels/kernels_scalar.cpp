@@ -1,6 +1,7 @@
 // Scalar reference kernels: the fallback on any CPU and the oracle the SIMD variants are tested
 // against. Plain loops in the order the math is written.
 #include <cmath>
+#include <limits>
 #include <cstring>
 
 #include "kernels.h"
@@ -141,6 +142,31 @@ double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, floa
   return sum;
 }
 
+void sums_at_least_f32(const float* x, int64_t n, const float* thresholds, int64_t k, double* out) {
+  for (int64_t j = 0; j < k; ++j) out[j] = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) out[j] += x[i] >= thresholds[j] ? double(x[i]) : 0.0;
+}
+
+float max_f32(const float* x, int64_t n, float* copy_to, bool* all_finite) {
+  float m = -std::numeric_limits<float>::infinity();
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    if (x[i] > m) m = x[i];
+    if (copy_to) copy_to[i] = x[i];
+  }
+  *all_finite = finite;
+  return m;
+}
+
+int64_t find_in_range_f32(const float* x, int64_t n, float lo, float hi, int32_t* out) {
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] >= lo && x[i] < hi) out[m++] = int32_t(i);
+  return m;
+}
+
 void attend_f32(const float* q, int64_t G, int64_t D, const float* k, const float* v,
                 int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
                 float* out) {
@@ -191,7 +217,7 @@ const KernelTable& scalar_table() {
   static const KernelTable table = {
       "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16,
-      bf16_to_f32, f16_to_f32,  exp_shifted_f32,
+      bf16_to_f32, f16_to_f32,  exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
   };
   return table;
 }

@@ -1,6 +1,8 @@
-// The sampler of sampling.h. Thresholds are found by a three-level radix select over the logits'
-// order-preserving integer keys (histograms of count or probability mass), so top-k and top-p cost a
-// few linear passes instead of a sort of the vocabulary; exp is a polynomial the compiler vectorises.
+// The sampler of sampling.h, with no sort of the vocabulary. Top-k gathers the tokens at or above its
+// threshold (a pivot from a strided sample, then a selection among the few above it); the kept set is
+// then {t : e[t] >= threshold} over those (e: the softmax numerators), where top-p brackets its
+// threshold with one vectorised pass of the mass above 8 cut-offs and a radix select over the tokens
+// in the bracket; the draw skips whole blocks by their kept mass.
 // Built without mul+add contraction (CMakeLists.txt) so the penalties round like the numpy reference.
 #include "sampling.h"
 
@@ -161,26 +163,10 @@ void Sampler::rollback_output(int64_t keep) {
 float Sampler::prepare(const float* logits, const int64_t* banned, int64_t n_banned, const uint32_t* allowed) {
   const int64_t V = vocab_;
   float* w = w_.data();
-  // copy, check and take the max in one pass (eight accumulators: no loop-carried dependency)
-  float m[8];
-  bool bad = false;
-  for (int j = 0; j < 8; ++j) m[j] = kNegInf;
-  int64_t t = 0;
-  for (; t + 8 <= V; t += 8) {
-    for (int j = 0; j < 8; ++j) {
-      const float v = logits[t + j];
-      w[t + j] = v;
-      bad |= !(v - v == 0.0f);  // NaN or +-inf
-      m[j] = v > m[j] ? v : m[j];
-    }
-  }
-  for (; t < V; ++t) {
-    const float v = logits[t];
-    w[t] = v;
-    bad |= !(v - v == 0.0f);
-    m[0] = v > m[0] ? v : m[0];
-  }
-  if (bad) throw SamplingError("logits contain NaN or infinite values");
+  const auto& k = kernels::active();
+  bool finite;
+  float wmax = k.max_f32(logits, V, w, &finite);  // copy, check and take the max in one pass
+  if (!finite) throw SamplingError("logits contain NaN or infinite values");
   const SamplerConfig& c = config_;
   bool edited = false;
   if (c.repetition_penalty != 1.0f) {
@@ -206,14 +192,7 @@ float Sampler::prepare(const float* logits, const int64_t* banned, int64_t n_ban
     }
     edited = true;
   }
-  if (edited) {
-    for (int j = 0; j < 8; ++j) m[j] = kNegInf;
-    for (t = 0; t + 8 <= V; t += 8)
-      for (int j = 0; j < 8; ++j) m[j] = w[t + j] > m[j] ? w[t + j] : m[j];
-    for (; t < V; ++t) m[0] = w[t] > m[0] ? w[t] : m[0];
-  }
-  float wmax = m[0];
-  for (int j = 1; j < 8; ++j) wmax = m[j] > wmax ? m[j] : wmax;
+  if (edited) wmax = k.max_f32(w, V, nullptr, &finite);
   if (wmax == kNegInf) throw SamplingError("every token is masked: nothing can be sampled");
   return wmax;
 }
@@ -225,95 +204,142 @@ int64_t Sampler::first_equal(float value) const {
   return 0;
 }
 
-namespace {
-
-double masked_sum(const float* e, const int32_t* idx, int64_t n) {
-  double acc[4] = {0, 0, 0, 0};
-  int64_t j = 0;
-  if (idx) {
-    for (; j < n; ++j) acc[0] += double(e[idx[j]]);
+void Sampler::gather_top_k() {
+  // The tokens at or above the k-th largest w, in id order. A strided sample of w gives a pivot with
+  // about 1.5 k + 64 tokens expected at or above it: one branch-free pass gathers those, and the k-th
+  // largest is selected among them. Should the sample mislead (fewer than k at or above the pivot),
+  // a radix select over the whole row decides.
+  const int64_t V = vocab_, K = config_.top_k;
+  const float* w = w_.data();
+  const int64_t S = std::min<int64_t>(V, 4096), stride = V / S;
+  std::vector<float>& sample = pivot_scratch_;
+  sample.resize(size_t(S));
+  for (int64_t i = 0; i < S; ++i) sample[size_t(i)] = w[i * stride];
+  const int64_t r = std::min<int64_t>(S, int64_t(std::ceil((1.5 * double(K) + 64.0) * double(S) / double(V))));
+  std::nth_element(sample.begin(), sample.begin() + (r - 1), sample.end(), std::greater<float>());
+  const float pivot = sample[size_t(r - 1)];
+  if (int64_t(dom_ids_.size()) < V) dom_ids_.resize(size_t(V)), dom_w_.resize(size_t(V));  // grown once
+  int32_t* ids = dom_ids_.data();
+  float* vals = dom_w_.data();
+  const auto& k = kernels::active();
+  int64_t n = k.find_in_range_f32(w, V, pivot, std::numeric_limits<float>::infinity(), ids);
+  for (int64_t i = 0; i < n; ++i) vals[i] = w[ids[i]];
+  float tau;
+  if (n >= K) {
+    sample.assign(vals, vals + n);
+    std::nth_element(sample.begin(), sample.begin() + (K - 1), sample.end(), std::greater<float>());
+    tau = sample[size_t(K - 1)];
   } else {
-    for (; j + 4 <= n; j += 4)
-      for (int k = 0; k < 4; ++k) acc[k] += double(e[j + k]);
-    for (; j < n; ++j) acc[0] += double(e[j]);
+    if (int64_t(keys_.size()) < V) keys_.resize(size_t(V));
+    for (int64_t t = 0; t < V; ++t) keys_[size_t(t)] = float_key(w[t]);
+    tau = key_float(select_threshold(keys_.data(), nullptr, V, 0, double(K), [](int64_t) { return 1.0; },
+                                     scratch_, scratch2_));
+    n = k.find_in_range_f32(w, V, tau, std::numeric_limits<float>::infinity(), ids);
+    for (int64_t i = 0; i < n; ++i) vals[i] = w[ids[i]];
   }
-  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  int64_t m = 0;  // keep w >= tau (ties kept), in id order
+  for (int64_t i = 0; i < n; ++i) ids[m] = ids[i], vals[m] = vals[i], m += vals[i] >= tau;
+  dom_n_ = m;
+  dom_mapped_ = true;
 }
 
-}  // namespace
+float Sampler::top_p_threshold(const float* e, int64_t n, double mass, double target) {
+  const auto& k = kernels::active();
+  // Bracket the threshold, mass(e >= hi) = above < target <= mass(e >= lo), with the mass above 8
+  // cut-offs in one vectorised pass, placed around an estimate from a strided sample (widened to
+  // fixed cut-offs when the estimate misses); then gather the bracket's weights and narrow it again
+  // over those alone (8 cut-offs spread evenly in log); then select exactly among what is left.
+  if (int64_t(cand_.size()) < n) cand_.resize(size_t(n)), bracket_.resize(size_t(n));  // grown once
+  const int64_t S = std::max<int64_t>(1, std::min<int64_t>(1024, n / 16)), stride = n / S;
+  std::vector<float>& sample = pivot_scratch_;
+  sample.resize(size_t(S));
+  double sample_mass = 0.0;
+  for (int64_t i = 0; i < S; ++i) sample[size_t(i)] = e[i * stride], sample_mass += double(sample[size_t(i)]);
+  std::sort(sample.begin(), sample.end(), std::greater<float>());
+  const double share = target / mass;  // top_p
+  double running = 0.0;
+  float estimate = sample[0];
+  for (float v : sample) {
+    running += double(v);
+    estimate = v;
+    if (running >= share * sample_mass) break;
+  }
+  estimate = std::max(estimate, std::numeric_limits<float>::min() * 16);
+  float cuts[8];
+  for (int q = 0; q < 8; ++q) cuts[q] = std::min(1.5f, estimate * std::exp2(float(3.5 - q) * 0.5f));
+  double sums[8];
+  float lo = std::numeric_limits<float>::min(), hi = 2.0f;  // e <= 1: the top token's is exp(0)
+  double above = 0.0;
+  for (int pass = 0; pass < 2; ++pass) {
+    k.sums_at_least_f32(e, n, cuts, 8, sums);
+    int j = 0;
+    while (j < 8 && sums[j] < target) ++j;
+    if (j > 0) hi = cuts[j - 1], above = sums[j - 1];
+    if (j < 8) {
+      lo = cuts[j];
+      break;
+    }
+    // below every cut-off (the sample missed): fixed cut-offs further down, 8 times 2^-3 apart
+    hi = cuts[7], above = sums[7];
+    for (int q = 0; q < 8; ++q) cuts[q] = std::max(std::numeric_limits<float>::min(), hi * std::exp2(-3.0f * float(q + 1)));
+  }
+  int32_t* ids = cand_.data();
+  float* g = bracket_.data();
+  const int64_t m = k.find_in_range_f32(e, n, lo, hi, ids);
+  for (int64_t i = 0; i < m; ++i) g[i] = e[ids[i]];
+  const double l = std::log(double(lo)), h = std::log(double(hi));
+  for (int q = 0; q < 8; ++q) cuts[q] = float(std::exp(h + (l - h) * double(q + 1) / 9.0));
+  k.sums_at_least_f32(g, m, cuts, 8, sums);
+  int j = 0;
+  while (j < 8 && above + sums[j] < target) ++j;
+  if (j > 0) hi = cuts[j - 1], above += sums[j - 1];
+  if (j < 8) lo = std::max(lo, cuts[j]);
+  // The exact threshold among the bracket's tokens in [lo, hi): a radix select on e's bits
+  // (order-preserving for e >= 0), weighted by e, for the mass still missing.
+  const int64_t found = k.find_in_range_f32(g, m, lo, hi, ids);  // positions in g, ascending
+  const double missing = target - above;
+  if (found == 0 || missing <= 0.0) return found == 0 ? lo : hi;
+  if (int64_t(keys_.size()) < m) keys_.resize(size_t(m));  // grown only: no clearing per call
+  for (int64_t i = 0; i < found; ++i) std::memcpy(&keys_[size_t(ids[i])], &g[ids[i]], 4);
+  const uint32_t bits = select_threshold(keys_.data(), ids, found, 0, missing,
+                                         [g](int64_t i) { return double(g[i]); }, scratch_, scratch2_);
+  float thr;
+  std::memcpy(&thr, &bits, 4);
+  return thr;
+}
 
 void Sampler::filter(float wmax) {
   const SamplerConfig& c = config_;
   const int64_t V = vocab_;
-  const float* w = w_.data();
-  e_.resize(size_t(V));
-  float* e = e_.data();
+  const auto& k = kernels::active();
   // (w - max) / T with 1/T capped: a tiny temperature makes every other token's e exactly 0.
   const float inv_t = float(std::min(1.0 / c.temperature, 1e30));
-  mass_all_ = kernels::active().exp_shifted_f32(w, V, wmax, inv_t, e);
-  kept_.clear();
-  has_list_ = false;
-  const bool use_k = c.top_k > 0 && c.top_k < V;
-  const bool use_p = c.top_p < 1.0;
-  const float min_e = float(c.min_p);
-  if (use_k) {
-    float tau;
-    if (c.top_k <= 4096) {  // min-heap of the k largest: most rows are rejected by one comparison
-      heap_.assign(w, w + c.top_k);
-      std::make_heap(heap_.begin(), heap_.end(), std::greater<float>());
-      for (int64_t t = c.top_k; t < V; ++t) {
-        if (w[t] > heap_.front()) {
-          std::pop_heap(heap_.begin(), heap_.end(), std::greater<float>());
-          heap_.back() = w[t];
-          std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
-        }
-      }
-      tau = heap_.front();
-    } else {
-      keys_.resize(size_t(V));
-      for (int64_t t = 0; t < V; ++t) keys_[size_t(t)] = float_key(w[t]);
-      tau = key_float(select_threshold(keys_.data(), nullptr, V, 0, double(c.top_k),
-                                       [](int64_t) { return 1.0; }, scratch_, scratch2_));
-    }
-    for (int64_t t = 0; t < V; ++t)
-      if (w[t] >= tau) kept_.push_back(int32_t(t));
-    has_list_ = true;
+  // The domain: every token, or with top-k only those at or above the k-th largest logit (ties kept),
+  // gathered in id order. The kept set is {domain token : e >= thr_}: top-p and min-p raise thr_.
+  if (c.top_k > 0 && c.top_k < V) {
+    gather_top_k();
+  } else {
+    dom_n_ = V;
+    dom_mapped_ = false;
   }
-  if (use_p) {
-    const int32_t* idx = has_list_ ? kept_.data() : nullptr;
-    const int64_t n = has_list_ ? int64_t(kept_.size()) : V;
-    const double mass = has_list_ ? masked_sum(e, idx, n) : mass_all_;
-    // Tokens with e below (1 - top_p) * mass / (2 n) together hold less than the (1 - top_p) tail, so
-    // the nucleus ends above them: only the others are candidates for the threshold.
-    const float bound = float((1.0 - c.top_p) * mass / (2.0 * double(n)));
-    cand_.clear();
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t t = idx ? idx[j] : j;
-      if (e[t] >= bound) cand_.push_back(int32_t(t));
-    }
-    keys_.resize(size_t(V));
-    for (int32_t t : cand_) keys_[size_t(t)] = float_key(w[t]);
-    const float tau = key_float(select_threshold(keys_.data(), cand_.data(), int64_t(cand_.size()), 0,
-                                                 c.top_p * mass, [e](int64_t i) { return double(e[i]); },
-                                                 scratch_, scratch2_));
-    kept_.clear();
-    for (int32_t t : cand_)
-      if (w[t] >= tau) kept_.push_back(t);
-    has_list_ = true;
+  e_.resize(size_t(dom_n_));
+  float* e = e_.data();
+  const double mass = k.exp_shifted_f32(dom_mapped_ ? dom_w_.data() : w_.data(), dom_n_, wmax, inv_t, e);
+  float thr = std::numeric_limits<float>::denorm_min();  // every token with any weight
+  if (c.top_p < 1.0) thr = std::max(thr, top_p_threshold(e, dom_n_, mass, c.top_p * mass));
+  thr = std::max(thr, float(c.min_p));  // e of the top token is 1: min_p is a bound on e
+  float e_top;  // the top token's own e (1, up to the rounding of exp): always kept
+  k.exp_shifted_f32(&wmax, 1, wmax, inv_t, &e_top);
+  thr_ = std::min(thr, e_top);
+  // the kept mass, by blocks: the draw skips whole blocks by these sums
+  const int64_t nblocks = (dom_n_ + kBlock - 1) / kBlock;
+  block_mass_.resize(size_t(nblocks));
+  mass_kept_ = 0.0;
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t start = b * kBlock;
+    k.sums_at_least_f32(e + start, std::min(kBlock, dom_n_ - start), &thr_, 1, &block_mass_[size_t(b)]);
+    mass_kept_ += block_mass_[size_t(b)];
   }
-  if (min_e > 0.0f) {
-    if (has_list_) {
-      size_t k = 0;
-      for (int32_t t : kept_)
-        if (e[t] >= min_e) kept_[k++] = t;
-      kept_.resize(k);
-    } else {
-      for (int64_t t = 0; t < V; ++t)
-        if (e[t] >= min_e) kept_.push_back(int32_t(t));
-      has_list_ = true;
-    }
-  }
-  if (has_list_) std::sort(kept_.begin(), kept_.end());  // the draw walks in id order
 }
 
 int64_t Sampler::sample(const float* logits, double uniform, const int64_t* banned, int64_t n_banned,
@@ -322,33 +348,32 @@ int64_t Sampler::sample(const float* logits, double uniform, const int64_t* bann
   if (config_.temperature == 0.0) return first_equal(wmax);
   filter(wmax);
   const float* e = e_.data();
-  const int32_t* idx = has_list_ ? kept_.data() : nullptr;
-  const int64_t n = has_list_ ? int64_t(kept_.size()) : vocab_;
-  const double mass = has_list_ ? masked_sum(e, idx, n) : mass_all_;
+  const float thr = thr_;
   const double u = uniform >= 0.0 ? uniform : next_uniform();
-  const double target = u * mass;
+  const double target = u * mass_kept_;
   double running = 0.0;
   int64_t last = -1;
-  int64_t j = 0;
-  if (!idx) {  // skip whole blocks first: their sums decide which block holds the draw
-    constexpr int64_t B = 64;
-    for (; j + B <= n; j += B) {
-      double block = masked_sum(e + j, nullptr, B);
-      if (running + block > target) break;
+  for (int64_t b = 0; b < int64_t(block_mass_.size()); ++b) {
+    const double block = block_mass_[size_t(b)];
+    if (block <= 0.0) continue;
+    if (running + block <= target) {  // the draw is past this block
       running += block;
-      if (block > 0.0) last = j + B - 1;
+      continue;
+    }
+    const int64_t end = std::min(dom_n_, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) {
+      if (!(e[i] >= thr)) continue;
+      running += double(e[i]);
+      last = i;
+      if (running > target) return token_at(i);
     }
   }
-  for (; j < n; ++j) {
-    const int64_t t = idx ? idx[j] : j;
-    if (e[t] == 0.0f) continue;
-    running += double(e[t]);
-    last = t;
-    if (running > target) return t;
+  if (last < 0) {  // u * mass rounded up to the total: the last kept token
+    for (int64_t i = dom_n_ - 1; i >= 0; --i)
+      if (e[i] >= thr) return token_at(i);
+    throw SamplingError("no token left after filtering");
   }
-  if (last < 0) throw SamplingError("no token left after filtering");
-  while (last >= 0 && e[last] == 0.0f) --last;  // u * mass rounded up to the total: the last kept token
-  return last;
+  return token_at(last);
 }
 
 void Sampler::probabilities(const float* logits, const int64_t* banned, int64_t n_banned, const uint32_t* allowed,
@@ -361,13 +386,8 @@ void Sampler::probabilities(const float* logits, const int64_t* banned, int64_t 
   }
   filter(wmax);
   const float* e = e_.data();
-  const int32_t* idx = has_list_ ? kept_.data() : nullptr;
-  const int64_t n = has_list_ ? int64_t(kept_.size()) : vocab_;
-  const double mass = has_list_ ? masked_sum(e, idx, n) : mass_all_;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t t = idx ? idx[j] : j;
-    out[t] = double(e[t]) / mass;
-  }
+  for (int64_t i = 0; i < dom_n_; ++i)
+    if (e[i] >= thr_) out[token_at(i)] = double(e[i]) / mass_kept_;
 }
 
 double logprob_of(const float* logits, int64_t vocab, int64_t token, int64_t top_n, int64_t* ids, float* values) {

@@ -9,7 +9,8 @@
 //   temperature 0: argmax(w) (the first of equal maxima)
 //   else   e = exp((w - max w) / T)
 //          keep w >= the k-th largest w (top_k > 0; ties kept)
-//          keep w >= w_n, the smallest n-th largest with mass(top n of the kept) >= top_p * mass(kept)
+//          keep e >= e_n, the n-th largest e of the kept, for the smallest n whose top n hold
+//            top_p * mass(kept) (ties kept)
 //          keep e >= min_p (probability >= min_p * the top probability)
 //          draw u in [0, 1): the first kept t in id order whose running mass exceeds u * mass(kept)
 #pragma once
@@ -64,8 +65,13 @@ class Sampler {
  private:
   // Fills w_ (penalised, biased, masked logits); returns max w.
   float prepare(const float* logits, const int64_t* banned, int64_t n_banned, const uint32_t* allowed);
-  // Fills e_ and the kept set: kept_ (ids in ascending order) when has_list_, else every token.
+  // Fills the domain (every token, or top-k's), e_ over it, thr_ (kept: e >= thr_), block_mass_, mass_kept_.
   void filter(float wmax);
+  void gather_top_k();
+  // The top-p threshold on e[0..n) (summing to mass): the largest e whose tokens at or above it hold
+  // `target` of the mass.
+  float top_p_threshold(const float* e, int64_t n, double mass, double target);
+  int64_t token_at(int64_t i) const { return dom_mapped_ ? dom_ids_[size_t(i)] : i; }
   int64_t first_equal(float value) const;
 
   int64_t vocab_;
@@ -80,10 +86,17 @@ class Sampler {
   std::vector<int64_t> output_;
   std::vector<float> w_, e_;       // work rows
   std::vector<uint32_t> keys_;
-  std::vector<int32_t> kept_, cand_, scratch_, scratch2_;
-  std::vector<float> heap_;
-  bool has_list_ = false;
-  double mass_all_ = 0.0;  // sum of e_ over the vocabulary
+  std::vector<int32_t> cand_, scratch_, scratch2_;
+  std::vector<float> bracket_;  // top-p: the weights of the tokens in its bracket, gathered
+  std::vector<float> pivot_scratch_;
+  std::vector<int32_t> dom_ids_;  // the domain's token ids when top-k gathered it
+  std::vector<float> dom_w_;
+  int64_t dom_n_ = 0;
+  bool dom_mapped_ = false;
+  static constexpr int64_t kBlock = 512;  // tokens per block of the draw
+  std::vector<double> block_mass_;
+  float thr_ = 0.0f;
+  double mass_kept_ = 0.0;
 };
 
 // Log-probabilities of the model's own distribution (log_softmax of the raw logits): the chosen

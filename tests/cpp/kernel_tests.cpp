@@ -153,6 +153,41 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
           check(isa, "exp_shifted_f32 zero below -87" + tag, {e1[size_t(i)]}, {0.0f}, 0.0f);
       }
     }
+    {  // the sampler's other passes: mass above cut-offs, max with copy and finiteness, range search
+      auto e = rng.vec(size_t(n));
+      for (auto& v : e) v = std::fabs(v);
+      if (n > 3) e[1] = 0.0f, e[2] = e[0];  // zeros and ties
+      const float cuts[8] = {0.9f, 0.5f, e[0], 0.25f, 0.1f, 0.01f, 1e-30f, 0.0f};
+      for (int64_t k = 1; k <= 8; ++k) {
+        double g1[8], g2[8];
+        t.sums_at_least_f32(e.data(), n, cuts, k, g1);
+        ref.sums_at_least_f32(e.data(), n, cuts, k, g2);
+        for (int64_t j = 0; j < k; ++j)
+          check(isa, "sums_at_least_f32 k=" + std::to_string(k) + tag, {float(g1[j])}, {float(g2[j])}, 1e-6f);
+      }
+      auto x = rng.vec(size_t(n), 5.0f);
+      std::vector<float> c1(size_t(n), kNaN), c2(size_t(n), kNaN);
+      bool f1, f2;
+      const float m1 = t.max_f32(x.data(), n, c1.data(), &f1), m2 = ref.max_f32(x.data(), n, c2.data(), &f2);
+      check(isa, "max_f32" + tag, {m1}, {m2}, 0.0f);
+      check(isa, "max_f32 copy" + tag, c1, c2, 0.0f);
+      if (f1 != f2 || !f1) check(isa, "max_f32 finite" + tag, {float(f1)}, {1.0f}, 0.0f);
+      for (float bad : {kNaN, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
+        auto y = x;
+        y[size_t(n) - 1] = bad;
+        t.max_f32(y.data(), n, nullptr, &f1);
+        if (f1) check(isa, "max_f32 sees a non-finite value" + tag, {1.0f}, {0.0f}, 0.0f);
+      }
+      std::vector<int32_t> i1(size_t(n), -1), i2(size_t(n), -1);
+      const int64_t n1 = t.find_in_range_f32(x.data(), n, -1.0f, 2.0f, i1.data());
+      const int64_t n2 = ref.find_in_range_f32(x.data(), n, -1.0f, 2.0f, i2.data());
+      if (n1 != n2) {
+        check(isa, "find_in_range_f32 count" + tag, {float(n1)}, {float(n2)}, 0.0f);
+      } else {
+        check(isa, "find_in_range_f32" + tag, std::vector<float>(i1.begin(), i1.begin() + n1),
+              std::vector<float>(i2.begin(), i2.begin() + n2), 0.0f);
+      }
+    }
     auto r1 = rng.vec(size_t(2 * n)), r2 = r1;
     const auto c = rng.vec(size_t(n)), s = rng.vec(size_t(n));
     t.rope_f32(r1.data(), c.data(), s.data(), n);
