@@ -10,7 +10,9 @@ or, as in transformers: `from exaone_cpu import AutoModelForCausalLM, AutoTokeni
 from . import _core  # the compiled kernels; an ImportError here means the build is broken
 from .checkpoint import CheckpointError
 from .config import ConfigError, Exaone4Config
-from .model import KVCache, Model, load
+from .kv_cache import KVCache
+from .loading import load
+from .model import Model
 from .auto import AutoModelForCausalLM, AutoTokenizer
 from .generation import ChatSession, GenerationParams, GenerationResult, Generator, PromptCache
 from .sampling import SamplingParams

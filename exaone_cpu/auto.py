@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .generation import TokenStream
-from .model import DEFAULT_PREFILL_CHUNK, Model, load
+from .decoding import TokenStream
+from .loading import load
+from .model import DEFAULT_PREFILL_CHUNK, Model
 from .sampling import GenerationDefaults, SamplingParams, load_generation_config
 from .streaming import IncrementalDetokenizer, StopMatcher
 from .tokenizer import BatchEncoding, Tokenizer

@@ -2,20 +2,29 @@
 
 Every frontend drives a `Decoding` per sequence: the library's TokenStream (Model.generate, Generator,
 ChatSession, the facade) one step at a time, the server's batch engine many at once with one batched
-forward per step. It owns the sequence's sampler (penalty counts, seeded generator), its token ids,
-its limits and stop token ids, and the optional log-probabilities; it does no model work itself.
-The text side is streaming.TextPipeline.
+forward per step. A Decoding owns the sequence's sampler (penalty counts, seeded generator), its
+token ids, its limits and stop token ids, and the optional log-probabilities; it does no model work.
+TokenStream adds the forward passes (prefill, then one token per step) and a PromptCache that keeps
+the KV of the previous turn. The text side is streaming.TextPipeline.
+
+Cache invariant: after every step the KV cache holds the prompt and every generated token but the
+last one (a token is fed to the model only when the next one is needed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .sampling import Sampler, SamplingParams, logprobs
+
+if TYPE_CHECKING:
+    from .kv_cache import KVCache
+    from .model import Model
 
 # finish reasons, one definition for every frontend
 FINISH_STOP = "stop"  # a stop token id or stop string
@@ -128,3 +137,133 @@ class Decoding:
         elif self.completion_tokens >= self.max_new_tokens:
             self.finish_reason = FINISH_LENGTH
         return token
+
+
+# ---- the prompt cache ---------------------------------------------------------------------------------------
+
+
+def common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+class PromptCache:
+    """Owns one KVCache and knows which token ids it holds, so that a prompt sharing a prefix with what
+    was computed before (the previous turn of a chat) only computes the rest.
+
+    A sliding-window layer keeps a ring of window + prefill_chunk - 1 positions, so the cache can go
+    back only as far as the ring still holds the window before the cut (KVCache.truncate decides);
+    further back it is recomputed from scratch. One stream uses the cache at a time: starting a new
+    stream on it ends the use by the previous one.
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.cache: KVCache | None = None
+        self._ids = np.zeros(0, np.int64)  # the ids fed to the cache (a prefix of it is valid, see token_ids)
+        self._owner: TokenStream | None = None
+
+    @property
+    def token_ids(self) -> np.ndarray:
+        """The token ids the cache holds now."""
+        if self._owner is not None:
+            self._ids = self._owner.token_ids
+        length = 0 if self.cache is None else self.cache.length
+        return self._ids[:length]
+
+    def reset(self) -> None:
+        self.cache, self._ids, self._owner = None, np.zeros(0, np.int64), None
+
+    def acquire(self, owner: TokenStream, prompt: np.ndarray) -> tuple[KVCache, int]:
+        """A cache holding the longest reusable prefix of `prompt` (always leaving at least the last prompt
+        token to compute, whose logits pick the first new token) and that prefix's length."""
+        held = self.token_ids
+        reuse = min(common_prefix_length(held, prompt), len(prompt) - 1)
+        # truncate also drops K/V that an interrupted forward may have written past cache.length
+        if self.cache is None or not self.cache.truncate(reuse):
+            self.cache, reuse = self.model.new_cache(), 0
+        self._owner = owner
+        return self.cache, reuse
+
+    def owned_by(self, stream: TokenStream) -> bool:
+        return self._owner is stream
+
+
+# ---- tokens -------------------------------------------------------------------------------------------------
+
+
+class TokenStream:
+    """Iterator over the new token ids of one generation (the prefill runs on the first step): a
+    decoding.Decoding driven by Model.forward, one token at a time, with an optional PromptCache.
+
+    After each step `logits` is the raw float32 logits [vocab] the token was picked from. When the
+    iteration ends, finish_reason is "stop" (stop_token holds the id) or "length".
+    """
+
+    def __init__(self, model: Model, prompt_ids: Sequence[int] | np.ndarray, *,
+                 max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
+                 stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
+                 prompt_cache: PromptCache | None = None, logprobs: int | None = None):
+        self.model = model
+        prompt = model.check_token_ids(prompt_ids)
+        room = model.config.max_position_embeddings - len(prompt)
+        limit = room if max_new_tokens is None else min(int(max_new_tokens), room)
+        self.decoding = Decoding(prompt, model.config.vocab_size, max_new_tokens=limit, sampling=sampling,
+                                 stop_token_ids=stop_token_ids, min_new_tokens=min_new_tokens, logprobs=logprobs)
+        self._prompt_cache = prompt_cache
+        self._cache: KVCache | None = None
+        self.cached_tokens = 0
+        self.logits: np.ndarray | None = None
+        self.prefill_seconds = 0.0  # prefill and the first token: time to first token
+        self.decode_seconds = 0.0  # every later step
+
+    # ---- state (the Decoding's) ----
+
+    sampling = property(lambda self: self.decoding.sampling)
+    max_new_tokens = property(lambda self: self.decoding.max_new_tokens)
+    min_new_tokens = property(lambda self: self.decoding.min_new_tokens)
+    stop_token_ids = property(lambda self: self.decoding.stop_token_ids)
+    prompt_tokens = property(lambda self: self.decoding.prompt_tokens)
+    token_ids = property(lambda self: self.decoding.token_ids, doc="Prompt followed by every token so far (a view).")
+    new_token_ids = property(lambda self: self.decoding.new_token_ids)
+    completion_tokens = property(lambda self: self.decoding.completion_tokens)
+    finish_reason = property(lambda self: self.decoding.finish_reason)
+    stop_token = property(lambda self: self.decoding.stop_token)
+    finished = property(lambda self: self.decoding.finished)
+    logprobs = property(lambda self: self.decoding.logprobs)
+
+    def stop(self, reason: str = FINISH_STOP) -> None:
+        """Ends the generation early (a stop string matched, the caller gave up)."""
+        self.decoding.stop(reason)
+
+    # ---- the loop ----
+
+    def __iter__(self) -> TokenStream:
+        return self
+
+    def __next__(self) -> int:
+        if self.finished:
+            raise StopIteration
+        if self._prompt_cache is not None and self._cache is not None and not self._prompt_cache.owned_by(self):
+            raise RuntimeError("this generation's PromptCache was taken over by a newer generation")
+        start = time.perf_counter()
+        if self._cache is None:
+            self.logits = self._prefill()
+        else:
+            self.logits = self.model.forward(self.token_ids[-1:], self._cache)
+        token = self.decoding.accept(self.logits)
+        elapsed = time.perf_counter() - start
+        if self.completion_tokens == 1:
+            self.prefill_seconds += elapsed
+        else:
+            self.decode_seconds += elapsed
+        return token
+
+    def _prefill(self) -> np.ndarray:
+        prompt = self.decoding.prompt_ids
+        if self._prompt_cache is not None:
+            self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
+        else:  # room for the whole stream
+            self._cache = self.model.new_cache(self.prompt_tokens + self.max_new_tokens)
+        return self.model.forward(prompt[self.cached_tokens :], self._cache)

@@ -1,9 +1,8 @@
-"""Generation: the token loop over Model.forward + KVCache, streamed text, stop conditions, prompt caching.
+"""Generation with a tokenizer: text streams, results, the Generator and multi-turn chat.
 
-Three layers, each usable alone:
+Built on the token side (decoding.TokenStream: prefill, sampling, stop token ids, max_new_tokens,
+timings; Model.generate uses it alone) and the text side (streaming.TextPipeline):
 
-    TokenStream       token ids out of a model: prefill, sampling (with penalties), stop token ids,
-                      max_new_tokens, timings. Needs no tokenizer; Model.generate is built on it.
     GenerationStream  text pieces out of a TokenStream: incremental detokenization (a Korean syllable
                       or an emoji is never split), stop strings, and at the end a GenerationResult with
                       the parsed reasoning / answer / tool calls.
@@ -15,34 +14,38 @@ Three layers, each usable alone:
     for piece in stream:
         print(piece, end="", flush=True)
     stream.result.output.content, stream.result.finish_reason, stream.result.cached_tokens
-
-Cache invariant: after every step the KV cache holds the prompt and every generated token but the last
-one (a token is fed to the model only when the next one is needed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .decoding import FINISH_ABORT, FINISH_STOP, FINISH_TOOL_CALLS, Decoding, eos_token_ids
+from .decoding import (
+    FINISH_ABORT,
+    FINISH_STOP,
+    FINISH_TOOL_CALLS,
+    PromptCache,
+    TokenStream,
+    eos_token_ids,
+)
 from .parsing import Conversation, ParsedOutput
 from .sampling import (
     GenerationDefaults,
     SamplingParams,
     load_generation_config,
 )
+from .loading import load
 from .streaming import TextPipeline
+from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    from .model import KVCache, Model
-    from .tokenizer import Tokenizer
+    from .model import Model
 
 
 THINK_START = "<think>"
@@ -110,136 +113,6 @@ class GenerationParams:
             if "stop_strings" not in options and defaults.stop_strings:
                 options["stop_strings"] = tuple(defaults.stop_strings)
         return cls(**options)
-
-
-# ---- the prompt cache ---------------------------------------------------------------------------------------
-
-
-def common_prefix_length(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if differ.size else n
-
-
-class PromptCache:
-    """Owns one KVCache and knows which token ids it holds, so that a prompt sharing a prefix with what
-    was computed before (the previous turn of a chat) only computes the rest.
-
-    A sliding-window layer keeps a ring of window + prefill_chunk - 1 positions, so the cache can go
-    back only as far as the ring still holds the window before the cut (KVCache.truncate decides);
-    further back it is recomputed from scratch. One stream uses the cache at a time: starting a new
-    stream on it ends the use by the previous one.
-    """
-
-    def __init__(self, model: Model):
-        self.model = model
-        self.cache: KVCache | None = None
-        self._ids = np.zeros(0, np.int64)  # the ids fed to the cache (a prefix of it is valid, see token_ids)
-        self._owner: TokenStream | None = None
-
-    @property
-    def token_ids(self) -> np.ndarray:
-        """The token ids the cache holds now."""
-        if self._owner is not None:
-            self._ids = self._owner.token_ids
-        length = 0 if self.cache is None else self.cache.length
-        return self._ids[:length]
-
-    def reset(self) -> None:
-        self.cache, self._ids, self._owner = None, np.zeros(0, np.int64), None
-
-    def acquire(self, owner: TokenStream, prompt: np.ndarray) -> tuple[KVCache, int]:
-        """A cache holding the longest reusable prefix of `prompt` (always leaving at least the last prompt
-        token to compute, whose logits pick the first new token) and that prefix's length."""
-        held = self.token_ids
-        reuse = min(common_prefix_length(held, prompt), len(prompt) - 1)
-        # truncate also drops K/V that an interrupted forward may have written past cache.length
-        if self.cache is None or not self.cache.truncate(reuse):
-            self.cache, reuse = self.model.new_cache(), 0
-        self._owner = owner
-        return self.cache, reuse
-
-    def owned_by(self, stream: TokenStream) -> bool:
-        return self._owner is stream
-
-
-# ---- tokens -------------------------------------------------------------------------------------------------
-
-
-class TokenStream:
-    """Iterator over the new token ids of one generation (the prefill runs on the first step): a
-    decoding.Decoding driven by Model.forward, one token at a time, with an optional PromptCache.
-
-    After each step `logits` is the raw float32 logits [vocab] the token was picked from. When the
-    iteration ends, finish_reason is "stop" (stop_token holds the id) or "length".
-    """
-
-    def __init__(self, model: Model, prompt_ids: Sequence[int] | np.ndarray, *,
-                 max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
-                 stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
-                 prompt_cache: PromptCache | None = None, logprobs: int | None = None):
-        self.model = model
-        prompt = model.check_token_ids(prompt_ids)
-        room = model.config.max_position_embeddings - len(prompt)
-        limit = room if max_new_tokens is None else min(int(max_new_tokens), room)
-        self.decoding = Decoding(prompt, model.config.vocab_size, max_new_tokens=limit, sampling=sampling,
-                                 stop_token_ids=stop_token_ids, min_new_tokens=min_new_tokens, logprobs=logprobs)
-        self._prompt_cache = prompt_cache
-        self._cache: KVCache | None = None
-        self.cached_tokens = 0
-        self.logits: np.ndarray | None = None
-        self.prefill_seconds = 0.0  # prefill and the first token: time to first token
-        self.decode_seconds = 0.0  # every later step
-
-    # ---- state (the Decoding's) ----
-
-    sampling = property(lambda self: self.decoding.sampling)
-    max_new_tokens = property(lambda self: self.decoding.max_new_tokens)
-    min_new_tokens = property(lambda self: self.decoding.min_new_tokens)
-    stop_token_ids = property(lambda self: self.decoding.stop_token_ids)
-    prompt_tokens = property(lambda self: self.decoding.prompt_tokens)
-    token_ids = property(lambda self: self.decoding.token_ids, doc="Prompt followed by every token so far (a view).")
-    new_token_ids = property(lambda self: self.decoding.new_token_ids)
-    completion_tokens = property(lambda self: self.decoding.completion_tokens)
-    finish_reason = property(lambda self: self.decoding.finish_reason)
-    stop_token = property(lambda self: self.decoding.stop_token)
-    finished = property(lambda self: self.decoding.finished)
-    logprobs = property(lambda self: self.decoding.logprobs)
-
-    def stop(self, reason: str = FINISH_STOP) -> None:
-        """Ends the generation early (a stop string matched, the caller gave up)."""
-        self.decoding.stop(reason)
-
-    # ---- the loop ----
-
-    def __iter__(self) -> TokenStream:
-        return self
-
-    def __next__(self) -> int:
-        if self.finished:
-            raise StopIteration
-        if self._prompt_cache is not None and self._cache is not None and not self._prompt_cache.owned_by(self):
-            raise RuntimeError("this generation's PromptCache was taken over by a newer generation")
-        start = time.perf_counter()
-        if self._cache is None:
-            self.logits = self._prefill()
-        else:
-            self.logits = self.model.forward(self.token_ids[-1:], self._cache)
-        token = self.decoding.accept(self.logits)
-        elapsed = time.perf_counter() - start
-        if self.completion_tokens == 1:
-            self.prefill_seconds += elapsed
-        else:
-            self.decode_seconds += elapsed
-        return token
-
-    def _prefill(self) -> np.ndarray:
-        prompt = self.decoding.prompt_ids
-        if self._prompt_cache is not None:
-            self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
-        else:  # room for the whole stream
-            self._cache = self.model.new_cache(self.prompt_tokens + self.max_new_tokens)
-        return self.model.forward(prompt[self.cached_tokens :], self._cache)
 
 
 # ---- text ---------------------------------------------------------------------------------------------------
@@ -406,9 +279,6 @@ class Generator:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, use_generation_config: bool = True, **load_options: Any) -> Generator:
         """Model, tokenizer and (unless use_generation_config=False) generation_config.json from one directory."""
-        from .model import load
-        from .tokenizer import Tokenizer
-
         model = load(path, **load_options)
         defaults = load_generation_config(path) if use_generation_config else None
         return cls(model, Tokenizer.from_pretrained(path), defaults=defaults)

@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from .checkpoint import CheckpointError
-from .model import Model, _WeightReader
+from .model import Model
+from .weights import WeightReader
 
 
 class _TaskModel(Model):
@@ -34,7 +35,7 @@ class _TaskModel(Model):
     def num_outputs(self) -> int:
         return self.config.num_labels or 2  # transformers' default num_labels
 
-    def _output_head(self, r: _WeightReader):
+    def _output_head(self, r: WeightReader):
         c = self.config
         self.head = r.linear(f"{self.head_name}.weight", self.num_outputs, c.hidden_size, prefixed=False)
         self.head_bias = None

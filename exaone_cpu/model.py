@@ -12,9 +12,7 @@ then the final norm and lm_head (tied to embed_tokens or not).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -22,29 +20,13 @@ import numpy as np
 from . import _core
 from .checkpoint import CheckpointError, Tensor
 from .config import Exaone4Config
-from .quant import QuantLinear, WeightQuantizer, load_tensors, project, spec_from_options
-from .generation import TokenStream
+from .decoding import TokenStream
+from .kv_cache import KV_DTYPES, KVCache, LayerCache
+from .quant import QuantLinear, WeightQuantizer, project
 from .sampling import SamplingParams
+from .weights import Linear, WeightReader
 
 DEFAULT_PREFILL_CHUNK = 256
-KV_DTYPES = {"f32": np.float32, "f16": np.float16}
-
-
-class Linear:
-    """A weight matrix [out_features, in_features] in its stored format (memory-mapped)."""
-
-    __slots__ = ("weight", "wtype")
-
-    def __init__(self, tensor: Tensor):
-        self.weight = tensor.data
-        self.wtype = tensor.wtype
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return _core.matmul(x, self.weight, self.wtype)
 
 
 @dataclass
@@ -62,130 +44,6 @@ class DecoderLayer:
     post_feedforward_layernorm: np.ndarray  # [hidden]
 
 
-class _WeightReader:
-    """Takes tensors out of a checkpoint by name, checking shape and dtype."""
-
-    def __init__(self, tensors: dict[str, Tensor], prefix: str, quant: WeightQuantizer | None = None):
-        self.tensors = tensors
-        self.prefix = prefix
-        self.quant = quant  # quantized projections / head (exaone_cpu.quant), or None
-
-    def tensor(self, name: str, shape: tuple[int, ...], *, prefixed: bool = True) -> Tensor:
-        full = self.prefix + name if prefixed else name
-        t = self.tensors.get(full)
-        if t is None:
-            raise CheckpointError(f"checkpoint is missing tensor {full!r}")
-        if t.shape != shape:
-            raise CheckpointError(f"tensor {full!r} has shape {list(t.shape)}, expected {list(shape)}")
-        return t
-
-    def linear(self, name: str, out_features: int, in_features: int, **kw) -> Linear | QuantLinear:
-        if self.quant is not None:
-            return self.quant.linear(self, name, out_features, in_features, **kw)
-        t = self.tensor(name, (out_features, in_features), **kw)
-        if t.wtype is None:
-            raise CheckpointError(f"tensor {t.name!r} has dtype {t.dtype}; weights must be F32, BF16 or F16")
-        return Linear(t)
-
-    def norm(self, name: str, size: int) -> np.ndarray:
-        return self.tensor(name, (size,)).to_f32()
-
-
-class LayerCache:
-    """K/V of one layer. Global layers keep every position (grown on demand); sliding layers keep a
-    ring of window + chunk - 1 slots: enough that writing a prefill chunk never overwrites a key an
-    earlier query of the same chunk still needs."""
-
-    def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool, dtype=np.float32):
-        self.ring = ring
-        # [kv_heads, slots, head_dim]: each KV head's keys are contiguous for the attention kernel;
-        # float32, or float16 (half the bytes attention reads; K/V rounded to nearest f16)
-        self.k = np.zeros((kv_heads, capacity, head_dim), dtype)
-        self.v = np.zeros((kv_heads, capacity, head_dim), dtype)
-        self.pos = np.full(capacity, -1, np.int64)  # absolute position held by each slot
-
-    def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
-        """Writes the K/V [T, kv_heads, head_dim] of consecutive positions (one forward step of one
-        sequence)."""
-        k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
-        if self.ring:
-            slots = positions % len(self.pos)
-            self.k[:, slots] = k
-            self.v[:, slots] = v
-            self.pos[slots] = positions
-            return
-        start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
-        if end > len(self.pos):
-            self._grow(max(end, 2 * len(self.pos)))
-        self.k[:, start:end] = k
-        self.v[:, start:end] = v
-        self.pos[start:end] = positions
-
-    def _grow(self, capacity: int) -> None:
-        for name in ("k", "v"):
-            old = getattr(self, name)
-            new = np.zeros((old.shape[0], capacity, old.shape[2]), old.dtype)
-            new[:, : old.shape[1]] = old
-            setattr(self, name, new)
-        pos = np.full(capacity, -1, np.int64)
-        pos[: len(self.pos)] = self.pos
-        self.pos = pos
-
-    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """K, V [kv_heads, slots, head_dim] and the position of each slot (-1: empty), every slot
-        of the buffer (the kernel skips empty ones; a slice would not be contiguous)."""
-        return self.k, self.v, self.pos
-
-    def truncate(self, length: int) -> None:
-        """Forgets every position >= length (their slots become empty)."""
-        self.pos[self.pos >= length] = -1
-
-
-class KVCache:
-    """The state of one sequence: per-layer K/V and the number of tokens already processed."""
-
-    def __init__(self, config: Exaone4Config, prefill_chunk: int, initial_capacity: int = 256,
-                 dtype=np.float32):
-        self.length = 0
-        self.layers = []
-        self.windows = tuple(config.window(i) for i in range(config.num_hidden_layers))
-        for i in range(config.num_hidden_layers):
-            window = config.window(i)
-            if window is not None:
-                self.layers.append(
-                    LayerCache(config.num_key_value_heads, config.head_dim, window + prefill_chunk - 1, True, dtype)
-                )
-            else:
-                self.layers.append(
-                    LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False, dtype)
-                )
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
-
-    def truncate(self, length: int) -> bool:
-        """Goes back to the state after the first `length` tokens, so the next forward continues at
-        position `length` (prompt caching: keep a shared prefix, recompute the rest).
-
-        Returns False, changing nothing, when a sliding layer's ring no longer holds the keys position
-        `length` attends to (positions length - window + 1 .. length - 1, overwritten by later ones:
-        the ring allows going back about prefill_chunk positions); the caller must then start over.
-        """
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= self.length:
-            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length!r}")
-        length = int(length)
-        for layer, window in zip(self.layers, self.windows):
-            if layer.ring and length > 0:
-                needed = np.arange(max(0, length - window + 1), length)
-                if not np.array_equal(layer.pos[needed % len(layer.pos)], needed):
-                    return False
-        for layer in self.layers:
-            layer.truncate(length)  # also clears K/V an interrupted forward wrote past self.length
-        self.length = length
-        return True
-
-
 class Model:
     """An EXAONE 4 causal language model on the CPU.
 
@@ -201,7 +59,7 @@ class Model:
         self.kv_dtype = "f32"  # KV cache element type (load(kv_dtype=...))
         c = config
         hidden, d = c.hidden_size, c.head_dim
-        r = _WeightReader(tensors, prefix, quant)
+        r = WeightReader(tensors, prefix, quant)
         if quant is not None:  # a QuantLinear (rows() looks tokens up) or a bf16 Tensor
             self.embed_tokens = quant.embedding(r, "embed_tokens.weight", (c.vocab_size, hidden))
         else:
@@ -229,7 +87,7 @@ class Model:
         self.attention_scale = float(d) ** -0.5
         self.lm_head = self._output_head(r)
 
-    def _output_head(self, r: _WeightReader):
+    def _output_head(self, r: WeightReader):
         c = self.config
         if c.tie_word_embeddings:  # lm_head.weight, if stored, is ignored as transformers ties it
             return self.embed_tokens if isinstance(self.embed_tokens, QuantLinear) else Linear(self.embed_tokens)
@@ -398,57 +256,3 @@ class Model:
                 f"({self.config.max_position_embeddings})"
             )
         return ids.astype(np.int64, copy=False)
-
-
-def set_threads(threads: int | None) -> None:
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    _core.set_num_threads(threads)
-
-
-def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-         quant: str | None = None, group_size: int | None = None, asym: bool = False,
-         head: str | None = None, kv_dtype: str = "f32") -> Model:
-    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), or a
-    quantized one written by exaone-quantize (detected from config.json's quantization_config).
-
-    Returns a Model (Exaone4ForCausalLM) or, when config.json's `architectures` names a task head,
-    an exaone_cpu.heads model (sequence/token classification, question answering).
-
-    threads: threads for every op (default: the CPUs this process may use). The thread pool is
-    shared by the whole process, so the last value set applies to every loaded model.
-    prefill_chunk: tokens per forward step during prefill (bounds activation memory).
-    quant: "int8" or "int4" quantizes a float checkpoint's projections as it loads (see
-    exaone_cpu.quant and docs/quantization.md), with group_size (32, 64, 128; 0 = per-row, int8
-    only; default 128 for int8, 64 for int4), asym (int4 scale + min) and head ("int8" default,
-    "int4" or "bf16": the embedding / lm_head).
-    kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
-    attention reads, faster decoding at long context, as llama.cpp's default cache).
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist" if not path.exists()
-                                else f"{path} is not a directory")
-    if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
-        raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
-    if kv_dtype not in KV_DTYPES:
-        raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
-    spec = spec_from_options(quant, group_size, asym, head)
-    config = Exaone4Config.from_pretrained(path)
-    set_threads(threads)
-    tensors, quantizer = load_tensors(path, spec)
-    model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
-    model.kv_dtype = kv_dtype
-    return model
-
-
-def model_class(config: Exaone4Config) -> type[Model]:
-    """The class for the config's architecture: the causal LM or one of the task heads."""
-    arch = config.architectures[0]
-    if arch == "Exaone4ForCausalLM":
-        return Model
-    from .heads import TASK_MODELS  # heads build on Model
-
-    return TASK_MODELS[arch]

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _core
 from .checkpoint import CheckpointError, Tensor, load_checkpoint_tensors
+from .weights import Linear
 
 QUANT_METHOD = "exaone_cpu"
 FORMAT_VERSION = 2
@@ -137,7 +138,7 @@ class DestinationExistsError(FileExistsError, ValueError):
 
 
 class QuantLinear:
-    """A quantized weight [out_features, in_features]. Called like model.Linear (x f32 [T, K] ->
+    """A quantized weight [out_features, in_features]. Called like weights.Linear (x f32 [T, K] ->
     y [T, N], activations quantized to int8 per 32 values on the fly); rows() dequantizes rows for
     an embedding lookup."""
 
@@ -232,8 +233,7 @@ class WeightQuantizer:
         self.prequantized = prequantized
 
     def linear(self, reader, name: str, out_features: int, in_features: int, *, prefixed: bool = True):
-        """A QuantLinear, or a model.Linear for weights this spec keeps in a float format."""
-        from .model import Linear  # model imports this module
+        """A QuantLinear, or a weights.Linear for weights this spec keeps in a float format."""
 
         full = reader.prefix + name if prefixed else name
         role = _role(full)

@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 import exaone_cpu
-from exaone_cpu.generation import (
-    ChatSession,
-    GenerationParams,
-    Generator,
-    PromptCache,
-    TokenStream,
-    common_prefix_length,
-)
-from exaone_cpu.decoding import Decoding
+from exaone_cpu.decoding import Decoding, PromptCache, TokenStream, common_prefix_length
+from exaone_cpu.generation import ChatSession, GenerationParams, Generator
 from exaone_cpu.sampling import GenerationDefaults, SamplingParams
 
 import sampling_reference

@@ -126,7 +126,7 @@ def test_threads_do_not_change_results():
     for threads in (1, 2, 3):
         model = exaone_cpu.load(FIXTURES / "tiny-32b", threads=threads)
         outs.append(model.logits(ref["prompt"]))
-    exaone_cpu.model.set_threads(None)
+    exaone_cpu.loading.set_threads(None)
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
 

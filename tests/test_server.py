@@ -473,7 +473,7 @@ def test_every_frontend_gives_the_same_tokens(served, model, model_dir, tokenize
 
 
 def test_logprobs_are_the_models(served, model, tokenizer):
-    from exaone_cpu.generation import TokenStream
+    from exaone_cpu.decoding import TokenStream
 
     prompt = "The capital of Korea is"
     ids = tokenizer.encode(prompt, add_special_tokens=False)

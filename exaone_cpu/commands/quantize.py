@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import set_threads
+    from ..loading import set_threads
     from ..quant import QuantSpec, quantize_checkpoint
 
     spec = QuantSpec(bits=args.bits, group_size=args.group_size, asym=args.asym, head=args.head)

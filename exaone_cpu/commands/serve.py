@@ -56,7 +56,7 @@ def build(args: argparse.Namespace):
     except ModuleNotFoundError as e:
         raise ValueError(f"the server needs the [server] extra ({e.name} is missing): "
                          "pip install 'exaone_cpu[server]'") from None
-    from ..model import load
+    from ..loading import load
     from ..sampling import load_generation_config
     from ..tokenizer import Tokenizer
 

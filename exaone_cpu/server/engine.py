@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from ..decoding import FINISH_ERROR, Decoding
-from ..model import KVCache, Model
+from ..kv_cache import KVCache
+from ..model import Model
 
 FINISH_CANCELLED = "cancelled"
 

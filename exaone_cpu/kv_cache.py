@@ -1,0 +1,105 @@
+"""The KV cache: per-layer keys and values of one sequence (a growing buffer for global layers, a
+ring of the window for sliding ones), with truncation for prompt caching."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import Exaone4Config
+
+KV_DTYPES = {"f32": np.float32, "f16": np.float16}
+
+
+class LayerCache:
+    """K/V of one layer. Global layers keep every position (grown on demand); sliding layers keep a
+    ring of window + chunk - 1 slots: enough that writing a prefill chunk never overwrites a key an
+    earlier query of the same chunk still needs."""
+
+    def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool, dtype=np.float32):
+        self.ring = ring
+        # [kv_heads, slots, head_dim]: each KV head's keys are contiguous for the attention kernel;
+        # float32, or float16 (half the bytes attention reads; K/V rounded to nearest f16)
+        self.k = np.zeros((kv_heads, capacity, head_dim), dtype)
+        self.v = np.zeros((kv_heads, capacity, head_dim), dtype)
+        self.pos = np.full(capacity, -1, np.int64)  # absolute position held by each slot
+
+    def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+        """Writes the K/V [T, kv_heads, head_dim] of consecutive positions (one forward step of one
+        sequence)."""
+        k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
+        if self.ring:
+            slots = positions % len(self.pos)
+            self.k[:, slots] = k
+            self.v[:, slots] = v
+            self.pos[slots] = positions
+            return
+        start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
+        if end > len(self.pos):
+            self._grow(max(end, 2 * len(self.pos)))
+        self.k[:, start:end] = k
+        self.v[:, start:end] = v
+        self.pos[start:end] = positions
+
+    def _grow(self, capacity: int) -> None:
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = np.zeros((old.shape[0], capacity, old.shape[2]), old.dtype)
+            new[:, : old.shape[1]] = old
+            setattr(self, name, new)
+        pos = np.full(capacity, -1, np.int64)
+        pos[: len(self.pos)] = self.pos
+        self.pos = pos
+
+    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """K, V [kv_heads, slots, head_dim] and the position of each slot (-1: empty), every slot
+        of the buffer (the kernel skips empty ones; a slice would not be contiguous)."""
+        return self.k, self.v, self.pos
+
+    def truncate(self, length: int) -> None:
+        """Forgets every position >= length (their slots become empty)."""
+        self.pos[self.pos >= length] = -1
+
+
+class KVCache:
+    """The state of one sequence: per-layer K/V and the number of tokens already processed."""
+
+    def __init__(self, config: Exaone4Config, prefill_chunk: int, initial_capacity: int = 256,
+                 dtype=np.float32):
+        self.length = 0
+        self.layers = []
+        self.windows = tuple(config.window(i) for i in range(config.num_hidden_layers))
+        for i in range(config.num_hidden_layers):
+            window = config.window(i)
+            if window is not None:
+                self.layers.append(
+                    LayerCache(config.num_key_value_heads, config.head_dim, window + prefill_chunk - 1, True, dtype)
+                )
+            else:
+                self.layers.append(
+                    LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False, dtype)
+                )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
+
+    def truncate(self, length: int) -> bool:
+        """Goes back to the state after the first `length` tokens, so the next forward continues at
+        position `length` (prompt caching: keep a shared prefix, recompute the rest).
+
+        Returns False, changing nothing, when a sliding layer's ring no longer holds the keys position
+        `length` attends to (positions length - window + 1 .. length - 1, overwritten by later ones:
+        the ring allows going back about prefill_chunk positions); the caller must then start over.
+        """
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length!r}")
+        length = int(length)
+        for layer, window in zip(self.layers, self.windows):
+            if layer.ring and length > 0:
+                needed = np.arange(max(0, length - window + 1), length)
+                if not np.array_equal(layer.pos[needed % len(layer.pos)], needed):
+                    return False
+        for layer in self.layers:
+            layer.truncate(length)  # also clears K/V an interrupted forward wrote past self.length
+        self.length = length
+        return True

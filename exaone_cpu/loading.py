@@ -1,0 +1,65 @@
+"""Loading: a checkpoint directory to a Model (or a task-head model), and the process's thread count."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import _core
+from .config import Exaone4Config
+from .heads import TASK_MODELS
+from .kv_cache import KV_DTYPES
+from .model import DEFAULT_PREFILL_CHUNK, Model
+from .quant import load_tensors, spec_from_options
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    _core.set_num_threads(threads)
+
+
+def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+         quant: str | None = None, group_size: int | None = None, asym: bool = False,
+         head: str | None = None, kv_dtype: str = "f32") -> Model:
+    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), or a
+    quantized one written by exaone-quantize (detected from config.json's quantization_config).
+
+    Returns a Model (Exaone4ForCausalLM) or, when config.json's `architectures` names a task head,
+    an exaone_cpu.heads model (sequence/token classification, question answering).
+
+    threads: threads for every op (default: the CPUs this process may use). The thread pool is
+    shared by the whole process, so the last value set applies to every loaded model.
+    prefill_chunk: tokens per forward step during prefill (bounds activation memory).
+    quant: "int8" or "int4" quantizes a float checkpoint's projections as it loads (see
+    exaone_cpu.quant and docs/quantization.md), with group_size (32, 64, 128; 0 = per-row, int8
+    only; default 128 for int8, 64 for int4), asym (int4 scale + min) and head ("int8" default,
+    "int4" or "bf16": the embedding / lm_head).
+    kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
+    attention reads, faster decoding at long context, as llama.cpp's default cache).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist" if not path.exists()
+                                else f"{path} is not a directory")
+    if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
+        raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+    if kv_dtype not in KV_DTYPES:
+        raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
+    spec = spec_from_options(quant, group_size, asym, head)
+    config = Exaone4Config.from_pretrained(path)
+    set_threads(threads)
+    tensors, quantizer = load_tensors(path, spec)
+    model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
+    model.kv_dtype = kv_dtype
+    return model
+
+
+def model_class(config: Exaone4Config) -> type[Model]:
+    """The class for the config's architecture: the causal LM or one of the task heads."""
+    arch = config.architectures[0]
+    if arch == "Exaone4ForCausalLM":
+        return Model
+    return TASK_MODELS[arch]
