@@ -216,11 +216,10 @@ class GenerationDefaults:
         """These defaults with sampling options a frontend was started with (None: unset); a
         temperature turns sampling on (do_sample) when it is above 0, off at 0. Checked at once."""
         given = {k: v for k, v in options.items() if v is not None}
+        SamplingParams(**given)  # a bad value is a ValueError naming it, now
         if "temperature" in given:
             given["do_sample"] = given["temperature"] > 0
-        merged = dataclasses.replace(self, **given)
-        merged.sampling_params()  # a bad value is a ValueError naming it, now
-        return merged
+        return dataclasses.replace(self, **given)
 
 
 def load_generation_config(model_dir: str | Path) -> GenerationDefaults:

@@ -522,3 +522,30 @@ def test_server_defaults_come_from_generation_config(model, tokenizer):
             server.stop()
         assert explicit.choices[0].text == greedy
         assert (texts == {greedy}) == want_greedy
+
+
+def test_serve_options_build_the_server(model_dir, tmp_path):
+    """exaone-cpu serve's sampling defaults, --chat-template, --kv-dtype and --quant reach the server."""
+    import argparse
+
+    from exaone_cpu.commands import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}", encoding="utf-8")
+    args = parser.parse_args([str(model_dir), "--temperature", "0.7", "--top-p", "0.9", "--presence-penalty", "1.5",
+                              "--chat-template", str(template), "--kv-dtype", "f16", "--quant", "int8"])
+    app, settings = serve.build(args)
+    defaults = settings.defaults.sampling_params()
+    assert (defaults.temperature, defaults.top_p, defaults.presence_penalty) == (0.7, 0.9, 1.5)
+    server = app.state.server
+    assert server.engine.model.kv_dtype == "f16"
+    text = server.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert text == "<<hi>>"
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for m in messages %}", encoding="utf-8")
+    for bad in (["--temperature", "-1"], ["--top-p", "0"], ["--chat-template", str(tmp_path / "missing.jinja")],
+                ["--chat-template", str(broken)]):
+        with pytest.raises(ValueError):
+            serve.build(parser.parse_args([str(model_dir), *bad]))

@@ -79,6 +79,11 @@ def build(args: argparse.Namespace):
     tokenizer = Tokenizer.from_pretrained(args.model)
     if template is not None:
         tokenizer.chat_template = template
+        try:  # a template that cannot render a plain conversation fails now, not on every request
+            tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                          tokenize=False)
+        except Exception as e:  # noqa: BLE001 - jinja's syntax and runtime errors alike
+            raise ValueError(f"--chat-template {args.chat_template}: cannot render a conversation: {e}") from None
     settings = ServerSettings(model_name=args.model_name or Path(args.model).resolve().name, ctx=ctx,
                               api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults)
     engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue)
