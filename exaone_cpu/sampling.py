@@ -66,7 +66,7 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         self.temperature = _finite("temperature", self.temperature, 0.0, 1e6)
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or not 0 <= self.top_k < 2**62:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         self.top_k = int(self.top_k)
         self.top_p = _finite("top_p", self.top_p, 0.0, 1.0, lo_open=True)

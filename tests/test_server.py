@@ -549,3 +549,141 @@ def test_serve_options_build_the_server(model_dir, tmp_path):
                 ["--chat-template", str(broken)]):
         with pytest.raises(ValueError):
             serve.build(parser.parse_args([str(model_dir), *bad]))
+
+
+# ---- an engine that cannot die (issue 11) ---------------------------------------------------------------------
+
+
+def test_non_streaming_disconnect_frees_the_slot(slow):
+    server, engine = slow
+    body = {"model": "tiny", "prompt": "Count forever", "max_tokens": 400, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after 0.5 s of a 8 s generation
+        httpx.post(server.base + "/v1/completions", json=body, timeout=0.5)
+    deadline = time.time() + 3
+    while engine.load != (0, 0):
+        assert time.time() < deadline, f"slot not freed: {engine.load}"
+        time.sleep(0.02)
+
+
+class RacingModel(SlowModel):
+    """Cancels a sequence of the batch while the engine steps it (after it read the flags), and
+    answers NaN logits for prompts that ask for them (the sampler then fails for that sequence)."""
+
+    def __init__(self, model, tokenizer):
+        super().__init__(model)
+        self.tokenizer = tokenizer
+        self.engine = None
+        self.poisoned = set()
+
+    def forward(self, ids, cache):
+        logits = self.model.forward(ids, cache)
+        if "POISON" in self.tokenizer.decode(list(ids)):
+            self.poisoned.add(id(cache))
+        return logits
+
+    def forward_batch(self, ids, caches):
+        assert all(c is not None for c in caches), "a finished sequence was stepped"
+        for seq in list(self.engine._active):
+            if len(seq.decoding.new_token_ids) == 3:
+                seq.cancel()  # lands between the engine's read of the flags and the sampling
+        out = self.model.forward_batch(ids, caches)
+        for row, cache in enumerate(caches):
+            if id(cache) in self.poisoned:
+                out[row] = np.nan
+        return out
+
+
+def test_cancel_race_and_failing_sequence_leave_the_engine_serving(model, tokenizer):
+    racing = RacingModel(model, tokenizer)
+    engine = BatchEngine(racing, parallel=4, max_queue=4)
+    racing.engine = engine
+    server = RunningServer(create_app(engine, tokenizer, ServerSettings("tiny", ctx=512)))
+    try:
+        client = server.client()
+
+        def run(prompt):
+            try:
+                return client.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=0)
+            except openai.APIStatusError as e:
+                return e.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(run, ["POISON here", "A normal one", "Another normal"]))
+        assert results[0] == 500  # its own sampling failed: an error to its client only
+        assert all(not isinstance(r, int) for r in results[1:])
+        # a streamed request whose step fails ends with an error event and [DONE]
+        body = {"model": "tiny", "prompt": "POISON again", "max_tokens": 12, "stream": True}
+        with httpx.stream("POST", server.base + "/v1/completions", json=body, timeout=30) as response:
+            lines = [line for line in response.iter_lines() if line]
+        assert '"error"' in lines[-2] and lines[-1] == "data: [DONE]"
+        assert engine.healthy and httpx.get(server.base + "/health").status_code == 200
+        after = client.completions.create(model="tiny", prompt="Served normally", max_tokens=5, temperature=0)
+        assert after.choices[0].text
+        assert engine.load == (0, 0)
+    finally:
+        server.stop()
+
+
+def test_a_failed_engine_says_so(model, tokenizer):
+    failures = []
+    engine = BatchEngine(model, parallel=1, max_queue=1, on_failure=failures.append)
+    engine._loop = lambda: (_ for _ in ()).throw(RuntimeError("engine bug"))  # the loop itself breaks
+    server = RunningServer(create_app(engine, tokenizer, ServerSettings("tiny", ctx=512)))
+    try:
+        deadline = time.time() + 5
+        while not failures:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        health = httpx.get(server.base + "/health")
+        assert health.status_code == 503 and "engine bug" in health.json()["error"]
+        assert _error(_post(server, "/v1/completions", {"model": "tiny", "prompt": "x"}, key=None), 503)
+    finally:
+        server.stop()
+
+
+MALFORMED = [
+    (b"[" * 20000 + b"]" * 20000, "body"),
+    (b'{"model": "tiny", "prompt": "x", "max_tokens": ' + b"9" * 5000 + b"}", "body"),
+    ({"prompt": "x", "max_tokens": 10**40}, "max_tokens"),
+    ({"prompt": "x", "temperature": 1e-300}, None),  # valid: greedy in effect
+    ({"prompt": "x", "seed": -5}, None),  # valid: taken modulo 2**64
+    ({"prompt": "x", "seed": 2**80}, "seed"),
+    ({"prompt": "x", "top_k": 10**30}, "top_k"),
+    ({"prompt": "\ud800 lone surrogate"}, "prompt"),
+    ({"prompt": "x", "stop": ["s" * 5000]}, "stop"),
+    ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"prompt": "x", "temperature": float("nan")}, "temperature"),
+    ({"prompt": "x", "n": 2}, "n"),
+    ({"prompt": "x", "logit_bias": {"1": float("inf")}}, "logit_bias"),
+    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": "x", "stream": "yes"}, "stream"),
+    ({"prompt": "x", "best_of": 3}, "best_of"),
+]
+
+
+@pytest.mark.parametrize("body,param", MALFORMED, ids=[str(i) for i in range(len(MALFORMED))])
+def test_malformed_requests_get_a_4xx(served, body, param):
+    if isinstance(body, bytes):
+        response = _post(served, "/v1/completions", None, raw=body)
+    else:
+        payload = json.dumps({"model": "tiny", "max_tokens": 2, **body}, allow_nan=True).encode("utf-8", "surrogatepass")
+        response = _post(served, "/v1/completions", None, raw=payload)
+    if param is None:
+        assert response.status_code == 200, response.text
+        return
+    err = _error(response, 400)
+    if param != "body":
+        assert err["param"] == param
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"chat_template": "{{ 'ab ' * 4000000 }}"}, "chat_template_kwargs.chat_template"),
+    ({"return_dict": True}, "chat_template_kwargs.return_dict"),
+    ({"enable_thinking": "yes"}, "chat_template_kwargs.enable_thinking"),
+])
+def test_chat_template_kwargs_pass_only_template_variables(served, kwargs, param):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+            "chat_template_kwargs": kwargs}
+    assert _error(_post(served, "/v1/chat/completions", body), 400)["param"] == param
+    ok = {**body, "chat_template_kwargs": {"enable_thinking": True, "skip_think": False}}
+    assert _post(served, "/v1/chat/completions", ok).status_code == 200

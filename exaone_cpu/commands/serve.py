@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 HELP = "Serve a model over an OpenAI-compatible HTTP API (needs: pip install 'exaone_cpu[server]')."
@@ -98,5 +99,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving '{settings.model_name}' on http://{args.host}:{args.port}/v1 "
           f"(parallel {args.parallel}, ctx {settings.ctx}{', API key required' if settings.api_key else ''})",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           access_log=False))
+    engine = app.state.server.engine
+    # an engine that stopped on an error of its own cannot serve: stop, and exit non-zero for a supervisor
+    engine.on_failure = lambda error: setattr(server, "should_exit", True)
+    server.run()
+    if engine.failure is not None:
+        print(f"exaone-cpu serve: the engine stopped: {engine.failure!r}", file=sys.stderr)
+        return 1
     return 0

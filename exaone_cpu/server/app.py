@@ -28,7 +28,7 @@ from ..sampling import GenerationDefaults
 from ..streaming import TextPipeline
 from ..tokenizer import Tokenizer
 from . import protocol
-from .engine import FINISH_CANCELLED, BatchEngine, QueueFull, Sequence
+from .engine import FINISH_CANCELLED, BatchEngine, EngineFailed, QueueFull, Sequence
 from .protocol import APIError, CompletionParams
 
 log = logging.getLogger("exaone_cpu.server")
@@ -76,7 +76,9 @@ class Server:
                 raise APIError(413, f"request body exceeds the limit of {limit} bytes")
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except RecursionError:
+            raise APIError(400, "invalid JSON body: nested too deeply") from None
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
             raise APIError(400, f"invalid JSON body: {e}") from None
 
     def budget(self, prompt_tokens: int, params: CompletionParams) -> int:
@@ -114,7 +116,26 @@ class Server:
             self.engine.submit(seq)
         except QueueFull as e:
             raise APIError(429, f"server busy: {e}; retry later", code="queue_full") from None
+        except EngineFailed as e:
+            raise APIError(503, str(e), code="engine_failed") from None
         return seq, events
+
+    async def collect(self, request: Request, seq: Sequence, events: asyncio.Queue, text: TextPipeline) -> None:
+        """Runs a non-streaming request to its end; a client that hangs up cancels it (its slot is free
+        at the engine's next step)."""
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            seq.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            async for _ in self.run(seq, events, text):
+                pass
+        finally:
+            watcher.cancel()
+            seq.cancel()
 
     async def run(self, seq: Sequence, events: asyncio.Queue, text: TextPipeline) -> AsyncIterator[str]:
         """Yields the raw text pieces until the sequence ends (the parsed deltas wait in `text`); returns
@@ -174,6 +195,9 @@ class Server:
 
     async def health(self, request: Request) -> Response:
         active, waiting = self.engine.load
+        if not self.engine.healthy:
+            return JSONResponse({"status": "error", "error": f"the engine stopped: {self.engine.failure!r}"},
+                                status_code=503)
         return JSONResponse({"status": "ok", "active": active, "waiting": waiting})
 
     async def models(self, request: Request) -> Response:
@@ -234,11 +258,7 @@ class Server:
                 "choices": [choice]}, ensure_ascii=False) + "\n\n"
 
         if not req.params.stream:
-            try:
-                async for _ in self.run(seq, events, text):
-                    pass
-            finally:
-                seq.cancel()
+            await self.collect(request, seq, events, text)
             if seq.finish_reason == FINISH_ERROR:
                 raise APIError(500, "generation failed")
             message, reason = final_message()
@@ -276,7 +296,10 @@ class Server:
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
         params, prompt_text = protocol.parse_completion(await self.read_json(request), self.settings.model_name)
-        prompt = self.tokenizer.encode(prompt_text, add_special_tokens=False)
+        try:
+            prompt = self.tokenizer.encode(prompt_text, add_special_tokens=False)
+        except Exception as e:  # noqa: BLE001 - e.g. a lone surrogate
+            raise APIError(400, f"prompt: cannot be tokenized: {e}", param="prompt") from None
         if not prompt:
             raise APIError(400, "prompt: encodes to no tokens", param="prompt")
         seq, events = self.start(prompt, params)
@@ -294,11 +317,7 @@ class Server:
             return self.completion_logprobs(self.new_logprobs(seq, start), offset, params.logprobs > 0)
 
         if not params.stream:
-            try:
-                async for _ in self.run(seq, events, text):
-                    pass
-            finally:
-                seq.cancel()
+            await self.collect(request, seq, events, text)
             if seq.finish_reason == FINISH_ERROR:
                 raise APIError(500, "generation failed")
             self._log(request, 200, seq, started)

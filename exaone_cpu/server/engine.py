@@ -8,6 +8,7 @@ knows only token ids: text, stop strings and parsing live with the request's con
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,15 @@ from ..model import Model
 
 FINISH_CANCELLED = "cancelled"
 
+log = logging.getLogger("exaone_cpu.server")
+
 
 class QueueFull(RuntimeError):
     """More requests are waiting than the engine accepts."""
+
+
+class EngineFailed(RuntimeError):
+    """The engine thread stopped on an error of its own: nothing more can be served."""
 
 
 @dataclass(eq=False)
@@ -51,7 +58,8 @@ class Sequence:
 
 
 class BatchEngine:
-    def __init__(self, model: Model, *, parallel: int = 4, max_queue: int = 16):
+    def __init__(self, model: Model, *, parallel: int = 4, max_queue: int = 16,
+                 on_failure: Callable[[BaseException], None] | None = None):
         if parallel < 1 or max_queue < 0:
             raise ValueError("parallel must be >= 1 and max_queue >= 0")
         self.model = model
@@ -64,6 +72,8 @@ class BatchEngine:
         self._thread: threading.Thread | None = None
         self.steps = 0  # batched decode steps taken (for tests and metrics)
         self.max_batch_seen = 0
+        self.failure: BaseException | None = None  # what stopped the engine thread, if anything did
+        self.on_failure = on_failure  # called once, on the engine thread, after a failure
 
     # ---- control ------------------------------------------------------------------------------
 
@@ -80,7 +90,13 @@ class BatchEngine:
             self._thread.join()
             self._thread = None
 
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None
+
     def submit(self, seq: Sequence) -> None:
+        if self.failure is not None:
+            raise EngineFailed(f"the engine stopped: {type(self.failure).__name__}: {self.failure}")
         with self._lock:
             if len(self._pending) >= self.max_queue + max(0, self.parallel - len(self._active)):
                 raise QueueFull(f"{len(self._pending)} requests already waiting")
@@ -96,6 +112,24 @@ class BatchEngine:
     # ---- the loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - a bug of the engine's own: report it, fail everyone
+            self.failure = e
+            log.exception("the engine stopped")
+            with self._lock:
+                waiting = list(self._pending)
+                self._pending.clear()
+            for seq in self._active + waiting:
+                try:
+                    self._finish(seq, FINISH_ERROR)
+                except Exception:  # noqa: BLE001
+                    log.exception("could not end a sequence")
+            self._active = []
+            if self.on_failure is not None:
+                self.on_failure(e)
+
+    def _loop(self) -> None:
         while True:
             with self._lock:
                 while not self._stopping and not self._pending and not self._active:
@@ -107,10 +141,10 @@ class BatchEngine:
                     admitted.append(self._pending.popleft())
             for seq in admitted:
                 self._prefill(seq)
-            self._active = [s for s in self._active if not self._finished(s)]
+            self._active = [s for s in self._active if not s.done]
             if self._active:
                 self._step()
-                self._active = [s for s in self._active if not self._finished(s)]
+                self._active = [s for s in self._active if not s.done]
         for seq in list(self._active) + list(self._pending):
             self._finish(seq, FINISH_CANCELLED)
 
@@ -137,7 +171,17 @@ class BatchEngine:
                 batch.append(s)
         if not batch:
             return
-        logits = self.model.forward_batch([[s.decoding.last_token] for s in batch], [s.cache for s in batch])
+        try:
+            logits = self.model.forward_batch([[s.decoding.last_token] for s in batch], [s.cache for s in batch])
+        except Exception:  # noqa: BLE001 - find the sequence that fails: step each alone
+            log.exception("a batched step failed; stepping its %d sequences one by one", len(batch))
+            logits = []
+            for s in batch:
+                try:
+                    logits.append(self.model.forward_batch([[s.decoding.last_token]], [s.cache])[0])
+                except Exception:  # noqa: BLE001
+                    self._finish(s, FINISH_ERROR)
+            batch = [s for s in batch if not s.done]
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
         for s, row in zip(batch, logits):
@@ -154,13 +198,12 @@ class BatchEngine:
         if decoding.finished:
             self._finish(seq, decoding.finish_reason)
 
-    @staticmethod
-    def _finished(seq: Sequence) -> bool:
-        return seq.done
-
     def _finish(self, seq: Sequence, reason: str) -> None:
         if seq.done:
             return
         seq.done = True
         seq.cache = None  # frees the slot's memory at once
-        seq.on_finish(reason)
+        try:
+            seq.on_finish(reason)
+        except Exception:  # noqa: BLE001 - e.g. the consumer's event loop is gone: nothing to tell
+            log.exception("could not report the end of a sequence")

@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
+MAX_STOP_CHARS = 1000
+MAX_TOP_K = 1 << 30
+# chat_template_kwargs a request may set: the variables EXAONE 4.0's template reads. Nothing else
+# reaches the renderer (a client must not send its own template or renderer options).
+TEMPLATE_VARIABLES = {"enable_thinking": bool, "skip_think": bool}
 
 
 class APIError(Exception):
@@ -41,12 +46,13 @@ def _number(body: dict, name: str, lo: float, hi: float, default: float | None) 
     return float(value)
 
 
-def _int(body: dict, name: str, lo: int, default: int | None = None) -> int | None:
+def _int(body: dict, name: str, lo: int, default: int | None = None, *, hi: int = 1 << 62) -> int | None:
     value = body.get(name, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise _bad(name, f"must be an integer >= {lo}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        shown = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a larger number"
+        raise _bad(name, f"must be an integer between {lo} and {hi}, got {shown}")
     return value
 
 
@@ -95,6 +101,8 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
         stop = [stop]
     elif not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4):
         raise _bad("stop", "must be a string or a list of up to 4 non-empty strings")
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise _bad("stop", f"each stop string may have at most {MAX_STOP_CHARS} characters")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("stream", "must be a boolean")
@@ -128,7 +136,7 @@ def parse_common(body: Any, served_model: str) -> CompletionParams:
     sampling = {
         "temperature": _number(body, "temperature", 0.0, 2.0, None),
         "top_p": top_p,
-        "top_k": None if body.get("top_k") == -1 else _int(body, "top_k", 0, None),  # -1: off, as vLLM
+        "top_k": None if body.get("top_k") == -1 else _int(body, "top_k", 0, None, hi=MAX_TOP_K),  # -1: off
         "min_p": _number(body, "min_p", 0.0, 1.0, None),
         "repetition_penalty": _number(body, "repetition_penalty", 0.01, 100.0, None),
         "presence_penalty": _number(body, "presence_penalty", -2.0, 2.0, None),
@@ -223,9 +231,14 @@ def parse_chat(body: Any, served_model: str) -> ChatRequest:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise _bad("chat_template_kwargs", "must be an object")
+    for key, value in kwargs.items():
+        kind = TEMPLATE_VARIABLES.get(key)
+        if kind is None:
+            raise _bad(f"chat_template_kwargs.{str(key)[:50]}",
+                       f"is not a variable of the chat template (allowed: {', '.join(TEMPLATE_VARIABLES)})")
+        if not isinstance(value, kind):
+            raise _bad(f"chat_template_kwargs.{key}", f"must be a {kind.__name__}")
     thinking = kwargs.get("enable_thinking", False)
-    if not isinstance(thinking, bool):
-        raise _bad("chat_template_kwargs.enable_thinking", "must be a boolean")
     extra = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
     wants = body.get("logprobs", False)
     if wants is not None and not isinstance(wants, bool):
