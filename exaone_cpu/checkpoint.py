@@ -65,8 +65,12 @@ class Tensor:
         raise CheckpointError(f"tensor {self.name!r} has dtype {self.dtype}, expected a float type")
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Validates one .safetensors file and returns its tensors (as views) and its metadata."""
+def read_safetensors(path: Path, mmap: bool = True) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Validates one .safetensors file and returns its tensors (as views) and its metadata.
+
+    mmap: the tensors are views of the memory-mapped file (no copy; the file must not change while
+    they are in use: a file truncated or rewritten in place makes the process fail with SIGBUS or
+    see the new bytes). False reads the file into memory instead."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -92,8 +96,19 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     data_start = 8 + header_len
     data_size = size - data_start
 
-    mm = np.memmap(path, dtype=np.uint8, mode="r") if size > data_start else np.zeros(0, np.uint8)
+    if size <= data_start:
+        mm = np.zeros(0, np.uint8)
+    elif mmap:
+        mm = np.memmap(path, dtype=np.uint8, mode="r")
+    else:
+        try:
+            mm = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise CheckpointError(f"cannot read {path}: {e}") from None
+        if mm.size != size:
+            raise CheckpointError(f"{path} changed while it was read ({size} bytes, then {mm.size})")
     tensors: dict[str, Tensor] = {}
+    spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
@@ -119,12 +134,19 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             )
         view = mm[data_start + begin : data_start + end].view(np_dtype).reshape(shape)
         tensors[name] = Tensor(name, dtype, view)
+        if end > begin:
+            spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+        if begin_b < end_a:
+            raise CheckpointError(f"{path}: tensors {a!r} and {b!r} overlap in the data section")
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
 
-def load_checkpoint_tensors(path: str | Path, check_metadata=None) -> dict[str, Tensor]:
+def load_checkpoint_tensors(path: str | Path, check_metadata=None, mmap: bool = True) -> dict[str, Tensor]:
     """All tensors of a Hugging Face model directory: model.safetensors, or shards + index.
-    check_metadata(file, metadata), when given, vets each file's safetensors metadata."""
+    check_metadata(file, metadata), when given, vets each file's safetensors metadata; mmap as in
+    read_safetensors."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model directory {path} does not exist")
@@ -133,7 +155,7 @@ def load_checkpoint_tensors(path: str | Path, check_metadata=None) -> dict[str, 
     single = path / "model.safetensors"
     index = path / "model.safetensors.index.json"
     def read(file: Path) -> dict[str, Tensor]:
-        tensors, metadata = read_safetensors(file)
+        tensors, metadata = read_safetensors(file, mmap)
         if check_metadata is not None:
             check_metadata(file, metadata)
         return tensors
@@ -147,12 +169,18 @@ def load_checkpoint_tensors(path: str | Path, check_metadata=None) -> dict[str, 
         )
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(f"{index}: weight_map must map tensor names to shard file names")
+    shards = sorted(set(weight_map.values()))
+    root = path.resolve()
     tensors: dict[str, Tensor] = {}
     for shard in shards:
         file = path / shard
+        if file.resolve().parent != root:
+            raise CheckpointError(f"{index}: shard {shard!r} is not a file of the model directory")
         if not file.is_file():
             raise FileNotFoundError(f"shard {shard} listed in {index.name} is missing from {path}")
         for name, tensor in read(file).items():

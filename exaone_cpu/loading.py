@@ -23,7 +23,7 @@ def set_threads(threads: int | None) -> None:
 
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
-         head: str | None = None, kv_dtype: str = "f32") -> Model:
+         head: str | None = None, kv_dtype: str = "f32", mmap: bool = True) -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), or a
     quantized one written by exaone-quantize (detected from config.json's quantization_config).
 
@@ -39,6 +39,10 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     "int4" or "bf16": the embedding / lm_head).
     kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
     attention reads, faster decoding at long context, as llama.cpp's default cache).
+    mmap: True (default) maps the weight files: nothing is copied and the pages are shared with
+    other processes, but the files must not change while the model is in use (one truncated or
+    rewritten in place kills the process with SIGBUS); update a model by writing a new directory and
+    renaming it over the old one. False reads the weights into memory.
     """
     path = Path(path)
     if not path.is_dir():
@@ -51,7 +55,9 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     spec = spec_from_options(quant, group_size, asym, head)
     config = Exaone4Config.from_pretrained(path)
     set_threads(threads)
-    tensors, quantizer = load_tensors(path, spec)
+    if not isinstance(mmap, bool):
+        raise ValueError(f"mmap must be True or False, got {mmap!r}")
+    tensors, quantizer = load_tensors(path, spec, mmap)
     model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
     model.kv_dtype = kv_dtype
     return model

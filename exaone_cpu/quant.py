@@ -15,6 +15,7 @@ The arrays are stored exactly as the kernels read them, so loading is a memory m
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -325,20 +326,22 @@ def _check_metadata(file: Path, metadata: dict[str, str]) -> None:
                               f"exaone_cpu reads version {FORMAT_VERSION})")
 
 
-def load_quantized_tensors(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a quantized checkpoint (memory-mapped), each file's format_version checked."""
-    return load_checkpoint_tensors(path, check_metadata=_check_metadata)
+def load_quantized_tensors(path: str | Path, mmap: bool = True) -> dict[str, Tensor]:
+    """The tensors of a quantized checkpoint (memory-mapped unless mmap=False), each file's
+    format_version checked."""
+    return load_checkpoint_tensors(path, check_metadata=_check_metadata, mmap=mmap)
 
 
-def load_tensors(path: str | Path, quant: QuantSpec | None) -> tuple[dict[str, Tensor], WeightQuantizer | None]:
+def load_tensors(path: str | Path, quant: QuantSpec | None,
+                 mmap: bool = True) -> tuple[dict[str, Tensor], WeightQuantizer | None]:
     """Tensors and weight quantizer for model.load: a quantized checkpoint, or a float one that
     is quantized to `quant` as it loads (None: kept as stored)."""
     stored = checkpoint_quantization(path)
     if stored is not None:
         if quant is not None:
             raise ValueError(f"{path} is already quantized ({stored.name}); load it without quant=")
-        return load_quantized_tensors(path), WeightQuantizer(stored, prequantized=True)
-    tensors = load_checkpoint_tensors(path)
+        return load_quantized_tensors(path, mmap), WeightQuantizer(stored, prequantized=True)
+    tensors = load_checkpoint_tensors(path, mmap=mmap)
     return tensors, None if quant is None else WeightQuantizer(quant, prequantized=False)
 
 
@@ -456,6 +459,32 @@ def _write_shard(file: Path, items, metadata: dict[str, str], produce: Callable[
         os.fsync(f.fileno())
 
 
+_OWNER_FILE = ".exaone-quantize.pid"  # in a temporary output directory: the process writing it
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or no way to tell: leave its directory alone
+    return True
+
+
+def _remove_stale_temporaries(dst: Path, log: Callable[[str], None]) -> None:
+    """Removes DST.tmp-* directories left by a quantize run that was killed (its process is gone)."""
+    for tmp in dst.parent.glob(glob.escape(dst.name) + ".tmp-*"):
+        owner = tmp / _OWNER_FILE
+        try:
+            pid = int(owner.read_text(encoding="utf-8").strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created: leave it
+        if not _process_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            log(f"removed {tmp}, left by an interrupted run (process {pid})")
+
+
 def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, force: bool = False,
                         shard_bytes: int = DEFAULT_SHARD_BYTES, log: Callable[[str], None] | None = print) -> Path:
     """Writes a quantized copy of the Hugging Face checkpoint src to the directory dst.
@@ -476,6 +505,8 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, fo
         raise DestinationExistsError(f"{dst} already exists (use --force to replace it)")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise ValueError(f"destination {dst} must not be the source directory or inside it")
+    if dst.resolve() in src.resolve().parents:  # replacing it (--force) would delete the source
+        raise ValueError(f"destination {dst} must not contain the source directory {src}")
     if checkpoint_quantization(src) is not None:
         raise ValueError(f"{src} is already quantized")
     if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
@@ -514,9 +545,11 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, fo
         log(f"[{done[0]:>{len(str(len(plan)))}}/{len(plan)}] {name} {t.dtype} {list(t.shape)} -> {what} ({seconds:.2f} s)")
 
     dst.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(dst, log)
     tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result is an ordinary model directory
+        (tmp / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
         metadata = {"format": "pt", "format_version": str(FORMAT_VERSION), "quant_method": QUANT_METHOD,
                     "quantization": spec.name}
         names = (["model.safetensors"] if len(shards) == 1 else
@@ -537,6 +570,7 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, fo
         raw_config["quantization_config"] = spec.to_config()
         # config.json last: a directory without it is never mistaken for a model
         (tmp / "config.json").write_text(json.dumps(raw_config, indent=2) + "\n", encoding="utf-8")
+        (tmp / _OWNER_FILE).unlink()
         if dst.exists():
             if not force:
                 raise DestinationExistsError(f"{dst} appeared while quantizing (use --force to replace it)")

@@ -220,3 +220,49 @@ def test_bad_load_options():
         exaone_cpu.load(FIXTURES / "tiny-1.2b", prefill_chunk=0)
     with pytest.raises(TypeError):
         exaone_cpu.load(FIXTURES / "tiny-1.2b", no_such_option=1)
+
+
+def test_overlapping_tensors(copy):
+    d = copy()
+
+    def edit(header):
+        a, b = header["model.layers.0.post_attention_layernorm.weight"], header["model.norm.weight"]
+        assert a["shape"] == b["shape"] and a["dtype"] == b["dtype"]
+        b["data_offsets"] = list(a["data_offsets"])  # two tensors on the same bytes
+
+    edit_header(d / "model.safetensors", edit)
+    with pytest.raises(CheckpointError, match="overlap"):
+        exaone_cpu.load(d)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
+def test_shard_paths_stay_inside_the_model_directory(copy, shard):
+    d = copy()
+    (d / "model.safetensors").rename(d / "model-00001-of-00001.safetensors")
+    header, _ = read_header(d / "model-00001-of-00001.safetensors")
+    weight_map = {name: "model-00001-of-00001.safetensors" for name in header if name != "__metadata__"}
+    weight_map["model.norm.weight"] = shard
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match="not a file of the model directory"):
+        exaone_cpu.load(d)
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": 5}}))
+    with pytest.raises(CheckpointError, match="weight_map"):
+        exaone_cpu.load(d)
+
+
+def test_no_mmap_reads_the_weights_into_memory(copy):
+    d = copy()
+    mapped = exaone_cpu.load(d)
+    loaded = exaone_cpu.load(d, mmap=False)
+    prompt = [5, 17, 300, 42]
+    want = mapped.logits(prompt)
+    np.testing.assert_array_equal(loaded.logits(prompt), want)
+    # rewriting the file in place (here: zeros, same size) changes nothing for the in-memory copy
+    f = d / "model.safetensors"
+    size = f.stat().st_size
+    with open(f, "r+b") as out:
+        out.seek(size // 2)
+        out.write(b"\0" * (size - size // 2))
+    np.testing.assert_array_equal(loaded.logits(prompt), want)
+    with pytest.raises(ValueError, match="mmap"):
+        exaone_cpu.load(d, mmap="no")

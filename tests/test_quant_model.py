@@ -464,3 +464,60 @@ def test_rejects_missing_or_unquantized_projection(quantized_dir, tmp_path):
     bad2 = corrupt_copy(quantized_dir, tmp_path / "x", tensors=drop)
     with pytest.raises(ValueError, match="missing tensor 'model.layers.2.mlp.down_proj.mins'"):
         exaone_cpu.load(bad2)
+
+
+def test_quantize_never_deletes_its_source(tmp_path, capsys):
+    import shutil
+
+    outer = tmp_path / "outer"
+    src = outer / "inner"
+    shutil.copytree(FIXTURES / "tiny-1.2b", src)
+    assert quantize_cmd.main([str(src), str(outer), "--bits", "8", "--force"]) == 2
+    assert "must not contain the source" in capsys.readouterr().err
+    exaone_cpu.load(src)  # still there, whole
+
+
+def test_quantize_cleans_up_on_sigterm_and_after_a_killed_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dst = tmp_path / "q"
+    code = (
+        "import time, sys\n"
+        "from exaone_cpu.quant import QuantLinear\n"
+        "real = QuantLinear.quantize.__func__\n"
+        "def slow(cls, *a, **k):\n"
+        "    time.sleep(0.5)\n"
+        "    return real(cls, *a, **k)\n"
+        "QuantLinear.quantize = classmethod(slow)\n"
+        "from exaone_cpu.commands.quantize import main\n"
+        f"sys.exit(main([{str(FIXTURES / 'tiny-1.2b')!r}, {str(dst)!r}, '--bits', '4', '--quiet']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("q.tmp-*")):
+        assert time.time() < deadline and proc.poll() is None, "no temporary directory appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    assert list(tmp_path.iterdir()) == []  # the temporary directory went with it
+
+    # a run killed outright (SIGKILL) leaves its directory; the next run removes it
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "q.tmp-stale"
+    stale.mkdir()
+    (stale / ".exaone-quantize.pid").write_text(str(dead.pid))
+    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    alive = tmp_path / "q.tmp-running"
+    alive.mkdir()
+    (alive / ".exaone-quantize.pid").write_text(str(os.getpid()))  # a live process: left alone
+    messages = []
+    quant.quantize_checkpoint(FIXTURES / "tiny-1.2b", dst, QuantSpec(8), log=messages.append)
+    assert not stale.exists() and alive.exists()
+    assert any("interrupted run" in m for m in messages)
+    assert not (dst / ".exaone-quantize.pid").exists()
+    exaone_cpu.load(dst)

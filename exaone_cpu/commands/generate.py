@@ -25,11 +25,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="quantize a float checkpoint's projections as it loads (default: as stored)")
     parser.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
                         help="KV cache precision (f16 halves its memory; default f32)")
+    parser.add_argument("--no-mmap", action="store_true",
+                        help="read the weights into memory instead of mapping the files (for files that may change)")
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """exaone_cpu.load keyword options from add_model_arguments' options."""
-    return {"threads": args.threads, "quant": args.quant, "kv_dtype": args.kv_dtype}
+    return {"threads": args.threads, "quant": args.quant, "kv_dtype": args.kv_dtype, "mmap": not args.no_mmap}
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,9 @@ bounds: docs/quantization.md.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 HELP = "Quantize a checkpoint to int8 or int4 (writes a new checkpoint directory)."
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="exaone-quantize", description=HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    # SIGTERM (a supervisor, `kill`) unwinds like Ctrl-C, so the temporary output directory is removed
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return run(args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
@@ -57,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

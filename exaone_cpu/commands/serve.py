@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="quantize a float checkpoint's projections as it loads (default: as stored)")
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
                    help="KV cache precision (f16 halves its memory; default f32)")
+    p.add_argument("--no-mmap", action="store_true",
+                   help="read the weights into memory instead of mapping the files (for files that may change)")
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="a Jinja chat template to use instead of the checkpoint's")
     g = p.add_argument_group(
@@ -72,7 +74,7 @@ def build(args: argparse.Namespace):
             template = Path(args.chat_template).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"--chat-template {args.chat_template}: {e}") from None
-    model = load(args.model, threads=args.threads, quant=args.quant, kv_dtype=args.kv_dtype)
+    model = load(args.model, threads=args.threads, quant=args.quant, kv_dtype=args.kv_dtype, mmap=not args.no_mmap)
     limit = model.config.max_position_embeddings
     ctx = args.ctx if args.ctx is not None else min(limit, 8192)
     if not 1 <= ctx <= limit:
