@@ -33,6 +33,27 @@ class ConfigError(ValueError):
     """config.json holds a value exaone_cpu cannot run, or values that contradict each other."""
 
 
+# Upper bounds on sizes, checked before anything is allocated: far above any EXAONE 4 model
+# (the 32B: hidden 5120, 64 layers, vocab 102400, 131072 positions), far below absurd.
+LIMITS = {"hidden_size": 1 << 16, "intermediate_size": 1 << 18, "num_hidden_layers": 1024,
+          "num_attention_heads": 1024, "num_key_value_heads": 1024, "head_dim": 4096, "vocab_size": 1 << 22,
+          "max_position_embeddings": 1 << 24, "sliding_window": 1 << 24, "num_labels": 1 << 16}
+
+
+def _finite_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+def _token_id(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 31):
+        raise ConfigError(f"{name} must be a token id (a non-negative integer) or null, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RopeConfig:
     rope_type: str  # "default" | "linear" | "llama3"
@@ -110,11 +131,14 @@ class Exaone4Config:
             raise FileNotFoundError(f"no config.json in {path}")
         try:
             raw = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # bad JSON, bad UTF-8, nesting, a huge integer
             raise ConfigError(f"{file} is not valid JSON: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{file} must hold a JSON object")
-        return cls.from_dict(raw)
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as e:
+            raise ConfigError(f"{file}: {e}") from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "Exaone4Config":
@@ -127,8 +151,8 @@ class Exaone4Config:
 
         def positive_int(name: str, default: Any = None) -> int:
             value = raw.get(name, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= LIMITS[name]:
+                raise ConfigError(f"{name} must be a positive integer of at most {LIMITS[name]}, got {value!r}")
             return value
 
         hidden = positive_int("hidden_size")
@@ -148,20 +172,27 @@ class Exaone4Config:
         if head_dim % 2:
             raise ConfigError(f"head_dim must be even for RoPE, got {head_dim}")
 
-        eps = raw.get("rms_norm_eps", 1e-5)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ConfigError(f"rms_norm_eps must be a positive number, got {eps!r}")
+        eps = _finite_positive("rms_norm_eps", raw.get("rms_norm_eps", 1e-5))
+        if eps >= 1:
+            raise ConfigError(f"rms_norm_eps must be below 1, got {eps!r}")
 
         sliding_window = raw.get("sliding_window")
-        if sliding_window is not None and (
-            isinstance(sliding_window, bool) or not isinstance(sliding_window, int) or sliding_window <= 0
-        ):
-            raise ConfigError(f"sliding_window must be null or a positive integer, got {sliding_window!r}")
+        if sliding_window is not None:
+            sliding_window = positive_int("sliding_window")
 
         eos = raw.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+        for i in eos_ids:
+            _token_id("eos_token_id", i)
 
-        architectures = tuple(raw.get("architectures") or ("Exaone4ForCausalLM",))
+        for name in ("tie_word_embeddings",):
+            if name in raw and not isinstance(raw[name], bool):
+                raise ConfigError(f"{name} must be true or false, got {raw[name]!r}")
+
+        architectures = raw.get("architectures") or ["Exaone4ForCausalLM"]
+        if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+            raise ConfigError(f"architectures must be a list of names, got {architectures!r}")
+        architectures = tuple(architectures)
         for arch in architectures:
             if arch not in ARCHITECTURES:
                 raise ConfigError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
@@ -175,14 +206,14 @@ class Exaone4Config:
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
             max_position_embeddings=positive_int("max_position_embeddings"),
-            rms_norm_eps=float(eps),
+            rms_norm_eps=eps,
             rope=_parse_rope(raw),
             sliding_window=sliding_window,
             layer_types=_parse_layer_types(raw, layers, sliding_window),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            bos_token_id=raw.get("bos_token_id"),
+            bos_token_id=_token_id("bos_token_id", raw.get("bos_token_id")),
             eos_token_ids=eos_ids,
-            pad_token_id=raw.get("pad_token_id"),
+            pad_token_id=_token_id("pad_token_id", raw.get("pad_token_id")),
             architectures=architectures,
             id2label=_parse_labels(raw),
             raw=raw,
@@ -197,18 +228,19 @@ def _parse_rope(raw: dict[str, Any]) -> RopeConfig:
         if not isinstance(params, dict):
             raise ConfigError(f"rope_parameters must be an object, got {params!r}")
         if "rope_theta" in params:
-            if theta is not None and float(theta) != float(params["rope_theta"]):
+            _finite_positive("rope_parameters.rope_theta", params["rope_theta"])
+            if theta is not None and _finite_positive("rope_theta", theta) != float(params["rope_theta"]):
                 raise ConfigError(
                     f"rope_theta {theta} contradicts rope_parameters.rope_theta {params['rope_theta']}"
                 )
             theta = params["rope_theta"]
-        if scaling is not None and scaling.get("rope_type", scaling.get("type")) != params.get("rope_type"):
+        if scaling is not None and (not isinstance(scaling, dict)
+                                    or scaling.get("rope_type", scaling.get("type")) != params.get("rope_type")):
             raise ConfigError("rope_scaling and rope_parameters name different rope types")
         scaling = params
     if theta is None:
         theta = 10000.0
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
-        raise ConfigError(f"rope_theta must be a positive number, got {theta!r}")
+    theta = _finite_positive("rope_theta", theta)
     if scaling is None:
         return RopeConfig("default", float(theta))
     if not isinstance(scaling, dict):
@@ -219,21 +251,22 @@ def _parse_rope(raw: dict[str, Any]) -> RopeConfig:
     if rope_type not in ("linear", "llama3"):
         raise ConfigError(f"unsupported rope_type {rope_type!r} (supported: default, linear, llama3)")
     try:
-        factor = float(scaling["factor"])
+        factor = _finite_positive("rope_scaling.factor", scaling["factor"])
         if rope_type == "linear":
             return RopeConfig("linear", float(theta), factor=factor)
+        old_ctx = scaling["original_max_position_embeddings"]
+        if isinstance(old_ctx, bool) or not isinstance(old_ctx, int) or not 0 < old_ctx <= LIMITS["max_position_embeddings"]:
+            raise ConfigError(f"rope_scaling.original_max_position_embeddings must be a positive integer, got {old_ctx!r}")
         rope = RopeConfig(
             "llama3",
             float(theta),
             factor=factor,
-            low_freq_factor=float(scaling["low_freq_factor"]),
-            high_freq_factor=float(scaling["high_freq_factor"]),
-            original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
+            low_freq_factor=_finite_positive("rope_scaling.low_freq_factor", scaling["low_freq_factor"]),
+            high_freq_factor=_finite_positive("rope_scaling.high_freq_factor", scaling["high_freq_factor"]),
+            original_max_position_embeddings=old_ctx,
         )
     except KeyError as e:
         raise ConfigError(f"rope_scaling of type {rope_type!r} is missing {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"rope_scaling has a bad value: {e}") from None
     if rope.factor <= 0 or rope.high_freq_factor <= rope.low_freq_factor:
         raise ConfigError("llama3 rope_scaling needs factor > 0 and high_freq_factor > low_freq_factor")
     return rope
@@ -259,7 +292,7 @@ def _parse_layer_types(raw: dict[str, Any], layers: int, sliding_window: int | N
     if isinstance(pattern, bool):
         raise ConfigError(f"sliding_window_pattern must be an int or a string, got {pattern!r}")
     if isinstance(pattern, int):
-        if pattern <= 0:
+        if not 0 < pattern <= LIMITS["num_hidden_layers"]:
             raise ConfigError(f"sliding_window_pattern must be positive, got {pattern}")
         return tuple(SLIDING if (i + 1) % pattern != 0 else FULL for i in range(layers))
     if isinstance(pattern, str):
@@ -278,18 +311,25 @@ def _parse_labels(raw: dict[str, Any]) -> dict[int, str]:
     if id2label is not None:
         if not isinstance(id2label, dict):
             raise ConfigError(f"id2label must be an object, got {id2label!r}")
+        if len(id2label) > LIMITS["num_labels"]:
+            raise ConfigError(f"id2label has {len(id2label)} entries, more than {LIMITS['num_labels']}")
         try:
             labels = {int(k): str(v) for k, v in id2label.items()}
         except ValueError:
-            raise ConfigError(f"id2label keys must be integers, got {list(id2label)!r}") from None
+            raise ConfigError(f"id2label keys must be integers, got {list(id2label)[:10]!r}") from None
         if sorted(labels) != list(range(len(labels))):
             raise ConfigError(f"id2label keys must be 0..{len(labels) - 1}, got {sorted(labels)}")
     label2id = raw.get("label2id")
     if label2id is not None and labels:
-        if not isinstance(label2id, dict) or {int(v): k for k, v in label2id.items()} != labels:
+        if (not isinstance(label2id, dict)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in label2id.values())
+                or {v: k for k, v in label2id.items()} != labels):
             raise ConfigError("label2id is not the inverse of id2label")
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)
+                                   or not 0 < num_labels <= LIMITS["num_labels"]):
+        raise ConfigError(f"num_labels must be a positive integer of at most {LIMITS['num_labels']}, got {num_labels!r}")
     if num_labels is not None and labels and num_labels != len(labels):
         raise ConfigError(f"num_labels is {num_labels} but id2label has {len(labels)} entries")
     if num_labels is not None and not labels:
-        labels = {i: f"LABEL_{i}" for i in range(int(num_labels))}
+        labels = {i: f"LABEL_{i}" for i in range(num_labels)}
     return labels

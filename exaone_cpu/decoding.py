@@ -80,7 +80,8 @@ class Decoding:
         self.sampling = sampling or SamplingParams()
         self.stop_token_ids = frozenset(int(t) for t in stop_token_ids)
         self._stop_array = np.fromiter(self.stop_token_ids, np.int64, len(self.stop_token_ids))
-        self._ids = np.empty(self.prompt_tokens + self.max_new_tokens, np.int64)  # prompt + generated
+        # prompt + generated, grown by doubling: max_new_tokens may be the whole context
+        self._ids = np.empty(self.prompt_tokens + min(self.max_new_tokens, 4096), np.int64)
         self._ids[: self.prompt_tokens] = prompt
         self._n = self.prompt_tokens
         self.sampler = Sampler(self.sampling, vocab_size, prompt)
@@ -130,6 +131,10 @@ class Decoding:
         if self.logprobs is not None:
             value, top = logprobs(logits, token, self.top_logprobs)
             self.logprobs.append(TokenLogprob(token, value, tuple(top)))
+        if self._n == len(self._ids):
+            grown = np.empty(min(2 * len(self._ids), self.prompt_tokens + self.max_new_tokens), np.int64)
+            grown[: self._n] = self._ids
+            self._ids = grown
         self._ids[self._n] = token
         self._n += 1
         if token in self.stop_token_ids:
@@ -264,6 +269,6 @@ class TokenStream:
         prompt = self.decoding.prompt_ids
         if self._prompt_cache is not None:
             self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
-        else:  # room for the whole stream
-            self._cache = self.model.new_cache(self.prompt_tokens + self.max_new_tokens)
+        else:  # room for the whole stream, up to a bound (the cache grows past it if it must)
+            self._cache = self.model.new_cache(self.prompt_tokens + min(self.max_new_tokens, 8192))
         return self.model.forward(prompt[self.cached_tokens :], self._cache)

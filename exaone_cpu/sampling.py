@@ -227,12 +227,43 @@ def load_generation_config(model_dir: str | Path) -> GenerationDefaults:
     path = Path(model_dir) / GENERATION_CONFIG_FILE
     if not path.is_file():
         return GenerationDefaults()
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object")
     known = {f.name for f in dataclasses.fields(GenerationDefaults)}
     values = {k: v for k, v in raw.items() if k in known and v is not None}
+    for name, value in values.items():
+        kind = _GENERATION_FIELD_TYPES.get(name)
+        if kind is not None and (isinstance(value, bool) != (kind is bool) or not isinstance(value, kind)):
+            raise ValueError(f"{path}: {name} has the wrong type ({type(value).__name__})")
     eos = raw.get("eos_token_id")
-    values["eos_token_ids"] = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos
+    if not isinstance(eos, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in eos):
+        raise ValueError(f"{path}: eos_token_id must be a token id or a list of them")
+    values["eos_token_ids"] = eos
     stops = raw.get("stop_strings")
-    values["stop_strings"] = [] if stops is None else [stops] if isinstance(stops, str) else list(stops)
-    return GenerationDefaults(**values)
+    stops = [] if stops is None else [stops] if isinstance(stops, str) else stops
+    if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
+        raise ValueError(f"{path}: stop_strings must be a string or a list of strings")
+    values["stop_strings"] = stops
+    defaults = GenerationDefaults(**values)
+    try:  # every value the file gives must be valid, used now or not
+        SamplingParams(temperature=defaults.temperature, top_k=defaults.top_k or 0, top_p=defaults.top_p,
+                       min_p=defaults.min_p or 0.0, repetition_penalty=defaults.repetition_penalty)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if defaults.max_new_tokens is not None and not 0 <= defaults.max_new_tokens < 2**31:
+        raise ValueError(f"{path}: max_new_tokens must be a non-negative integer")
+    return defaults
+
+
+_NUMBER = (int, float)
+_GENERATION_FIELD_TYPES = {
+    "do_sample": bool, "temperature": _NUMBER, "top_k": int, "top_p": _NUMBER, "min_p": _NUMBER,
+    "repetition_penalty": _NUMBER, "presence_penalty": _NUMBER, "frequency_penalty": _NUMBER,
+    "max_new_tokens": int, "max_length": int, "pad_token_id": int, "bos_token_id": int,
+}

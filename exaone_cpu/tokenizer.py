@@ -67,15 +67,40 @@ _BYTE_OF_CHAR = _byte_of_char()
 def _token_content(value: Any) -> str | None:
     # Tokens are serialized either as plain strings or as AddedToken dicts.
     if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "content" in value:
-        return value["content"]
-    raise ValueError(f"cannot read a special token from {value!r}")
+        return value or None
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"] or None
+    raise ValueError(f"cannot read a special token from {str(value)[:100]!r}")
 
 
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _read_json(path: Path) -> dict:
+    """A JSON object from path; anything else is a ValueError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _check_added_tokens(path: Path, added: Any) -> dict[str, dict]:
+    """added_tokens_decoder: {id (a string of digits): {content: str, flags: bool ...}}."""
+    if added is None:
+        return {}
+    if not isinstance(added, dict):
+        raise ValueError(f"{path}: added_tokens_decoder must be an object")
+    for key, entry in added.items():
+        where = f"{path}: added_tokens_decoder[{key[:20]!r}]"
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9):
+            raise ValueError(f"{where}: keys must be token ids")
+        if not isinstance(entry, dict) or not isinstance(entry.get("content"), str) or not entry["content"]:
+            raise ValueError(f"{where}: must be an object with a non-empty string 'content'")
+        for flag in ("single_word", "lstrip", "rstrip", "normalized", "special"):
+            if flag in entry and not isinstance(entry[flag], bool):
+                raise ValueError(f"{where}.{flag} must be true or false, got {entry[flag]!r}")
+    return added
 
 
 def _to_id_list(ids: Any) -> list[int]:
@@ -115,17 +140,16 @@ def _build_byte_level_bpe(model_dir: Path, config: dict) -> _Backend:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: without {TOKENIZER_FILE} the tokenizer needs {path.name}")
     # Same parser the Rust BPE uses for these files (skips the "#version" line).
-    vocab, merges = BPE.read_file(str(vocab_path), str(merges_path))
-    backend = _Backend(
-        BPE(
-            vocab=vocab,
-            merges=merges,
-            dropout=None,
-            continuing_subword_prefix="",
-            end_of_word_suffix="",
-            fuse_unk=False,
-        )
-    )
+    try:
+        vocab, merges = BPE.read_file(str(vocab_path), str(merges_path))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise ValueError(f"{vocab_path} / {merges_path.name} could not be read: {e}") from None
+    try:
+        model = BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
+                    fuse_unk=False)
+    except Exception as e:  # noqa: BLE001 - e.g. a merge of tokens the vocabulary does not have
+        raise ValueError(f"{vocab_path} / {merges_path.name} do not agree: {e}") from None
+    backend = _Backend(model)
     add_prefix_space = bool(config.get("add_prefix_space", False))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     backend.decoder = decoders.ByteLevel()
@@ -172,19 +196,39 @@ class Tokenizer:
         # tokenizer_config.json wins over the legacy special_tokens_map.json.
         special = {}
         for name in SPECIAL_TOKEN_NAMES:
-            value = config.get(name, special_map.get(name))
-            if _token_content(value) is not None:
-                special[name] = _token_content(value)
+            source = config_path if name in config else map_path
+            try:
+                content = _token_content(config.get(name, special_map.get(name)))
+            except ValueError as e:
+                raise ValueError(f"{source}: {name}: {e}") from None
+            if content is not None:
+                special[name] = content
         extra = config.get("additional_special_tokens") or config.get("extra_special_tokens")
         if not extra:
             extra = special_map.get("additional_special_tokens") or []
         if isinstance(extra, dict):  # v5 named extras: {"image_token": "<image>"}
             extra = list(extra.values())
-        extra = [_token_content(t) for t in extra]
+        if not isinstance(extra, list):
+            raise ValueError(f"{config_path}: additional_special_tokens must be a list")
+        try:
+            extra = [t for t in (_token_content(t) for t in extra) if t is not None]
+        except ValueError as e:
+            raise ValueError(f"{config_path}: additional_special_tokens: {e}") from None
+        for name in ("tokenizer_class", "chat_template"):
+            value = config.get(name)
+            if value is not None and not isinstance(value, (str, list)):
+                raise ValueError(f"{config_path}: {name} must be a string, got {type(value).__name__}")
+        for name in ("add_prefix_space", "add_bos_token", "add_eos_token", "split_special_tokens"):
+            if config.get(name) is not None and not isinstance(config[name], bool):
+                raise ValueError(f"{config_path}: {name} must be true or false, got {config[name]!r}")
+        _check_added_tokens(config_path, config.get("added_tokens_decoder"))
 
         tokenizer_json = model_dir / TOKENIZER_FILE
         if tokenizer_json.is_file():
-            backend = _Backend.from_file(str(tokenizer_json))
+            try:
+                backend = _Backend.from_file(str(tokenizer_json))
+            except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
+                raise ValueError(f"{tokenizer_json} could not be read: {e}") from None
         else:
             tokenizer_class = config.get("tokenizer_class", "GPT2Tokenizer")
             if tokenizer_class not in _BYTE_LEVEL_BPE_CLASSES:
@@ -210,6 +254,9 @@ class Tokenizer:
         else:
             chat_template = config.get("chat_template")
             if isinstance(chat_template, list):  # [{"name": ..., "template": ...}, ...]
+                if not all(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str)
+                           for t in chat_template):
+                    raise ValueError(f"{config_path}: chat_template list entries need a string name and template")
                 chat_template = {t["name"]: t["template"] for t in chat_template}
         return cls(backend, special, extra, chat_template, name_or_path=str(path))
 

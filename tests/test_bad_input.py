@@ -266,3 +266,35 @@ def test_no_mmap_reads_the_weights_into_memory(copy):
     np.testing.assert_array_equal(loaded.logits(prompt), want)
     with pytest.raises(ValueError, match="mmap"):
         exaone_cpu.load(d, mmap="no")
+
+
+# ---- regressions from the loader fuzzer (tools/fuzz_loader.py) -------------------------------------------
+
+
+@pytest.mark.parametrize("field,value,error,match", [
+    ("architectures", 3, ConfigError, "architectures"),
+    ("tie_word_embeddings", "false", ConfigError, "tie_word_embeddings"),
+    ("rms_norm_eps", float("inf"), ConfigError, "rms_norm_eps"),
+    ("rope_theta", float("nan"), ConfigError, "rope_theta"),
+    ("num_hidden_layers", 10**9, ConfigError, "num_hidden_layers"),
+    ("max_position_embeddings", 10**13, ConfigError, "max_position_embeddings"),
+    ("eos_token_id", {"a": 1}, ConfigError, "eos_token_id"),
+    ("rope_parameters", {"rope_type": "llama3", "rope_theta": 1e6, "factor": 8.0, "low_freq_factor": 0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}, ConfigError,
+     "low_freq_factor"),
+])
+def test_config_fields_are_checked(copy, field, value, error, match):
+    d = copy()
+    config = json.loads((d / "config.json").read_text())
+    config[field] = value
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(error, match=match) as info:
+        exaone_cpu.load(d)
+    assert "config.json" in str(info.value)
+
+
+def test_metadata_must_be_strings(copy):
+    d = copy()
+    edit_header(d / "model.safetensors", lambda h: h.__setitem__("__metadata__", "x"))
+    with pytest.raises(CheckpointError, match="__metadata__"):
+        exaone_cpu.load(d)
