@@ -619,7 +619,10 @@ def test_cancel_race_and_failing_sequence_leave_the_engine_serving(model, tokeni
         assert engine.healthy and httpx.get(server.base + "/health").status_code == 200
         after = client.completions.create(model="tiny", prompt="Served normally", max_tokens=5, temperature=0)
         assert after.choices[0].text
-        assert engine.load == (0, 0)
+        deadline = time.time() + 5  # the engine drops finished sequences at its next turn
+        while engine.load != (0, 0):
+            assert time.time() < deadline, engine.load
+            time.sleep(0.02)
     finally:
         server.stop()
 
