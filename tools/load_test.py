@@ -72,7 +72,7 @@ def stream_text(http: httpx.Client, base: str, prompt: str, tokens: int, hang_up
 
 
 def run(model_dir: str, clients: int = 16, seconds: float = 60.0, tokens: int = 24, threads: int = 2,
-        parallel: int = 8, max_rss_growth: float = 10.0, log=print) -> dict:
+        parallel: int = 8, max_rss_growth: float = 10.0, baseline_at: float = 0.25, log=print) -> dict:
     model = exaone_cpu.load(model_dir, threads=threads)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     expected = {}
@@ -138,8 +138,9 @@ def run(model_dir: str, clients: int = 16, seconds: float = 60.0, tokens: int = 
     workers.append(threading.Thread(target=hostile))
     for w in workers:
         w.start()
-    # the baseline: resident memory once the load is running (threads, connections, allocator
-    # arenas in place); growth after it is what a long-running server would accumulate
+    # the baseline: resident memory once the load has run for baseline_at of the time (threads,
+    # connections, allocator arenas in place); growth after it is what a long-running server would
+    # accumulate
     samples = []
     while any(w.is_alive() for w in workers):
         samples.append(round(rss_mb(), 1))
@@ -147,7 +148,7 @@ def run(model_dir: str, clients: int = 16, seconds: float = 60.0, tokens: int = 
     for w in workers:
         w.join()
     stats["rss_samples_mb"] = samples
-    rss_start = samples[min(len(samples) - 1, max(1, len(samples) // 4))] if samples else rss_start
+    rss_start = samples[min(len(samples) - 1, max(1, int(len(samples) * baseline_at)))] if samples else rss_start
     settle = time.time() + 10
     while engine.load != (0, 0) and time.time() < settle:
         time.sleep(0.05)
