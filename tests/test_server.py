@@ -690,3 +690,48 @@ def test_chat_template_kwargs_pass_only_template_variables(served, kwargs, param
     assert _error(_post(served, "/v1/chat/completions", body), 400)["param"] == param
     ok = {**body, "chat_template_kwargs": {"enable_thinking": True, "skip_think": False}}
     assert _post(served, "/v1/chat/completions", ok).status_code == 200
+
+
+REQUEST_WEIRD = [None, True, False, "", "x" * 300, -1, 0, 1, 2, 10**30, 1.5, -0.5, 1e308, [], [1, "a"], {}, {"a": 1},
+                 [[[[]]]], "\ud800", {"type": "function"}, [{"role": "user"}], [{"role": "user", "content": 5}]]
+
+
+def _mutated_request(rng):
+    chat = rng.random() < 0.5
+    body = {"model": "tiny", "max_tokens": 3, "temperature": 0}
+    if chat:
+        body["messages"] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]
+        if rng.random() < 0.3:
+            body["tools"] = [WEATHER_TOOL]
+    else:
+        body["prompt"] = "Hello there"
+    fields = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
+              "stream_options", "logprobs", "top_logprobs", "logit_bias", "n", "presence_penalty",
+              "repetition_penalty", "tools", "tool_choice", "chat_template_kwargs", "messages", "prompt",
+              "response_format", "unknown_field"]
+    for _ in range(rng.randint(1, 3)):
+        field = rng.choice(fields)
+        if field == "messages" and chat and rng.random() < 0.5:
+            msg = rng.choice(body["messages"])
+            msg[rng.choice(["role", "content", "tool_calls", "name"])] = rng.choice(REQUEST_WEIRD)
+        else:
+            body[field] = rng.choice(REQUEST_WEIRD)
+    return ("/v1/chat/completions" if chat else "/v1/completions"), body
+
+
+def test_mutated_requests_never_get_a_5xx(served):
+    """A bounded request-schema fuzz (fixed seed): every mutated body is answered 2xx or 4xx."""
+    import random as _random
+
+    rng = _random.Random(1206)
+    statuses = []
+    for _ in range(250):
+        path, body = _mutated_request(rng)
+        raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+        response = _post(served, path, None, raw=raw)
+        statuses.append(response.status_code)
+        assert response.status_code < 500, (body, response.text[:300])
+        if response.status_code >= 400:
+            assert response.json()["error"]["message"]
+    assert 200 in statuses and 400 in statuses
+    assert httpx.get(served.base + "/health").json()["status"] == "ok"

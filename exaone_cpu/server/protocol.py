@@ -30,7 +30,13 @@ class APIError(Exception):
         self.code = code
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {"error": {"message": _printable(self.message), "type": self.type,
+                          "param": None if self.param is None else _printable(self.param), "code": self.code}}
+
+
+def _printable(text: str) -> str:
+    """text as valid UTF-8 (a request's lone surrogate echoed in a message becomes U+FFFD)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _bad(param: str, message: str) -> APIError:
