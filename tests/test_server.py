@@ -735,3 +735,21 @@ def test_mutated_requests_never_get_a_5xx(served):
             assert response.json()["error"]["message"]
     assert 200 in statuses and 400 in statuses
     assert httpx.get(served.base + "/health").json()["status"] == "ok"
+
+
+def test_serve_exits_non_zero_when_the_engine_fails(model_dir, monkeypatch):
+    import argparse
+
+    from exaone_cpu.commands import serve
+
+    def broken(self):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(BatchEngine, "_loop", broken)
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = parser.parse_args([str(model_dir), "--port", str(port), "--log-level", "error"])
+    assert serve.run(args) == 1  # the server stopped by itself: a supervisor restarts it
