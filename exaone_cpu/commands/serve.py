@@ -8,14 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+from .generate import add_model_arguments, load_options
+
 HELP = "Serve a model over an OpenAI-compatible HTTP API (needs: pip install 'exaone_cpu[server]')."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model directory (Hugging Face layout, with tokenizer files)")
+    add_model_arguments(p)  # MODEL, --threads, --quant, --kv-dtype, --no-mmap as for generate and chat
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: all available CPUs)")
     p.add_argument("--ctx", type=int, default=None,
                    help="context length per request, prompt + completion (default: min(max_position_embeddings, 8192))")
     p.add_argument("--parallel", type=int, default=4, help="sequences decoded together (default 4)")
@@ -26,12 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name", default=None, help="name clients use in 'model' (default: the directory name)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--quant", choices=("int8", "int4"), default=None,
-                   help="quantize a float checkpoint's projections as it loads (default: as stored)")
-    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
-                   help="KV cache precision (f16 halves its memory; default f32)")
-    p.add_argument("--no-mmap", action="store_true",
-                   help="read the weights into memory instead of mapping the files (for files that may change)")
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="a Jinja chat template to use instead of the checkpoint's")
     g = p.add_argument_group(
@@ -74,7 +69,7 @@ def build(args: argparse.Namespace):
             template = Path(args.chat_template).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"--chat-template {args.chat_template}: {e}") from None
-    model = load(args.model, threads=args.threads, quant=args.quant, kv_dtype=args.kv_dtype, mmap=not args.no_mmap)
+    model = load(args.model, **load_options(args))
     limit = model.config.max_position_embeddings
     ctx = args.ctx if args.ctx is not None else min(limit, 8192)
     if not 1 <= ctx <= limit:
