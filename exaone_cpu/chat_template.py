@@ -86,9 +86,25 @@ class _GenerationTag(jinja2.ext.Extension):
         return caller()
 
 
+MAX_RENDERED_CHARS = 1 << 24  # a rendered prompt is far below this; a runaway template stops here
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with string and list repetition (`'ab' * n`) bounded like the whole output."""
+
+    intercepted_binops = frozenset(["*"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_RENDERED_CHARS:
+                    raise ValueError(f"the chat template builds a value of over {MAX_RENDERED_CHARS} items")
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache(maxsize=16)
 def compile_chat_template(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(
+    env = _BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
@@ -188,13 +204,19 @@ def render_chat_template(
             raise ValueError("continue_final_message and add_generation_prompt cannot be used together")
         final_text = _tag_final_message(messages, template, continue_final_message)
     variables = _plain({**(special_tokens or {}), **kwargs})
-    rendered = compile_chat_template(template).render(
+    pieces, size = [], 0
+    for piece in compile_chat_template(template).generate(
         messages=messages,
         tools=_tool_schemas(tools),
         documents=_plain(documents),
         add_generation_prompt=add_generation_prompt,
         **variables,
-    )
+    ):
+        size += len(piece)
+        if size > MAX_RENDERED_CHARS:  # the output is bounded as it is produced, not after
+            raise ValueError(f"the chat template renders more than {MAX_RENDERED_CHARS} characters")
+        pieces.append(piece)
+    rendered = "".join(pieces)
     if not continue_final_message:
         return rendered
     if final_text.strip() not in rendered or _CONTINUE_TAG.strip() not in rendered:

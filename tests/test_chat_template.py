@@ -169,3 +169,14 @@ def test_continue_final_message_cuts_after_the_last_message():
         render_chat_template(loop, messages, continue_final_message="reasoning_content")
     with pytest.raises(ValueError, match="verbatim"):
         render_chat_template("{{ messages[0].content }}", messages, continue_final_message=True)
+
+
+def test_rendering_is_bounded():
+    """Output stops at MAX_RENDERED_CHARS as it is produced: unbounded, these would take 12 GB or 10**10 steps."""
+    from exaone_cpu.chat_template import render_chat_template
+
+    messages = [{"role": "user", "content": "hi"}]
+    for template in ("{{ 'ab ' * 4000000000 }}", "{{ [1] * 100000000 }}",
+                     "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxx{% endfor %}{% endfor %}"):
+        with pytest.raises(ValueError, match="chat template"):
+            render_chat_template(template, messages)
