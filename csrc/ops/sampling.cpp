@@ -52,7 +52,7 @@ uint32_t select_threshold(const uint32_t* keys, const int32_t* idx, int64_t n, u
                           Weight weight, std::vector<int32_t>& buf_a, std::vector<int32_t>& buf_b) {
   static const int kShift[3] = {21, 10, 0};
   static const uint32_t kBins[3] = {2048, 2048, 1024};
-  std::vector<double> hist(2048);
+  double hist[2048];  // 16 KiB on the stack: no allocation per token (each level zeroes what it uses)
   uint32_t prefix = 0;           // the bits chosen so far, in place
   uint32_t prefix_mask = 0;
   double above = 0.0;            // weight of candidates with a key above the chosen prefix range
@@ -61,7 +61,7 @@ uint32_t select_threshold(const uint32_t* keys, const int32_t* idx, int64_t n, u
   for (int level = 0; level < 3; ++level) {
     const int shift = kShift[level];
     const uint32_t bins = kBins[level];
-    std::fill(hist.begin(), hist.begin() + bins, 0.0);
+    std::fill(hist, hist + bins, 0.0);
     for (int64_t j = 0; j < cur_n; ++j) {
       const int64_t i = cur ? cur[j] : j;
       const uint32_t k = keys[i];
