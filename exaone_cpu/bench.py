@@ -117,7 +117,10 @@ def current_rss_mib() -> float | None:
 
 
 def weight_files(path: str | Path) -> list[Path]:
-    """The weight files of a model directory (safetensors and other known weight formats)."""
+    """The weight files of a model directory (safetensors and other known weight formats), or
+    [path] for a GGUF file."""
+    if Path(path).is_file():
+        return [Path(path)]
     return sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in (".safetensors", ".gguf", ".bin"))
 
 

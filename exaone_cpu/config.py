@@ -10,6 +10,7 @@ Accepted spellings:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -56,12 +57,14 @@ def _token_id(name: str, value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class RopeConfig:
-    rope_type: str  # "default" | "linear" | "llama3"
+    rope_type: str  # "default" | "linear" | "llama3" | "factors"
     theta: float
     factor: float = 1.0
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+    # "factors": one divisor per frequency, as a GGUF file's rope_freqs tensor stores llama3 scaling
+    freq_factors: tuple[float, ...] = ()
 
     def inv_freq(self, head_dim: int) -> np.ndarray:
         """Per-pair inverse frequencies [head_dim // 2], float32 as transformers computes them."""
@@ -69,6 +72,11 @@ class RopeConfig:
         inv_freq = (np.float32(1.0) / (np.float32(self.theta) ** exponent)).astype(np.float32)
         if self.rope_type == "linear":
             return (inv_freq / np.float32(self.factor)).astype(np.float32)
+        if self.rope_type == "factors":
+            factors = np.asarray(self.freq_factors, dtype=np.float32)
+            if factors.shape != inv_freq.shape:
+                raise ConfigError(f"{factors.size} rope frequency factors for head_dim {head_dim}")
+            return (inv_freq / factors).astype(np.float32)
         if self.rope_type != "llama3":
             return inv_freq
         # llama3: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between.
@@ -122,6 +130,13 @@ class Exaone4Config:
 
     def window(self, layer: int) -> int | None:
         return self.sliding_window if self.layer_types[layer] == SLIDING else None
+
+    def with_rope_freq_factors(self, factors: tuple[float, ...]) -> "Exaone4Config":
+        """This config with RoPE frequencies divided by per-frequency factors (a GGUF file's
+        rope_freqs tensor, which is how llama.cpp stores llama3 scaling)."""
+        if len(factors) != self.head_dim // 2:
+            raise ConfigError(f"{len(factors)} rope frequency factors for head_dim {self.head_dim}")
+        return dataclasses.replace(self, rope=RopeConfig("factors", self.rope.theta, freq_factors=tuple(factors)))
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Exaone4Config":

@@ -21,6 +21,7 @@ from .checkpoint import CheckpointError
 from .formats import GGML_TYPES, GGMLType, ggml_type_name
 
 MAGIC = b"GGUF"
+ARCH = "exaone4"  # general.architecture of EXAONE 4 files
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -245,3 +246,12 @@ def is_gguf(path: str | Path) -> bool:
             return p.is_file() and f.read(4) == MAGIC
     except OSError:
         return False
+
+
+def open_gguf(path: str | Path, *, mmap: bool = True) -> GGUFFile:
+    """A parsed GGUF file whose general.architecture is EXAONE 4's (GGUFError otherwise)."""
+    f = GGUFFile(path, mmap=mmap)
+    if f.architecture != ARCH:
+        raise GGUFError(f"{f.path}: general.architecture is {f.architecture!r}; exaone_cpu runs EXAONE 4 "
+                        f"({ARCH!r}) models")
+    return f

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from . import _core
 from .config import Exaone4Config
+from .gguf_file import is_gguf, open_gguf
+from .gguf_model import GGUFWeights, config_from_gguf
 from .heads import TASK_MODELS
 from .kv_cache import KV_DTYPES
 from .model import DEFAULT_PREFILL_CHUNK, Model
@@ -24,8 +26,9 @@ def set_threads(threads: int | None) -> None:
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
          head: str | None = None, kv_dtype: str = "f32", mmap: bool = True) -> Model:
-    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), or a
-    quantized one written by exaone-quantize (detected from config.json's quantization_config).
+    """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), a quantized
+    one written by exaone-quantize (detected from config.json's quantization_config), or a GGUF
+    file (exaone_cpu.gguf_model: F32 / F16 / BF16 / Q8_0 / Q4_0 weights).
 
     Returns a Model (Exaone4ForCausalLM) or, when config.json's `architectures` names a task head,
     an exaone_cpu.heads model (sequence/token classification, question answering).
@@ -45,22 +48,42 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     renaming it over the old one. False reads the weights into memory.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist" if not path.exists()
-                                else f"{path} is not a directory")
+    gguf = is_gguf(path)
+    if not gguf and not path.is_dir():
+        raise FileNotFoundError(f"model {path} does not exist" if not path.exists()
+                                else f"{path} is neither a model directory nor a GGUF file")
     if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
         raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
     if kv_dtype not in KV_DTYPES:
         raise ValueError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
     spec = spec_from_options(quant, group_size, asym, head)
-    config = Exaone4Config.from_pretrained(path)
-    set_threads(threads)
     if not isinstance(mmap, bool):
         raise ValueError(f"mmap must be True or False, got {mmap!r}")
-    tensors, quantizer = load_tensors(path, spec, mmap)
+    if gguf:
+        f = open_gguf(path, mmap=mmap)
+        config = config_from_gguf(f)
+        set_threads(threads)
+        weights = GGUFWeights(f, spec)
+        tensors, quantizer = weights.tensors, weights
+    else:
+        config = Exaone4Config.from_pretrained(path)
+        set_threads(threads)
+        tensors, quantizer = load_tensors(path, spec, mmap)
     model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
     model.kv_dtype = kv_dtype
     return model
+
+
+def read_config(path: str | Path) -> Exaone4Config:
+    """The config of a model directory (config.json) or a GGUF file (its metadata), without
+    loading the weights: for checks before a long load."""
+    path = Path(path)
+    if is_gguf(path):
+        return config_from_gguf(open_gguf(path))
+    if not path.is_dir():
+        raise FileNotFoundError(f"model {path} does not exist" if not path.exists()
+                                else f"{path} is neither a model directory nor a GGUF file")
+    return Exaone4Config.from_pretrained(path)
 
 
 def model_class(config: Exaone4Config) -> type[Model]:

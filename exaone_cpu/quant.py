@@ -158,6 +158,30 @@ class QuantLinear:
         qweight, scales, mins = _core.quantize(np.ascontiguousarray(data), wtype, format, group_size)
         return cls(qweight, scales, mins, format, group_size)
 
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, format,
+                   group_size: int) -> "QuantLinear":
+        """A QuantLinear from row-major integer codes [N, K] (int8 q for Q8G, nibbles u in 0..15 for
+        Q4G / Q4GA) and f16 scale (and min) bits [N, groups], packed into the row tiles of
+        csrc/kernels/quant.h: how a checkpoint quantized elsewhere (GGUF, AWQ, GPTQ) takes our
+        kernels' layout with its own values."""
+        n, k = codes.shape
+        if k % 32:
+            raise ValueError(f"in_features {k} is not a multiple of 32")
+        groups = 1 if group_size == 0 else -(-k // group_size)
+        for name, a in (("scales", scales), ("mins", mins)):
+            if a is not None and a.shape != (n, groups):
+                raise ValueError(f"{name} has shape {list(a.shape)}, expected {[n, groups]}")
+        if (mins is not None) != (format == _core.QuantFormat.Q4GA):
+            raise ValueError(f"{format.name} {'needs' if mins is None else 'takes no'} mins")
+        if format == _core.QuantFormat.Q8G:
+            qweight = _tile_rows(np.ascontiguousarray(codes, dtype=np.int8), 4)
+        else:
+            u = np.asarray(codes, dtype=np.uint8).reshape(n, k // 8, 2, 4)  # 8-k runs: k 0-3, k 4-7
+            qweight = _tile_rows((u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2), 4)
+        tile = lambda a: None if a is None else _tile_rows(np.ascontiguousarray(a, dtype=np.uint16), 1)  # noqa: E731
+        return cls(qweight, tile(scales), tile(mins), format, group_size)
+
     @property
     def out_features(self) -> int:
         return self.qweight.shape[0]
@@ -189,6 +213,20 @@ class QuantLinear:
     def __repr__(self) -> str:
         return (f"QuantLinear({self.format.name}, [{self.out_features}, {self.in_features}], "
                 f"group_size={self.group_size})")
+
+
+def _tile_rows(a: np.ndarray, unit: int) -> np.ndarray:
+    """a [N, M] in the row tiles of csrc/kernels/quant.h: every 8 rows (the last N % 8 = W rows)
+    stored as [M / unit][W][unit], so one load holds `unit` consecutive elements of each row."""
+    n, m = a.shape
+    out = np.empty_like(a)
+    full = n & ~7
+    if full:
+        out[:full] = a[:full].reshape(full // 8, 8, m // unit, unit).transpose(0, 2, 1, 3).reshape(full, m)
+    if n > full:
+        w = n - full
+        out[full:] = a[full:].reshape(w, m // unit, unit).transpose(1, 0, 2).reshape(w, m)
+    return out
 
 
 def project(x: np.ndarray, *linears) -> list[np.ndarray]:

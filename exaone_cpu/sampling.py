@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from .gguf_file import GGUFError, GGUFFile, is_gguf, open_gguf
 
 GENERATION_CONFIG_FILE = "generation_config.json"
 SEED_MODULUS = 1 << 64  # seeds are taken modulo 2**64 (negative ones too)
@@ -223,7 +224,10 @@ class GenerationDefaults:
 
 
 def load_generation_config(model_dir: str | Path) -> GenerationDefaults:
-    """Read `generation_config.json` (missing file: transformers' defaults). eos_token_id may be an int or a list."""
+    """Read `generation_config.json` (missing file: transformers' defaults). eos_token_id may be an int or a list.
+    For a GGUF file: its token ids and `general.sampling.*` recommendations."""
+    if is_gguf(model_dir):
+        return generation_defaults_from_gguf(open_gguf(model_dir))
     path = Path(model_dir) / GENERATION_CONFIG_FILE
     if not path.is_file():
         return GenerationDefaults()
@@ -267,3 +271,27 @@ _GENERATION_FIELD_TYPES = {
     "repetition_penalty": _NUMBER, "presence_penalty": _NUMBER, "frequency_penalty": _NUMBER,
     "max_new_tokens": int, "max_length": int, "pad_token_id": int, "bos_token_id": int,
 }
+
+
+def generation_defaults_from_gguf(f: GGUFFile) -> GenerationDefaults:
+    """GenerationDefaults of a GGUF file: its eos / bos / pad ids and, when present, the sampling
+    it recommends (general.sampling.temp, top_k, top_p, min_p, penalty_repeat)."""
+    values: dict[str, Any] = {}
+    eos = f.get("tokenizer.ggml.eos_token_id", int)
+    values["eos_token_ids"] = [] if eos is None else [eos]
+    values["bos_token_id"] = f.get("tokenizer.ggml.bos_token_id", int)
+    values["pad_token_id"] = f.get("tokenizer.ggml.padding_token_id", int)
+    for key, name, kind in (("temp", "temperature", float), ("top_k", "top_k", int), ("top_p", "top_p", float),
+                            ("min_p", "min_p", float), ("penalty_repeat", "repetition_penalty", float)):
+        v = f.get(f"general.sampling.{key}", kind)
+        if v is not None:
+            values[name] = v
+    if "temperature" in values:
+        values["do_sample"] = values["temperature"] > 0
+    defaults = GenerationDefaults(**values)
+    try:
+        SamplingParams(temperature=defaults.temperature, top_k=defaults.top_k or 0, top_p=defaults.top_p,
+                       min_p=defaults.min_p or 0.0, repetition_penalty=defaults.repetition_penalty)
+    except ValueError as e:
+        raise GGUFError(f"{f.path}: general.sampling: {e}") from None
+    return defaults

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer as _Backend
 from tokenizers.models import BPE
 
 from .chat_template import NoChatTemplateError, render_chat_template
+from .gguf_file import GGUFError, GGUFFile, is_gguf, open_gguf
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -33,6 +34,12 @@ MERGES_FILE = "merges.txt"
 
 # Named special tokens, in transformers' SPECIAL_TOKENS_ATTRIBUTES order.
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+# GGUF token types of added tokens, and the tokenizer.ggml keys of the named special tokens.
+_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4
+_GGUF_SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
+                     "sep_token": "seperator_token_id", "pad_token": "padding_token_id", "cls_token": "cls_token_id",
+                     "mask_token": "mask_token_id"}
 
 # Classes whose slow->fast conversion is the GPT-2 byte-level BPE one.
 _BYTE_LEVEL_BPE_CLASSES = {"GPT2Tokenizer", "GPT2TokenizerFast", "PreTrainedTokenizerFast", "TokenizersBackend"}
@@ -185,7 +192,11 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> Tokenizer:
+        """The tokenizer of a model directory (tokenizer.json, or vocab.json + merges.txt, with
+        tokenizer_config.json) or of a GGUF file."""
         model_dir = Path(path)
+        if is_gguf(model_dir):
+            return cls.from_gguf(open_gguf(model_dir))
         if not model_dir.is_dir():
             raise FileNotFoundError(f"tokenizer directory {model_dir} does not exist")
         config_path = model_dir / TOKENIZER_CONFIG_FILE
@@ -259,6 +270,76 @@ class Tokenizer:
                     raise ValueError(f"{config_path}: chat_template list entries need a string name and template")
                 chat_template = {t["name"]: t["template"] for t in chat_template}
         return cls(backend, special, extra, chat_template, name_or_path=str(path))
+
+    @classmethod
+    def from_gguf(cls, f: GGUFFile) -> Tokenizer:
+        """The tokenizer a GGUF file stores in `tokenizer.ggml.*` (model "gpt2": byte-level BPE;
+        token types CONTROL and USER_DEFINED are the special and the plain added tokens) with its
+        `tokenizer.chat_template`."""
+        model = f.get("tokenizer.ggml.model", str, required=True)
+        if model != "gpt2":
+            raise GGUFError(f"{f.path}: tokenizer.ggml.model {model!r} is not supported (EXAONE 4 uses 'gpt2', "
+                            "byte-level BPE)")
+        pre = f.get("tokenizer.ggml.pre", str, "default")
+        if pre not in ("exaone4", "gpt2", "default"):
+            raise GGUFError(f"{f.path}: tokenizer.ggml.pre {pre!r} is not EXAONE 4's pre-tokenizer ('exaone4')")
+        tokens = f.get("tokenizer.ggml.tokens", list, required=True)
+        types = f.get("tokenizer.ggml.token_type", list, [1] * len(tokens))
+        merges = f.get("tokenizer.ggml.merges", list, required=True)
+        if (not all(isinstance(t, str) for t in tokens) or len(types) != len(tokens)
+                or not all(isinstance(t, int) and not isinstance(t, bool) for t in types)):
+            raise GGUFError(f"{f.path}: tokenizer.ggml.tokens and token_type must be lists of strings and of "
+                            "integers, equally long")
+        pairs = []
+        for m in merges:
+            parts = m.split(" ") if isinstance(m, str) else ()
+            if len(parts) != 2:
+                raise GGUFError(f"{f.path}: tokenizer.ggml.merges entry {m!r:.60} is not two tokens and a space")
+            pairs.append((parts[0], parts[1]))
+        added = [(tokens[i], t == _GGUF_CONTROL) for i, t in enumerate(types) if t in (_GGUF_CONTROL, _GGUF_USER_DEFINED)]
+        special = {}
+        for name, key in _GGUF_SPECIAL_IDS.items():
+            i = f.get(f"tokenizer.ggml.{key}", int)
+            if i is not None:
+                if not 0 <= i < len(tokens):
+                    raise GGUFError(f"{f.path}: tokenizer.ggml.{key} {i} is outside the vocabulary of {len(tokens)}")
+                special[name] = tokens[i]
+        try:
+            return cls.from_vocab(tokens, pairs, added=added, special=special,
+                                  add_bos=f.get("tokenizer.ggml.add_bos_token", bool, False),
+                                  add_eos=f.get("tokenizer.ggml.add_eos_token", bool, False),
+                                  chat_template=f.get("tokenizer.chat_template", str), name_or_path=str(f.path))
+        except ValueError as e:
+            raise GGUFError(str(e)) from None
+
+    @classmethod
+    def from_vocab(cls, tokens: Sequence[str], merges: Sequence[tuple[str, str]], *, added: Sequence[tuple[str, bool]],
+                   special: dict[str, str], add_bos: bool = False, add_eos: bool = False,
+                   chat_template: str | None = None, name_or_path: str = "") -> Tokenizer:
+        """A byte-level BPE tokenizer from a token list (id = position, tokens in GPT-2's byte-level
+        alphabet), its merges, and the tokens added on top of BPE as (content, special): how a GGUF
+        file stores EXAONE's tokenizer. Added tokens match before BPE, unnormalized and unstripped,
+        as EXAONE's tokenizer_config.json declares all of them."""
+        vocab = {}
+        for i, token in enumerate(tokens):
+            vocab.setdefault(token, i)  # a duplicate keeps its first id, as the Rust BPE does
+        try:
+            model = BPE(vocab=vocab, merges=list(merges), dropout=None, continuing_subword_prefix="",
+                        end_of_word_suffix="", fuse_unk=False)
+        except Exception as e:  # noqa: BLE001 - e.g. a merge of tokens the vocabulary does not have
+            raise ValueError(f"{name_or_path}: the vocabulary and merges do not agree: {e}") from None
+        backend = _Backend(model)
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        config = {"added_tokens_decoder": {str(vocab[c]) if c in vocab else str(len(tokens) + i):
+                                           {"content": c, "special": sp, "normalized": False}
+                                           for i, (c, sp) in enumerate(added)}}
+        extra = [c for c, sp in added if sp and c not in special.values()]
+        cls._register_added_tokens(backend, config, special, [])
+        ends = {end: (special[f"{end}_token"], backend.token_to_id(special[f"{end}_token"]))
+                for end, wanted in (("bos", add_bos), ("eos", add_eos)) if wanted and f"{end}_token" in special}
+        backend.post_processor = _template_post_processor(ends.get("bos"), ends.get("eos"))
+        return cls(backend, special, extra, chat_template, name_or_path=name_or_path)
 
     @staticmethod
     def _register_added_tokens(backend: _Backend, config: dict, special: dict[str, str], extra: list[str]) -> None:

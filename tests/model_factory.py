@@ -147,3 +147,138 @@ def link_real_tokenizer(directory: Path) -> None:
             os.symlink(source, target)
         except OSError:
             shutil.copyfile(source, target)
+
+
+# ---- GGUF files, written as llama.cpp's convert_hf_to_gguf.py (Exaone4Model) writes them --------
+
+GGUF_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+GGUF_LAYER_NAMES = {
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+    "post_attention_layernorm": "post_attention_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "post_feedforward_layernorm": "post_ffw_norm",
+}
+
+
+def gguf_name(hf: str) -> str:
+    if hf in GGUF_NAMES:
+        return GGUF_NAMES[hf]
+    parts = hf.split(".")  # model.layers.{i}.<module>.weight
+    return f"blk.{parts[2]}.{GGUF_LAYER_NAMES['.'.join(parts[3:-1])]}.weight"
+
+
+def llama3_rope_factors(config: dict) -> np.ndarray:
+    """The converter's rope_freqs tensor for llama3 scaling (python floats, stored as f32)."""
+    import math
+
+    params = config.get("rope_parameters") or dict(config.get("rope_scaling") or {}, rope_theta=config["rope_theta"])
+    base, dim = params["rope_theta"], config["head_dim"]
+    factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
+    old_ctx = params["original_max_position_embeddings"]
+    out = []
+    for i in range(0, dim, 2):
+        freq = 1.0 / (base ** (i / dim))
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_ctx / high:
+            out.append(1.0)
+        elif wavelen > old_ctx / low:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def gguf_tokenizer_metadata(writer, tokenizer_dir: Path) -> None:
+    """tokenizer.ggml.* and tokenizer.chat_template from vocab.json / merges.txt /
+    tokenizer_config.json, as the converter writes them for EXAONE 4."""
+    import gguf
+
+    vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    added = {int(k): v for k, v in config.get("added_tokens_decoder", {}).items()}
+    by_id = {i: t for t, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(max(by_id) + 1):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+        else:
+            tokens.append(by_id[i])
+            types.append(gguf.TokenType.NORMAL if i not in added else
+                         gguf.TokenType.CONTROL if added[i]["special"] else gguf.TokenType.USER_DEFINED)
+    merges = [line for line in (tokenizer_dir / "merges.txt").read_text(encoding="utf-8").split("\n")
+              if line and not line.startswith("#version")]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("exaone4")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    ids = {name: vocab[config[name]] for name in ("bos_token", "eos_token", "unk_token", "pad_token") if config.get(name)}
+    writer.add_bos_token_id(ids["bos_token"])
+    writer.add_eos_token_id(ids["eos_token"])
+    if "unk_token" in ids:
+        writer.add_unk_token_id(ids["unk_token"])
+    writer.add_pad_token_id(ids["pad_token"])
+    writer.add_add_bos_token(bool(config.get("add_bos_token", False)))
+    template = tokenizer_dir / "chat_template.jinja"
+    if template.is_file():
+        writer.add_chat_template(template.read_text(encoding="utf-8"))
+
+
+def write_gguf(src: str | Path, dst: str | Path, weight_type: str = "F32", *, tokenizer_dir: Path | None = None,
+               blocks: dict | None = None) -> Path:
+    """The checkpoint directory src as a GGUF file dst: metadata as llama.cpp's converter writes
+    it, 1-D tensors in F32, 2-D weights in weight_type ("F32", "F16", "BF16", or a block type the
+    `gguf` package quantizes: "Q8_0", "Q4_0"). blocks: HF name -> (type name, raw uint8 rows) for
+    weights given already in blocks (e.g. random K-quant blocks)."""
+    import gguf
+
+    from exaone_cpu.checkpoint import load_checkpoint_tensors
+
+    src, dst = Path(src), Path(dst)
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    tensors = {name: t.to_f32() for name, t in load_checkpoint_tensors(src).items()}
+    w = gguf.GGUFWriter(str(dst), "exaone4")
+    w.add_block_count(config["num_hidden_layers"])
+    w.add_context_length(config["max_position_embeddings"])
+    w.add_embedding_length(config["hidden_size"])
+    w.add_feed_forward_length(config["intermediate_size"])
+    w.add_head_count(config["num_attention_heads"])
+    w.add_head_count_kv(config["num_key_value_heads"])
+    params = config.get("rope_parameters") or {}
+    w.add_rope_freq_base(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+    w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    w.add_key_length(config["head_dim"])
+    w.add_value_length(config["head_dim"])
+    w.add_vocab_size(config["vocab_size"])
+    if config.get("sliding_window") is not None:
+        w.add_sliding_window(config["sliding_window"])
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in config["layer_types"]])
+    for key in ("bos_token_id", "eos_token_id"):
+        if tokenizer_dir is None and config.get(key) is not None:
+            getattr(w, f"add_{key}")(config[key])
+    if tokenizer_dir is not None:
+        gguf_tokenizer_metadata(w, Path(tokenizer_dir))
+    if (params.get("rope_type") or (config.get("rope_scaling") or {}).get("rope_type")) == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(config))
+    if config.get("tie_word_embeddings"):
+        tensors.pop("lm_head.weight", None)
+    for name, a in tensors.items():
+        if blocks and name in blocks:
+            kind, raw = blocks[name]
+            w.add_tensor(gguf_name(name), raw, raw_shape=raw.shape, raw_dtype=gguf.GGMLQuantizationType[kind])
+        elif a.ndim == 1 or weight_type == "F32":
+            w.add_tensor(gguf_name(name), np.ascontiguousarray(a, dtype=np.float32))
+        else:
+            qtype = gguf.GGMLQuantizationType[weight_type]
+            raw = gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qtype)
+            w.add_tensor(gguf_name(name), raw, raw_shape=raw.shape, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst

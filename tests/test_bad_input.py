@@ -56,7 +56,7 @@ def test_missing_directory(tmp_path):
 def test_path_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(FileNotFoundError, match="not a directory"):
+    with pytest.raises(FileNotFoundError, match="neither a model directory nor a GGUF file"):
         exaone_cpu.load(f)
 
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 HELP = "measure prefill/decode speed (tok/s), load time and memory on random token ids"
 
@@ -21,16 +20,8 @@ def positive_int(text: str) -> int:
     return v
 
 
-def check_model_dir(path) -> None:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"model directory {p} does not exist")
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p} is not a model directory")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (Hugging Face layout)")
+    p.add_argument("model", metavar="MODEL", help="model directory (Hugging Face layout) or GGUF file")
     p.add_argument("--prompt", type=positive_int, default=512, metavar="N", help="prompt tokens to prefill (default 512)")
     p.add_argument("--gen", type=positive_int, default=128, metavar="N", help="tokens to decode, greedy, no eos stop (default 128)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads (default: all CPUs this process may use)")
@@ -45,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import exaone_cpu
     from exaone_cpu import _core
     from exaone_cpu.bench import current_rss_mib, peak_rss_mib, run_benchmark, weight_files, weight_format
-    from exaone_cpu.config import Exaone4Config
+    from exaone_cpu.loading import read_config
 
-    check_model_dir(args.model)
-    config = Exaone4Config.from_pretrained(args.model)  # fails fast on a bad directory, before loading
+    config = read_config(args.model)  # fails fast on a bad model, before loading
     if args.prompt + args.gen > config.max_position_embeddings:
         raise ValueError(f"--prompt {args.prompt} + --gen {args.gen} exceeds the model's "
                          f"max_position_embeddings ({config.max_position_embeddings})")

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from .bench import check_model_dir, positive_int
+from .bench import positive_int
 
 HELP = "perplexity on a text; with --ref, KL(ref || model) and top-1 agreement against a reference model"
 
@@ -20,11 +20,11 @@ def ctx_int(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (Hugging Face layout)")
+    p.add_argument("model", metavar="MODEL", help="model directory (Hugging Face layout) or GGUF file")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", type=Path, metavar="FILE", help="UTF-8 text, tokenized with the model's tokenizer")
     src.add_argument("--ids", type=Path, metavar="FILE", help="token ids separated by whitespace (no tokenizer needed)")
-    p.add_argument("--ref", metavar="REF_MODEL", help="reference model directory (same vocabulary), e.g. the bf16 original")
+    p.add_argument("--ref", metavar="REF_MODEL", help="reference model directory or GGUF file (same vocabulary), e.g. the bf16 original")
     p.add_argument("--tokenizer", type=Path, metavar="DIR", help="tokenizer directory for --text (default: MODEL)")
     p.add_argument("--ctx", type=ctx_int, default=None, metavar="N",
                    help="window length: the text is cut into windows of N tokens scored independently "
@@ -57,7 +57,7 @@ def tokenize(path: Path, tokenizer_dir: Path) -> list[int]:
         raise FileNotFoundError(f"cannot read --text file {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text: {e}") from None
-    if not any((tokenizer_dir / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+    if tokenizer_dir.is_dir() and not any((tokenizer_dir / f).is_file() for f in ("tokenizer.json", "vocab.json")):
         raise FileNotFoundError(f"no tokenizer in {tokenizer_dir} (tokenizer.json or vocab.json + merges.txt); "
                                 "pass --tokenizer DIR, or token ids with --ids FILE")
     return Tokenizer.from_pretrained(tokenizer_dir).encode(text)
@@ -65,11 +65,10 @@ def tokenize(path: Path, tokenizer_dir: Path) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     import exaone_cpu
-    from exaone_cpu.config import Exaone4Config
     from exaone_cpu.evaluate import evaluate
+    from exaone_cpu.loading import read_config
 
-    check_model_dir(args.model)
-    config = Exaone4Config.from_pretrained(args.model)  # a bad directory fails before the text is read
+    config = read_config(args.model)  # a bad model fails before the text is read
     if args.ids is not None:
         ids, source = read_ids(args.ids), str(args.ids)
     else:

@@ -18,7 +18,7 @@ REASONING_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="checkpoint directory (config.json, safetensors, tokenizer)")
+    parser.add_argument("model", metavar="MODEL", help="checkpoint directory (config.json, safetensors, tokenizer) or GGUF file")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for the kernels (default: every CPU this process may use)")
     parser.add_argument("--quant", choices=("int8", "int4"), default=None,

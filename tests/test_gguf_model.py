@@ -1,0 +1,236 @@
+"""GGUF files as models: the config, tokenizer, chat template and weights a GGUF file holds, written
+here the way llama.cpp's converter writes EXAONE 4 (tests/model_factory.write_gguf), must give what
+the Hugging Face checkpoint gives: the same logits for float weights, the file's own values bit for
+bit for transcoded blocks, the same token ids."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+import exaone_cpu  # noqa: E402
+from exaone_cpu import _core, cli  # noqa: E402
+from exaone_cpu.checkpoint import CheckpointError, load_checkpoint_tensors  # noqa: E402
+from exaone_cpu.gguf_file import GGUFError  # noqa: E402
+from exaone_cpu.quant import QuantLinear  # noqa: E402
+from exaone_cpu.sampling import load_generation_config  # noqa: E402
+from exaone_cpu.tokenizer import Tokenizer  # noqa: E402
+from exaone_cpu.weights import Linear  # noqa: E402
+from model_factory import SHARED_MODEL_DIR, gguf_name, real_tokenizer_available, write_gguf, write_tiny_exaone  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPECTED = json.loads((Path(__file__).parent / "data" / "tokenizer_expected.json").read_text(encoding="utf-8"))
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def projections(model):
+    for layer in model.layers:
+        for name in PROJECTIONS:
+            yield getattr(layer, name)
+
+
+@pytest.mark.parametrize("fixture,dtype", [("tiny-1.2b", "F32"), ("tiny-32b", "F32"), ("tiny-1.2b-bf16", "BF16")])
+def test_float_gguf_matches_transformers(tmp_path, fixture, dtype):
+    path = write_gguf(FIXTURES / fixture, tmp_path / "m.gguf", dtype)
+    model = exaone_cpu.load(path)
+    direct = exaone_cpu.load(FIXTURES / fixture)
+    assert model.config.sliding_window == direct.config.sliding_window
+    assert model.config.layer_types == direct.config.layer_types
+    assert model.config.tie_word_embeddings == direct.config.tie_word_embeddings
+    # rope_freqs (llama.cpp's llama3 factors) give the same frequencies within float rounding
+    np.testing.assert_allclose(model.inv_freq, direct.inv_freq, rtol=1e-6)
+    ref = np.load(FIXTURES / fixture / "reference.npz")
+    for prompt, logits in (("prompt", "logits"), ("prompt2", "logits2")):
+        got = model.logits(ref[prompt])
+        err = np.abs(got - ref[logits]).max() / np.abs(ref[logits]).max()
+        assert err < 1e-5, f"{fixture} {dtype} {prompt}: {err:.2e}"
+    assert all(isinstance(p, Linear) and p.wtype == getattr(_core.WeightType, dtype) for p in projections(model))
+
+
+def test_f16_weights_are_the_files_values(tmp_path):
+    path = write_gguf(FIXTURES / "tiny-1.2b", tmp_path / "m.gguf", "F16")
+    model = exaone_cpu.load(path)
+    direct = exaone_cpu.load(FIXTURES / "tiny-1.2b")
+    for got, want in zip(projections(model), projections(direct)):
+        assert got.wtype == _core.WeightType.F16
+        np.testing.assert_array_equal(got.weight.view(np.float16), np.asarray(want.weight, np.float32).astype(np.float16))
+
+
+def dequantized_copy(tmp_path, fixture, kind):
+    """(GGUF with the projections and embedding in `kind`, F32 GGUF of exactly those values)."""
+    quantized = write_gguf(FIXTURES / fixture, tmp_path / f"{kind}.gguf", kind)
+    f = exaone_cpu.gguf_file.GGUFFile(quantized)
+    blocks = {}
+    for name, t in f.tensors.items():
+        if t.type.name == kind:
+            values = gguf.quants.dequantize(np.array(t.data), gguf.GGMLQuantizationType[kind])
+            blocks[name] = ("F32", np.ascontiguousarray(values, np.float32).view(np.uint8))
+    hf_of = {gguf_name(name): name for name in load_checkpoint_tensors(FIXTURES / fixture)}
+    reference = write_gguf(FIXTURES / fixture, tmp_path / f"{kind}-f32.gguf", "F32",
+                           blocks={hf_of[n]: b for n, b in blocks.items()})
+    return quantized, reference
+
+
+def mean_kl_top1(a, b):
+    la = a - a.max(-1, keepdims=True)
+    la -= np.log(np.exp(la).sum(-1, keepdims=True))
+    lb = b - b.max(-1, keepdims=True)
+    lb -= np.log(np.exp(lb).sum(-1, keepdims=True))
+    kl = (np.exp(la) * (la - lb)).sum(-1).mean()
+    return float(kl), float((a.argmax(-1) == b.argmax(-1)).mean())
+
+
+# (mean KL, top-1) allowed between the transcoded model and the float model of the same weight
+# values: what quantizing the activations to int8 per 32 values costs, nothing more. Measured (Q8_0 /
+# Q4_0, both prompts): tiny-1.2b 0.75-0.86e-3 / 1.1e-3, tiny-32b 2.4-2.5e-3 / 3.9-4.1e-3 (its loud
+# random weights through 4 layers), tiny-trained 1.3-1.8e-4; top-1 0.95 to 1.
+ACTIVATION_TOLERANCE = {"tiny-1.2b": (3e-3, 0.9), "tiny-32b": (8e-3, 0.9), "tiny-trained": (5e-4, 0.97)}
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0"])
+@pytest.mark.parametrize("fixture", ["tiny-1.2b", "tiny-32b", "tiny-trained"])
+def test_transcoded_blocks_keep_the_files_values(tmp_path, fixture, kind):
+    quantized, reference = dequantized_copy(tmp_path, fixture, kind)
+    model, ref_model = exaone_cpu.load(quantized), exaone_cpu.load(reference)
+    fmt = _core.QuantFormat.Q8G if kind == "Q8_0" else _core.QuantFormat.Q4G
+    for got, want in zip(projections(model), projections(ref_model)):
+        assert isinstance(got, QuantLinear) and got.format == fmt and got.group_size == 32
+        np.testing.assert_array_equal(got.dequantize(), np.asarray(want.weight))  # bit for bit
+    assert isinstance(model.embed_tokens, QuantLinear)
+    np.testing.assert_array_equal(model.embed_tokens.dequantize(), np.asarray(ref_model.embed_tokens.data))
+    ref = np.load(FIXTURES / fixture / "reference.npz")
+    max_kl, min_top1 = ACTIVATION_TOLERANCE[fixture]
+    for prompt in ("prompt", "prompt2"):
+        kl, top1 = mean_kl_top1(ref_model.logits(ref[prompt]), model.logits(ref[prompt]))
+        assert kl < max_kl and top1 >= min_top1, f"{fixture} {kind} {prompt}: KL {kl:.2e}, top-1 {top1:.3f}"
+
+
+def test_float_gguf_quantized_at_load(tmp_path):
+    path = write_gguf(FIXTURES / "tiny-1.2b", tmp_path / "m.gguf", "BF16")
+    model = exaone_cpu.load(path, quant="int4")
+    direct = exaone_cpu.load(FIXTURES / "tiny-1.2b", quant="int4")
+    assert all(isinstance(p, QuantLinear) and p.format == _core.QuantFormat.Q4G for p in projections(model))
+    ids = np.arange(1, 40)
+    kl, top1 = mean_kl_top1(direct.logits(ids), model.logits(ids))
+    assert kl < 0.05 and top1 > 0.8  # the same quantizer on bf16-rounded weights
+    q8 = write_gguf(FIXTURES / "tiny-1.2b", tmp_path / "q8.gguf", "Q8_0")
+    with pytest.raises(ValueError, match=r"already quantized \(Q8_0\); load it without quant="):
+        exaone_cpu.load(q8, quant="int4")
+
+
+@pytest.fixture(scope="module")
+def gguf_tokenizer(tmp_path_factory):
+    if not real_tokenizer_available():
+        pytest.skip(f"EXAONE tokenizer files not found in {SHARED_MODEL_DIR}")
+    path = tmp_path_factory.mktemp("tok") / "tokenizer-only.gguf"
+    w = gguf.GGUFWriter(str(path), "exaone4")
+    from model_factory import gguf_tokenizer_metadata
+    gguf_tokenizer_metadata(w, SHARED_MODEL_DIR)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("case", EXPECTED["texts"], ids=[f"text{i}" for i in range(len(EXPECTED["texts"]))])
+def test_gguf_tokenizer_gives_the_hugging_face_ids(gguf_tokenizer, case):
+    tok = Tokenizer.from_pretrained(gguf_tokenizer)
+    ids = tok.encode(case["text"])
+    assert ids == case["ids"]
+    assert tok.convert_ids_to_tokens(ids) == case["tokens"]
+    assert tok.decode(ids) == case["decoded"]
+    assert tok.decode(ids, skip_special_tokens=True) == case["decoded_skip_special"]
+
+
+def test_gguf_tokenizer_specials_and_chat_template(gguf_tokenizer):
+    tok = Tokenizer.from_pretrained(gguf_tokenizer)
+    hf = Tokenizer.from_pretrained(SHARED_MODEL_DIR)
+    assert tok.special_tokens_map == hf.special_tokens_map
+    assert len(tok) == len(hf) == EXPECTED["len"]
+    # GGUF keeps no additional_special_tokens list: every special added token counts (a superset of
+    # transformers' list, all of them special in the Hugging Face added_tokens_decoder too)
+    extra = set(tok.all_special_ids) - set(hf.all_special_ids)
+    assert set(hf.all_special_ids) <= set(tok.all_special_ids)
+    assert all(hf.added_tokens_decoder[i].special for i in extra)
+    assert {i: t.content for i, t in tok.added_tokens_decoder.items()} == \
+        {i: t.content for i, t in hf.added_tokens_decoder.items()}
+    assert tok.chat_template == hf.chat_template
+    messages = [{"role": "user", "content": "안녕? <think> is text here"}]
+    assert tok.apply_chat_template(messages, add_generation_prompt=True) == \
+        hf.apply_chat_template(messages, add_generation_prompt=True)
+    defaults = load_generation_config(gguf_tokenizer)
+    assert defaults.eos_token_ids == [361] and defaults.bos_token_id == 1 and defaults.pad_token_id == 0
+    assert not defaults.do_sample
+
+
+def test_generation_defaults_from_general_sampling(tmp_path):
+    path = tmp_path / "s.gguf"
+    w = gguf.GGUFWriter(str(path), "exaone4")
+    w.add_eos_token_id(2)
+    w.add_float32("general.sampling.temp", 0.6)
+    w.add_float32("general.sampling.top_p", 0.95)
+    w.add_int32("general.sampling.top_k", 20)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    d = load_generation_config(path)
+    assert d.do_sample and d.temperature == pytest.approx(0.6) and d.top_p == pytest.approx(0.95) and d.top_k == 20
+    assert d.eos_token_ids == [2]
+
+
+@pytest.mark.skipif(not real_tokenizer_available(), reason="needs the real EXAONE tokenizer files")
+def test_generator_and_cli_run_a_gguf_file_like_its_checkpoint(tmp_path, capsys):
+    src = write_tiny_exaone(tmp_path / "hf", dtype="F32", seed=3)
+    path = write_gguf(src, tmp_path / "tiny.gguf", "F32", tokenizer_dir=SHARED_MODEL_DIR)
+    messages = [{"role": "user", "content": "Hello"}]
+    results = []
+    for source in (src, path):
+        g = exaone_cpu.Generator.from_pretrained(source)
+        results.append(g.generate(g.encode_chat(messages), max_new_tokens=8))
+    a, b = results
+    assert a.token_ids == b.token_ids and a.text == b.text
+    for source in (src, path):
+        assert cli.main(["generate", str(source), "Hi", "--max-new-tokens", "5", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    half = len(out) // 2
+    assert out[:half] == out[half:]
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    src = FIXTURES / "tiny-1.2b"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(FileNotFoundError, match="neither a model directory nor a GGUF file"):
+        exaone_cpu.load(notes)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        exaone_cpu.load(tmp_path / "missing.gguf")
+    llama = tmp_path / "llama.gguf"
+    w = gguf.GGUFWriter(str(llama), "llama")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFError, match="general.architecture is 'llama'"):
+        exaone_cpu.load(llama)
+    # a block type whose kernels are not there yet is refused by name
+    wide = write_tiny_exaone(tmp_path / "wide", dtype="F32", link_tokenizer=False, hidden=256, vocab_size=512)
+    rng = np.random.default_rng(0)
+    k_blocks = {"model.layers.0.mlp.down_proj.weight": ("Q4_K", rng.integers(0, 256, (256, 2 * 144), dtype=np.uint8))}
+    path = write_gguf(wide, tmp_path / "k.gguf", "F32", blocks=k_blocks)
+    with pytest.raises(GGUFError, match="down_proj.weight' is Q4_K"):
+        exaone_cpu.load(path)
+    # a weight of the wrong shape
+    bad = write_gguf(src, tmp_path / "bad.gguf", "F32")
+    data = bytearray(bad.read_bytes())
+    name = b"blk.0.attn_q.weight"
+    at = data.index(name) + len(name) + 4
+    dims = np.frombuffer(bytes(data[at:at + 16]), "<u8").copy()
+    data[at:at + 16] = np.array([dims[0] // 2, dims[1] * 2], "<u8").tobytes()
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="attn_q|q_proj"):
+        exaone_cpu.load(bad)
