@@ -2,12 +2,15 @@
 metadata becomes the config, its vocabulary and merges the tokenizer, `tokenizer.chat_template` the
 chat template, and its tensors the model's weights under their Hugging Face names.
 
-Weights, by block type (exaone_cpu.formats):
+Weights, by block type (the traits table in exaone_cpu.formats):
     F32, F16, BF16   used as stored (memory-mapped), like a safetensors checkpoint's
-    Q8_0             transcoded exactly to Q8G, group 32 (the same int8 values and f16 scales)
-    Q4_0             transcoded exactly to Q4G, group 32 (the same nibbles and f16 scales)
+    Q8_0, Q4_0       -> Q8G / Q4G, group 32 (the same int8 values / nibbles and f16 scales)
+    Q4_K             -> Q4KA (the same nibbles, 6-bit scales and mins, f16 d and dmin)
+    Q5_K             -> Q8KA (the 5-bit codes one per byte, the same scales)
+    Q6_K             -> Q8K, groups of 16 (codes - 32 as int8, the int8 scales, f16 d)
+    IQ4_XS           -> Q8K, groups of 32 (the table values as int8, the 6-bit scales - 32, f16 d)
 Transcoding repacks the blocks into our kernels' row tiles once, at load; the values are the
-file's, bit for bit (no re-quantization). Other block types are refused by name for now.
+file's, bit for bit (no re-quantization): dequantized, they equal gguf's reference.
 """
 
 from __future__ import annotations
@@ -128,19 +131,35 @@ def _float_tensor(name: str, t: GGUFTensor) -> Tensor:
     return Tensor(name, dtype, t.data.view(view).reshape(t.shape))
 
 
+_CHUNK_ROWS = 4096  # rows unpacked at a time (a multiple of the 8-row tiles): bounds the transient memory
+
+
 def _transcode(t: GGUFTensor, n: int, k: int) -> QuantLinear:
-    """Q8_0 / Q4_0 rows -> our Q8G / Q4G with group 32: the same codes and f16 scales."""
-    blocks = t.data.reshape(n, k // 32, t.type.type_size)
-    scales = np.ascontiguousarray(blocks[:, :, 0:2]).view("<u2").reshape(n, k // 32)
-    if t.type.name == "Q8_0":
-        codes = np.ascontiguousarray(blocks[:, :, 2:]).view(np.int8).reshape(n, k)
-        return QuantLinear.from_codes(codes, scales, None, _core.QuantFormat.Q8G, 32)
-    qs = blocks[:, :, 2:]  # byte j: value j (low nibble) and value j + 16 (high nibble)
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(n, k)
-    return QuantLinear.from_codes(codes, scales, None, _core.QuantFormat.Q4G, 32)
-
-
-_TRANSCODED = ("Q8_0", "Q4_0")
+    """The blocks of t as the kernel format formats.py names for its type, with the file's values:
+    Q8_0 / Q4_0 -> Q8G / Q4G (the same codes and f16 scales), K types -> our K formats (the same
+    codes, sub-scales and f16 super-block scales)."""
+    kind, group = t.type.kernel
+    fmt = getattr(_core.QuantFormat, kind)
+    if t.type.unpack is None:
+        blocks = t.data.reshape(n, k // 32, t.type.type_size)
+        scales = np.ascontiguousarray(blocks[:, :, 0:2]).view("<u2").reshape(n, k // 32)
+        qs = blocks[:, :, 2:]
+        if fmt == _core.QuantFormat.Q8G:
+            codes = np.ascontiguousarray(qs).view(np.int8).reshape(n, k)
+        else:  # Q4_0 byte j: value j (low nibble) and value j + 16 (high nibble)
+            codes = np.concatenate([qs & 0x0F, qs >> 4], axis=2).reshape(n, k)
+        return QuantLinear.from_codes(codes, scales, None, fmt, group)
+    parts = []
+    for r0 in range(0, n, _CHUNK_ROWS):
+        rows = min(_CHUNK_ROWS, n - r0)
+        kb = t.type.unpack(t.data[r0:r0 + rows].reshape(-1, t.type.type_size))
+        per_row = lambda a: None if a is None else a.reshape(rows, -1)  # noqa: E731
+        parts.append(QuantLinear.from_kcodes(kb.codes.reshape(rows, k), per_row(kb.d), per_row(kb.c), fmt, group,
+                                             per_row(kb.dmin), per_row(kb.mc)))
+    if len(parts) == 1:
+        return parts[0]
+    return QuantLinear(np.concatenate([p.qweight for p in parts]), np.concatenate([p.scales for p in parts]),
+                       None, fmt, group)
 
 
 class GGUFWeights:
@@ -173,10 +192,8 @@ class GGUFWeights:
         t = self.blocks[full]
         if t.shape != (n, k):
             raise GGUFError(f"{self.file.path}: tensor for {full!r} has shape {list(t.shape)}, expected {[n, k]}")
-        if t.type.name not in _TRANSCODED:
-            raise GGUFError(f"{self.file.path}: tensor for {full!r} is {t.type.name}; this exaone_cpu runs GGUF "
-                            f"weights in {', '.join(_TRANSCODED)}, F32, F16 and BF16 (use a Q8_0 or Q4_0 file, "
-                            "or the Hugging Face checkpoint)")
+        if t.type.kernel is None:
+            raise GGUFError(f"{self.file.path}: tensor for {full!r} is {t.type.name}, which has no kernel here")
         return _transcode(t, n, k)
 
     def linear(self, reader, name: str, out_features: int, in_features: int, *, prefixed: bool = True):

@@ -174,13 +174,30 @@ class QuantLinear:
                 raise ValueError(f"{name} has shape {list(a.shape)}, expected {[n, groups]}")
         if (mins is not None) != (format == _core.QuantFormat.Q4GA):
             raise ValueError(f"{format.name} {'needs' if mins is None else 'takes no'} mins")
-        if format == _core.QuantFormat.Q8G:
-            qweight = _tile_rows(np.ascontiguousarray(codes, dtype=np.int8), 4)
-        else:
-            u = np.asarray(codes, dtype=np.uint8).reshape(n, k // 8, 2, 4)  # 8-k runs: k 0-3, k 4-7
-            qweight = _tile_rows((u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2), 4)
         tile = lambda a: None if a is None else _tile_rows(np.ascontiguousarray(a, dtype=np.uint16), 1)  # noqa: E731
-        return cls(qweight, tile(scales), tile(mins), format, group_size)
+        return cls(_pack_codes(codes, format), tile(scales), tile(mins), format, group_size)
+
+    @classmethod
+    def from_kcodes(cls, codes: np.ndarray, d: np.ndarray, c: np.ndarray, format, group_size: int,
+                    dmin: np.ndarray | None = None, mc: np.ndarray | None = None) -> "QuantLinear":
+        """A K-format QuantLinear (csrc/kernels/quant.h) from row-major codes [N, K], f16 bits of d
+        (and dmin) [N, K / 256] and 8-bit sub-scales c (and min codes mc) [N, K / group_size]: GGUF
+        K-quant blocks with their own values."""
+        n, k = codes.shape
+        if k % 256:
+            raise ValueError(f"in_features {k} is not a multiple of 256")
+        if (dmin is None) != (mc is None) or (dmin is not None) != format.has_min:
+            raise ValueError(f"{format.name} {'needs' if format.has_min else 'takes no'} dmin and mc")
+        sections = [a for a in (d, dmin) if a is not None]
+        sections = [_tile_rows(np.ascontiguousarray(a, dtype=np.uint16), 1).view(np.uint8) for a in sections]
+        sections += [_tile_rows(np.ascontiguousarray(a).view(np.uint8), 1) for a in (c, mc) if a is not None]
+        full = n & ~7
+        parts = []
+        for rows, tiles in ((slice(0, full), full // 8), (slice(full, n), 1 if n > full else 0)):
+            if tiles:
+                joined = np.concatenate([x[rows].reshape(tiles, -1) for x in sections], axis=1)
+                parts.append(joined.reshape(rows.stop - rows.start, -1))
+        return cls(_pack_codes(codes, format), np.concatenate(parts), None, format, group_size)
 
     @property
     def out_features(self) -> int:
@@ -188,7 +205,7 @@ class QuantLinear:
 
     @property
     def in_features(self) -> int:
-        return self.qweight.shape[1] * (1 if self.format == _core.QuantFormat.Q8G else 2)
+        return self.qweight.shape[1] * (8 // self.format.code_bits)
 
     @property
     def nbytes(self) -> int:
@@ -213,6 +230,16 @@ class QuantLinear:
     def __repr__(self) -> str:
         return (f"QuantLinear({self.format.name}, [{self.out_features}, {self.in_features}], "
                 f"group_size={self.group_size})")
+
+
+def _pack_codes(codes: np.ndarray, format) -> np.ndarray:
+    """Row-major codes [N, K] as the format's qweight: 8-bit codes, or nibbles paired (k, k + 4)
+    within each run of 8, in the row tiles."""
+    n, k = codes.shape
+    if format.code_bits == 8:
+        return _tile_rows(np.ascontiguousarray(codes, dtype=np.int8 if format.code_signed else np.uint8), 4)
+    u = np.asarray(codes, dtype=np.uint8).reshape(n, k // 8, 2, 4)  # 8-k runs: k 0-3, k 4-7
+    return _tile_rows((u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2), 4)
 
 
 def _tile_rows(a: np.ndarray, unit: int) -> np.ndarray:

@@ -14,6 +14,7 @@ gguf = pytest.importorskip("gguf")
 import exaone_cpu  # noqa: E402
 from exaone_cpu import _core, cli  # noqa: E402
 from exaone_cpu.checkpoint import CheckpointError, load_checkpoint_tensors  # noqa: E402
+from exaone_cpu.formats import GGML_TYPE_BY_NAME  # noqa: E402
 from exaone_cpu.gguf_file import GGUFError  # noqa: E402
 from exaone_cpu.quant import QuantLinear  # noqa: E402
 from exaone_cpu.sampling import load_generation_config  # noqa: E402
@@ -121,6 +122,83 @@ def test_float_gguf_quantized_at_load(tmp_path):
         exaone_cpu.load(q8, quant="int4")
 
 
+# Byte offsets of the f16 super-block scales in each K block: random bytes elsewhere are valid
+# codes and sub-scales, but a random f16 there can be huge or NaN, so those get sane values.
+K_SCALE_OFFSETS = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_XS": (0,)}
+
+
+def random_k_blocks(rng, kind, rows, cols):
+    t = GGML_TYPE_BY_NAME[kind]
+    raw = rng.integers(0, 256, size=(rows, cols // 256, t.type_size), dtype=np.uint8)
+    for off in K_SCALE_OFFSETS[kind]:
+        d = rng.uniform(2e-4, 2e-3, size=(rows, cols // 256)).astype(np.float16)
+        raw[:, :, off:off + 2] = d.view(np.uint8).reshape(rows, cols // 256, 2)
+    return raw.reshape(rows, -1)
+
+
+def k_quant_files(tmp_path, kind, seed=0):
+    """(GGUF of a tiny 256-wide model with every weight whose rows are whole 256-value blocks in
+    random `kind` blocks, the rest Q8_0, F32 GGUF of exactly the same values)."""
+    src = write_tiny_exaone(tmp_path / "src", dtype="F32", link_tokenizer=False, hidden=256, vocab_size=512, seed=seed)
+    rng = np.random.default_rng(seed)
+    blocks, values = {}, {}
+    for name, t in load_checkpoint_tensors(src).items():
+        if t.data.ndim == 2 and t.shape[1] % 256 == 0:
+            raw = random_k_blocks(rng, kind, *t.shape)
+            blocks[name] = (kind, raw)
+            deq = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind])
+            values[name] = ("F32", np.ascontiguousarray(deq, np.float32).view(np.uint8))
+    return (write_gguf(src, tmp_path / f"{kind}.gguf", "Q8_0", blocks=blocks),
+            write_gguf(src, tmp_path / f"{kind}-f32.gguf", "Q8_0", blocks=values), sorted(blocks))
+
+
+@pytest.mark.parametrize("kind,fmt,group", [("Q4_K", "Q4KA", 32), ("Q5_K", "Q8KA", 32), ("Q6_K", "Q8K", 16),
+                                            ("IQ4_XS", "Q8K", 32)])
+def test_k_quant_blocks_keep_the_files_values(tmp_path, kind, fmt, group):
+    path, reference, names = k_quant_files(tmp_path, kind)
+    assert {"model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"} <= set(names)
+    model, ref_model = exaone_cpu.load(path), exaone_cpu.load(reference)
+    checked = 0
+    for layer, ref_layer in zip(model.layers, ref_model.layers):
+        for name in PROJECTIONS:
+            got, want = getattr(layer, name), getattr(ref_layer, name)
+            if got.format.k_scales:
+                assert got.format == getattr(_core.QuantFormat, fmt) and got.group_size == group
+                # the reference model's weight is the F32 of gguf's dequantization: bit for bit
+                np.testing.assert_array_equal(got.dequantize().view(np.uint32), np.asarray(want.weight).view(np.uint32))
+                checked += 1
+    assert checked >= 2 * len(model.layers)
+    ids = np.arange(model.config.vocab_size)
+    np.testing.assert_array_equal(model.embed(ids).view(np.uint32), ref_model.embed(ids).view(np.uint32))
+    x = np.random.default_rng(1).integers(0, 512, 48)
+    kl, top1 = mean_kl_top1(ref_model.logits(x), model.logits(x))
+    # what int8 activations cost on these random blocks; measured over seeds 0-2: Q4_K 0.4-3.6e-4,
+    # Q5_K 2.9-7.7e-4, Q6_K 2.3-3.0e-3 (random int8 sub-scales make uneven rows), IQ4_XS 0.6-4.3e-3
+    assert kl < 8e-3 and top1 >= 0.95, f"{kind}: KL {kl:.2e}, top-1 {top1:.3f}"
+
+
+def test_k_format_arrays_are_checked():
+    rng = np.random.default_rng(0)
+    raw = random_k_blocks(rng, "Q4_K", 16, 512)
+    kb = GGML_TYPE_BY_NAME["Q4_K"].unpack(raw.reshape(-1, 144))
+    q = QuantLinear.from_kcodes(kb.codes.reshape(16, 512), kb.d.reshape(16, 2), kb.c.reshape(16, 16),
+                                _core.QuantFormat.Q4KA, 32, kb.dmin.reshape(16, 2), kb.mc.reshape(16, 16))
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    want = x @ GGML_TYPE_BY_NAME["Q4_K"].dequantize(raw, 512).T
+    np.testing.assert_allclose(q(x), want, rtol=0.05, atol=0.05 * np.abs(want).max())
+    with pytest.raises(ValueError, match=r"scales \(K formats"):
+        _core.quant_matmul(x, q.qweight, q.scales[:, :-1], None, q.format, 32)
+    with pytest.raises(ValueError, match="mins are only used by Q4GA"):
+        _core.quant_matmul(x, q.qweight, q.scales, q.scales, q.format, 32)
+    with pytest.raises(ValueError, match="group_size 16 for Q4KA"):
+        _core.quant_matmul(x, q.qweight, q.scales, None, q.format, 16)
+    with pytest.raises(ValueError, match="not a multiple of 256"):
+        _core.quant_matmul(np.ascontiguousarray(x[:, :480]), np.ascontiguousarray(q.qweight[:, :240]), q.scales, None,
+                           q.format, 32)
+    with pytest.raises(ValueError, match="quantize writes Q8G, Q4G and Q4GA"):
+        _core.quantize(x, _core.WeightType.F32, _core.QuantFormat.Q8K, 32)
+
+
 @pytest.fixture(scope="module")
 def gguf_tokenizer(tmp_path_factory):
     if not real_tokenizer_available():
@@ -217,12 +295,12 @@ def test_bad_files_give_clear_errors(tmp_path):
     w.close()
     with pytest.raises(GGUFError, match="general.architecture is 'llama'"):
         exaone_cpu.load(llama)
-    # a block type whose kernels are not there yet is refused by name
+    # a block type exaone_cpu does not read is refused by name (here Q3_K, written as raw blocks)
     wide = write_tiny_exaone(tmp_path / "wide", dtype="F32", link_tokenizer=False, hidden=256, vocab_size=512)
     rng = np.random.default_rng(0)
-    k_blocks = {"model.layers.0.mlp.down_proj.weight": ("Q4_K", rng.integers(0, 256, (256, 2 * 144), dtype=np.uint8))}
+    k_blocks = {"model.layers.0.mlp.down_proj.weight": ("Q3_K", rng.integers(0, 256, (256, 2 * 110), dtype=np.uint8))}
     path = write_gguf(wide, tmp_path / "k.gguf", "F32", blocks=k_blocks)
-    with pytest.raises(GGUFError, match="down_proj.weight' is Q4_K"):
+    with pytest.raises(GGUFError, match="'blk.0.ffn_down.weight' has block type Q3_K, which exaone_cpu does not read"):
         exaone_cpu.load(path)
     # a weight of the wrong shape
     bad = write_gguf(src, tmp_path / "bad.gguf", "F32")

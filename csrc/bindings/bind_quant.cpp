@@ -17,12 +17,21 @@ using kernels::WeightType;
 
 namespace {
 
-const char* format_name(QuantFormat f) {
-  return f == QuantFormat::Q8G ? "Q8G" : f == QuantFormat::Q4G ? "Q4G" : "Q4GA";
+const char* format_name(QuantFormat f) { return kernels::traits(f).name; }
+
+QuantFormat checked_format(QuantFormat f) {
+  if (int(f) < 0 || int(f) >= kernels::kNumQuantFormats) throw py::value_error("unknown QuantFormat");
+  return f;
 }
 
-// group_size as the user gives it (32, 64, 128; 0 = one scale per row, Q8G only) -> values per scale.
+// group_size as the user gives it (32, 64, 128; 0 = one scale per row, Q8G only; the K formats:
+// 32, or 16 for Q8K) -> values per scale.
 int64_t resolve_group(QuantFormat f, int64_t group_size, int64_t K) {
+  if (kernels::traits(f).k_scales) {
+    if (group_size == 32 || (group_size == 16 && f == QuantFormat::Q8K)) return group_size;
+    throw py::value_error("unsupported group_size " + std::to_string(group_size) + " for " + format_name(f) +
+                          (f == QuantFormat::Q8K ? " (supported: 16, 32)" : " (supported: 32)"));
+  }
   if (group_size == 0) {
     if (f != QuantFormat::Q8G)
       throw py::value_error(std::string("per-row scales (group_size 0) are supported for Q8G only, not ") +
@@ -44,28 +53,37 @@ void check_k(int64_t K, const char* what) {
 // Validates the arrays of one quantized weight and returns a view of them.
 QuantWeight weight_view(const py::array& qweight, const py::array& scales, const py::object& mins,
                         QuantFormat f, int64_t group_size) {
+  const kernels::QuantFormatTraits& t = kernels::traits(checked_format(f));
   QuantWeight w{};
   w.format = f;
-  if (f == QuantFormat::Q8G) {
-    checked<int8_t>(qweight, "qweight (Q8G: int8 [N, K])", 2);
-    w.K = qweight.shape(1);
-  } else {
-    checked<uint8_t>(qweight, "qweight (Q4G/Q4GA: uint8 [N, K/2])", 2);
-    w.K = 2 * qweight.shape(1);
-  }
+  const std::string codes = std::string("qweight (") + t.name + ": " + (t.code_bits == 4 ? "uint8 [N, K/2])" :
+                            t.code_signed ? "int8 [N, K])" : "uint8 [N, K])");
+  if (t.code_bits == 8 && t.code_signed)
+    checked<int8_t>(qweight, codes.c_str(), 2);
+  else
+    checked<uint8_t>(qweight, codes.c_str(), 2);
+  w.K = t.code_bits == 8 ? qweight.shape(1) : 2 * qweight.shape(1);
   w.N = qweight.shape(0);
   check_k(w.K, "qweight");
   w.group = resolve_group(f, group_size, w.K);
-  checked<uint16_t>(scales, "scales (f16 bits as uint16)", 2, {w.N, w.groups()});
   w.qweight = qweight.data();
-  w.scales = cptr<uint16_t>(scales);
-  if (f == QuantFormat::Q4GA) {
-    if (mins.is_none()) throw py::value_error("Q4GA needs mins (f16 bits as uint16 [N, groups])");
+  if (t.k_scales) {
+    if (w.K % kernels::kSuperBlock != 0)
+      throw py::value_error(std::string(t.name) + ": in_features " + std::to_string(w.K) +
+                            " is not a multiple of 256 (K-format super-blocks)");
+    checked<uint8_t>(scales, "scales (K formats: uint8 [N, kscale_row_bytes])", 2, {w.N, w.kscale_row_bytes()});
+    w.kscales = cptr<uint8_t>(scales);
+  } else {
+    checked<uint16_t>(scales, "scales (f16 bits as uint16)", 2, {w.N, w.groups()});
+    w.scales = cptr<uint16_t>(scales);
+  }
+  if (t.has_min && !t.k_scales) {
+    if (mins.is_none()) throw py::value_error(std::string(t.name) + " needs mins (f16 bits as uint16 [N, groups])");
     py::array m = py::reinterpret_borrow<py::array>(mins);
     checked<uint16_t>(m, "mins (f16 bits as uint16)", 2, {w.N, w.groups()});
     w.mins = cptr<uint16_t>(m);
   } else if (!mins.is_none()) {
-    throw py::value_error(std::string("mins are only used by Q4GA, got mins for ") + format_name(f));
+    throw py::value_error(std::string("mins are only used by Q4GA, got mins for ") + t.name);
   }
   return w;
 }
@@ -149,6 +167,9 @@ py::array dequant_rows(py::array qweight, py::array scales, py::object mins, Qua
 }
 
 py::tuple quantize(py::array src, WeightType wtype, QuantFormat f, int64_t group_size) {
+  if (kernels::traits(checked_format(f)).k_scales)
+    throw py::value_error(std::string("quantize writes Q8G, Q4G and Q4GA; ") + format_name(f) +
+                          " holds GGUF K-quant blocks as they are (exaone_cpu.gguf_model)");
   if (wtype == WeightType::F32)
     checked<float>(src, "w", 2);
   else
@@ -206,7 +227,18 @@ void register_quant(py::module_& m) {
   py::enum_<QuantFormat>(m, "QuantFormat", "Quantized weight format (docs/quantization.md)")
       .value("Q8G", QuantFormat::Q8G, "int8, f16 scale per group")
       .value("Q4G", QuantFormat::Q4G, "int4 symmetric, f16 scale per group")
-      .value("Q4GA", QuantFormat::Q4GA, "int4 asymmetric, f16 scale and min per group");
+      .value("Q4GA", QuantFormat::Q4GA, "int4 asymmetric, f16 scale and min per group")
+      .value("Q8K", QuantFormat::Q8K, "int8 codes, int8 sub-scale per 16 or 32 and f16 d per 256 (Q6_K, IQ4_XS)")
+      .value("Q4KA", QuantFormat::Q4KA, "int4 codes, 6-bit scale and min per 32, f16 d and dmin per 256 (Q4_K)")
+      .value("Q8KA", QuantFormat::Q8KA, "uint8 codes, 6-bit scale and min per 32, f16 d and dmin per 256 (Q5_K)")
+      .def_property_readonly("code_bits", [](QuantFormat f) { return kernels::traits(checked_format(f)).code_bits; },
+                             "8: one code per byte; 4: nibbles")
+      .def_property_readonly("code_signed", [](QuantFormat f) { return kernels::traits(checked_format(f)).code_signed; },
+                             "codes are int8 (else uint8 / nibbles)")
+      .def_property_readonly("has_min", [](QuantFormat f) { return kernels::traits(checked_format(f)).has_min; },
+                             "a min per group")
+      .def_property_readonly("k_scales", [](QuantFormat f) { return kernels::traits(checked_format(f)).k_scales; },
+                             "two-level scales of GGUF K-quants (uint8 scales array)");
 
   m.def("quantize", &quantize, py::arg("w"), py::arg("wtype"), py::arg("format"), py::arg("group_size"),
         "Quantize w [N, K] (f32, or bf16/f16 bits as uint16) -> (qweight, scales, mins or None); "

@@ -1,21 +1,33 @@
-// Quantized weights (int8 / int4, group-wise f16 scales) and the kernels that multiply them with
-// int8-quantized activations. Layouts are described once here and in docs/quantization.md; the
+// Quantized weights (int8 / int4 codes with group-wise scales) and the kernels that multiply them
+// with int8-quantized activations. Layouts are described once here and in docs/quantization.md; the
 // arrays are exactly what a quantized checkpoint stores, so loading is a memory map.
 //
-// Formats (N output rows, K inputs, K a multiple of 32, G the group size: 32, 64, 128 or K):
-//   Q8G  int8 weights  : qweight int8  [N, K],   w[n,k] = s[n,g] * q          q in [-127, 127]
+// Formats (N output rows, K inputs, K a multiple of 32, G the group size):
+//   Q8G  int8 weights  : qweight int8  [N, K],   w[n,k] = s[n,g] * q          q in [-128, 127]
 //   Q4G  int4 symmetric: qweight uint8 [N, K/2], w[n,k] = s[n,g] * (u - 8)    u in [0, 15]
 //   Q4GA int4 scale+min: qweight uint8 [N, K/2], w[n,k] = s[n,g] * u + m[n,g] u in [0, 15]
-// with g = k / G, scales s f16 [N, ceil(K/G)] and mins m f16 [N, ceil(K/G)] (Q4GA only). When G
-// does not divide K the last group of a row is shorter (still a multiple of 32).
+// with g = k / G (G 32, 64, 128 or K), scales s f16 [N, ceil(K/G)] and mins m f16 [N, ceil(K/G)]
+// (Q4GA only). When G does not divide K the last group of a row is shorter (still a multiple of 32).
+//
+// K formats: GGUF's K-quants (and IQ4_XS) with their two-level scales kept as they are, so a GGUF
+// file's weights are represented exactly. K is a multiple of 256 (a super-block); per super-block
+// j = k / 256 an f16 d (and dmin), per group g = k / G (G 16 or 32) an 8-bit sub-scale c (and min
+// code mc); the scale and min are formed in f32 in the order ggml's reference does:
+//   Q8K  int8 codes    : qweight int8  [N, K],   w = (d_j * c_g) * q                 c int8, G 16 or 32
+//   Q4KA nibbles + min : qweight uint8 [N, K/2], w = (d_j * c_g) * u - dmin_j * mc_g  c, mc uint8, G 32
+//   Q8KA uint8 codes   : qweight uint8 [N, K],   w = (d_j * c_g) * u - dmin_j * mc_g  u in [0, 63], G 32
+// (Q6_K -> Q8K G16 with q = code - 32; IQ4_XS -> Q8K G32 with q its table value; Q4_K -> Q4KA;
+// Q5_K -> Q8KA.) Their scales are one uint8 array [N, kscale_row_bytes()], tiled as below.
 //
 // Row tiles: the arrays keep those shapes, but rows are stored in tiles of 8 (the last tile holds
 // the N % 8 rows left, W = its width), each tile in the same bytes its rows would take row-major,
 // interleaved so one 32-byte load holds 4 consecutive k of each of the 8 rows and a SIMD lane
 // stays with one row from the first block to the output:
-//   Q8G : tile bytes [K/4][W][4]:  byte (q, r, i)      = q[n0 + r, 4q + i]
-//   Q4G*: tile bytes [K/8][W][4]:  byte (o, r, i)      = u[n0 + r, 8o + i] | u[n0 + r, 8o + 4 + i] << 4
-//   scales / mins: tile [G][W]:    element (g, r)      = s[n0 + r, g]
+//   int8 codes (Q8G, Q8K, Q8KA): tile bytes [K/4][W][4]:  byte (q, r, i) = q[n0 + r, 4q + i]
+//   nibbles (Q4G, Q4GA, Q4KA):   tile bytes [K/8][W][4]:  byte (o, r, i) = u[n0 + r, 8o + i] | u[n0 + r, 8o + 4 + i] << 4
+//   scales / mins: tile [G][W]:  element (g, r) = s[n0 + r, g]
+//   K scales: tile sections, in order: d f16 [S][W], dmin f16 [S][W] (with a min), c [G][W],
+//             mc [G][W] (with a min); S = K / 256
 // (n0 = the tile's first row). The *_index helpers below are the reference for these offsets.
 //
 // Activations are quantized on the fly per block of 32 values (BlockA8): x ≈ d * qs, d = amax/127.
@@ -37,20 +49,42 @@ struct BlockA8 {
 };
 static_assert(sizeof(BlockA8) == 40, "BlockA8 must be 40 bytes: d, sum, 32 quants");
 
-enum class QuantFormat : int { Q8G = 0, Q4G = 1, Q4GA = 2 };
+enum class QuantFormat : int { Q8G = 0, Q4G = 1, Q4GA = 2, Q8K = 3, Q4KA = 4, Q8KA = 5 };
+constexpr int kNumQuantFormats = 6;
+constexpr int64_t kSuperBlock = 256;  // values per K-format super-block
+
+// What each format is, in one place (ggml's type_traits): the binding, the ops and the kernels
+// read it instead of testing formats one by one.
+struct QuantFormatTraits {
+  const char* name;
+  int code_bits;     // 8: one code per byte; 4: nibbles
+  bool code_signed;  // codes are int8 (Q8G, Q8K); else uint8 / nibbles (Q4G subtracts 8 itself)
+  bool has_min;      // a min per group (Q4GA, Q4KA, Q8KA)
+  bool k_scales;     // two-level scales of the K formats, in QuantWeight::kscales
+};
+inline constexpr QuantFormatTraits kQuantFormats[kNumQuantFormats] = {
+    {"Q8G", 8, true, false, false},  {"Q4G", 4, false, false, false}, {"Q4GA", 4, false, true, false},
+    {"Q8K", 8, true, false, true},   {"Q4KA", 4, false, true, true},  {"Q8KA", 8, false, true, true},
+};
+constexpr const QuantFormatTraits& traits(QuantFormat f) { return kQuantFormats[int(f)]; }
 
 // A quantized [N, K] weight matrix as stored (pointers to memory-mapped or owned arrays).
 struct QuantWeight {
   QuantFormat format;
   int64_t N, K;
-  int64_t group;           // values per scale: 32, 64, 128, or K (per row)
-  const void* qweight;     // Q8G: int8 [N, K]; Q4G / Q4GA: uint8 [N, K / 2]
-  const uint16_t* scales;  // f16 [N, groups()]
-  const uint16_t* mins;    // f16 [N, groups()] for Q4GA, else null
+  int64_t group;            // values per scale: 32, 64, 128, or K (per row); K formats: 16 or 32
+  const void* qweight;      // 8-bit codes: [N, K]; nibbles: uint8 [N, K / 2]
+  const uint16_t* scales;   // f16 [N, groups()] (not K formats)
+  const uint16_t* mins;     // f16 [N, groups()] for Q4GA, else null
+  const uint8_t* kscales;   // K formats: uint8 [N, kscale_row_bytes()], else null
 
   int64_t groups() const { return (K + group - 1) / group; }
   int64_t blocks() const { return K / kQBlock; }
-  int64_t row_bytes() const { return format == QuantFormat::Q8G ? K : K / 2; }
+  int64_t superblocks() const { return K / kSuperBlock; }
+  int64_t row_bytes() const { return traits(format).code_bits == 8 ? K : K / 2; }
+  int64_t kscale_row_bytes() const {
+    return traits(format).has_min ? 4 * superblocks() + 2 * groups() : 2 * superblocks() + groups();
+  }
   // First row and width of the row tile holding row n.
   int64_t tile_row0(int64_t n) const { return n & ~int64_t(7); }
   int64_t tile_width(int64_t n) const { return N - tile_row0(n) < 8 ? N - tile_row0(n) : 8; }
@@ -61,7 +95,7 @@ constexpr int kTileRows = 8;
 // Byte of qweight holding weight (n, k): for int4, its nibble is the low one when (k & 4) == 0.
 inline int64_t qweight_index(const QuantWeight& w, int64_t n, int64_t k) {
   const int64_t n0 = w.tile_row0(n), W = w.tile_width(n), r = n - n0;
-  if (w.format == QuantFormat::Q8G) return n0 * w.K + (k >> 2) * 4 * W + r * 4 + (k & 3);
+  if (traits(w.format).code_bits == 8) return n0 * w.K + (k >> 2) * 4 * W + r * 4 + (k & 3);
   return n0 * (w.K / 2) + (k >> 3) * 4 * W + r * 4 + (k & 3);
 }
 
@@ -71,12 +105,37 @@ inline int64_t scale_index(const QuantWeight& w, int64_t n, int64_t g) {
   return n0 * w.groups() + g * w.tile_width(n) + (n - n0);
 }
 
-// Integer weight (n, k) as stored: q (Q8G) or the unsigned nibble u (Q4G / Q4GA).
+// Integer weight (n, k) as stored: an 8-bit code (int8 or uint8 as the format says) or the
+// unsigned nibble u.
 inline int weight_code(const QuantWeight& w, int64_t n, int64_t k) {
   const int64_t i = qweight_index(w, n, k);
-  if (w.format == QuantFormat::Q8G) return static_cast<const int8_t*>(w.qweight)[i];
+  const QuantFormatTraits& t = traits(w.format);
+  if (t.code_bits == 8)
+    return t.code_signed ? static_cast<const int8_t*>(w.qweight)[i] : static_cast<const uint8_t*>(w.qweight)[i];
   const uint8_t b = static_cast<const uint8_t*>(w.qweight)[i];
   return (k & 4) ? (b >> 4) : (b & 15);
+}
+
+// The K scales of the row tile starting at n0 (a multiple of 8), as the layout above places them:
+// d[j * W + r], dmin[j * W + r], c[g * W + r], mc[g * W + r] for row n0 + r.
+struct KScaleTile {
+  const uint16_t* d;
+  const uint16_t* dmin;  // null without a min
+  const uint8_t* c;      // int8 for Q8K, uint8 with a min
+  const uint8_t* mc;     // null without a min
+  int64_t W;
+};
+inline KScaleTile kscale_tile(const QuantWeight& w, int64_t n0) {
+  const bool min = traits(w.format).has_min;
+  const int64_t W = w.tile_width(n0), S = w.superblocks();
+  const uint8_t* base = w.kscales + n0 * w.kscale_row_bytes();
+  KScaleTile t;
+  t.W = W;
+  t.d = reinterpret_cast<const uint16_t*>(base);
+  t.dmin = min ? t.d + S * W : nullptr;
+  t.c = base + (min ? 4 : 2) * S * W;
+  t.mc = min ? t.c + w.groups() * W : nullptr;
+  return t;
 }
 
 // y[t * ldy + n] = Σ_k x[t, k] * w[n, k] for t in [0, T), n in [n0, n1), with x given as T rows
@@ -85,13 +144,27 @@ inline int weight_code(const QuantWeight& w, int64_t n, int64_t k) {
 using QuantMatmulFn = void (*)(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0,
                                int64_t n1, float* y, int64_t ldy);
 
+// Scale (d * c) and the min subtracted (dmin * mc) of group g of row n of a K-format weight, in
+// f32 as ggml's reference dequantization forms them (0 for the min of a format without one).
+inline float kscale_value(const QuantWeight& w, int64_t n, int64_t g) {
+  const KScaleTile t = kscale_tile(w, w.tile_row0(n));
+  const int64_t r = n - w.tile_row0(n), j = g * w.group / kSuperBlock;
+  const uint8_t c = t.c[g * t.W + r];
+  const float cv = traits(w.format).has_min ? float(c) : float(int8_t(c));
+  return f16_to_f32_value(t.d[j * t.W + r]) * cv;
+}
+inline float kmin_value(const QuantWeight& w, int64_t n, int64_t g) {
+  const KScaleTile t = kscale_tile(w, w.tile_row0(n));
+  if (!t.mc) return 0.0f;
+  const int64_t r = n - w.tile_row0(n), j = g * w.group / kSuperBlock;
+  return f16_to_f32_value(t.dmin[j * t.W + r]) * float(t.mc[g * t.W + r]);
+}
+
 struct QuantKernelTable {
   const char* name;
   // x[K] (K a multiple of 32) -> K / 32 blocks. Every variant gives the same blocks bit for bit.
   void (*quantize_a8)(const float* x, int64_t K, BlockA8* out);
-  QuantMatmulFn matmul_q8g_a8;
-  QuantMatmulFn matmul_q4g_a8;
-  QuantMatmulFn matmul_q4ga_a8;
+  QuantMatmulFn matmul[kNumQuantFormats];  // by QuantFormat: matmul_q8g_a8, ..., matmul_q8ka_a8
   // out[K] = row n of w, dequantized to f32.
   void (*dequant_row)(const QuantWeight& w, int64_t n, float* out);
   // The weight quantizer's inner loops over one group (n a multiple of 8), in 8 float partial

@@ -121,9 +121,7 @@ const QuantKernelTable* quant_avx2_table() {
   static const QuantKernelTable table = {
       "avx2",
       quantize_a8,
-      matmul_q8g_a8,
-      matmul_q4g_a8,
-      matmul_q4ga_a8,
+      EXAONE_QUANT_MATMULS,
       quant_scalar_table().dequant_row,  // only used for embedding rows; not worth a variant
       quant_sym_sums,
       quant_asym_sums,

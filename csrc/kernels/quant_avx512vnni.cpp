@@ -26,8 +26,8 @@ const QuantKernelTable* quant_avx512vnni_table() {
   const QuantKernelTable* avx2 = quant_avx2_table();
   if (!avx2 || !cpu_features().avx512vnni) return nullptr;
   static const QuantKernelTable table = {
-      "avx2-avx512vnni", avx2->quantize_a8,     matmul_q8g_a8,         matmul_q4g_a8,
-      matmul_q4ga_a8,    avx2->dequant_row,     avx2->quant_sym_sums,  avx2->quant_asym_sums,
+      "avx2-avx512vnni", avx2->quantize_a8, EXAONE_QUANT_MATMULS, avx2->dequant_row, avx2->quant_sym_sums,
+      avx2->quant_asym_sums,
   };
   return &table;
 }

@@ -25,8 +25,8 @@ const QuantKernelTable* quant_avxvnni_table() {
   // Activations and the weight quantizer are AVX2's (they have no dot products); only the
   // matmuls differ.
   static const QuantKernelTable table = {
-      "avx2-vnni",      avx2->quantize_a8,     matmul_q8g_a8,         matmul_q4g_a8,
-      matmul_q4ga_a8,   avx2->dequant_row,     avx2->quant_sym_sums,  avx2->quant_asym_sums,
+      "avx2-vnni", avx2->quantize_a8, EXAONE_QUANT_MATMULS, avx2->dequant_row, avx2->quant_sym_sums,
+      avx2->quant_asym_sums,
   };
   return &table;
 }

@@ -89,14 +89,16 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
 // i's activation block xb[i]: Σ_k q[r, k] * qs_i[k], with q the signed weight (Q8G; Q4G as u - 8) or
 // the unsigned nibble u (Q4GA). p is the block's 128 (int4) or 256 (int8) bytes in the tile.
 struct Baseline {
-  template <QuantFormat F, int MT>
+  // Half -1: the whole block; 0 / 1: only k 0-15 / 16-31 (8-bit codes, for Q8K's groups of 16).
+  // 8-bit codes are multiplied as signed bytes: Q8KA's unsigned codes (<= 63) are the same values.
+  template <QuantFormat F, int MT, int Half = -1>
   static inline void block_dot(const uint8_t* p, const BlockA8* const* xb, int32x4_t (*isum)[2]) {
-    if constexpr (F == QuantFormat::Q8G) {
+    if constexpr (traits(F).code_bits == 8) {
       // acc[i][j]: rows 2j and 2j + 1, two lanes (k mod 4 in pairs) each.
       int32x4_t acc[MT][4];
       for (int i = 0; i < MT; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = vdupq_n_s32(0);
-      for (int q = 0; q < 8; q += 2) {  // two 32-byte steps: 8 k of 8 rows
+      for (int q = Half < 0 ? 0 : 4 * Half; q < (Half < 0 ? 8 : 4 * Half + 4); q += 2) {  // two 32-byte steps: 8 k of 8 rows
         const int8_t* wp = reinterpret_cast<const int8_t*>(p + 32 * q);
         const int8x16_t w0 = vld1q_s8(wp), w1 = vld1q_s8(wp + 16);       // step q: rows 0-3, 4-7
         const int8x16_t w2 = vld1q_s8(wp + 32), w3 = vld1q_s8(wp + 48);  // step q + 1
@@ -146,14 +148,14 @@ struct Baseline {
 
 #ifdef EXAONE_QUANT_SDOT
 struct Sdot {
-  template <QuantFormat F, int MT>
+  template <QuantFormat F, int MT, int Half = -1>
   EXAONE_DOTPROD static inline void block_dot(const uint8_t* p, const BlockA8* const* xb,
                                               int32x4_t (*isum)[2]) {
     int32x4_t lo[MT], hi[MT];  // rows 0-3, rows 4-7
     for (int i = 0; i < MT; ++i) lo[i] = hi[i] = vdupq_n_s32(0);
     // Each half of the block's activations (16 bytes, 4 lanes of 4 k) meets the weights of 16 k.
-    for (int h = 0; h < 2; ++h) {
-      if constexpr (F == QuantFormat::Q8G) {  // 4 steps of 4 k: lane j is step j
+    for (int h = Half < 0 ? 0 : Half; h < (Half < 0 ? 2 : Half + 1); ++h) {
+      if constexpr (traits(F).code_bits == 8) {  // 4 steps of 4 k: lane j is step j
         const int8_t* wp = reinterpret_cast<const int8_t*>(p + 128 * h);
         int8x16_t wv[8];
         for (int j = 0; j < 8; ++j) wv[j] = vld1q_s8(wp + 16 * j);
@@ -254,13 +256,106 @@ void tile8(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* con
   }
 }
 
+// 8 sub-scales (int8 for Q8K, uint8 with a min) as two f32 x4: rows 0-3 and 4-7.
+template <bool Signed>
+inline void cvt8x8(const uint8_t* p, float32x4_t* lo, float32x4_t* hi) {
+  const int16x8_t v = Signed ? vmovl_s8(vld1_s8(reinterpret_cast<const int8_t*>(p)))
+                             : vreinterpretq_s16_u16(vmovl_u8(vld1_u8(p)));
+  *lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(v)));
+  *hi = vcvtq_f32_s32(vmovl_high_s16(v));
+}
+
+// The K formats' tile8: per super-block the rows' d (and dmin), per group scale = d * c and min =
+// dmin * mc; acc += isum * (scale * d_b) - min * (d_b * sum_b).
+template <QuantFormat F, int MT, class Dot, bool Halves>
+void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
+  constexpr bool kMin = traits(F).has_min, kSigned = !kMin;
+  const int64_t S = w.superblocks();
+  const int64_t block_bytes = traits(F).code_bits == 8 ? 256 : 128;
+  const uint8_t* tile = static_cast<const uint8_t*>(w.qweight) + n0 * w.row_bytes();
+  const KScaleTile ks = kscale_tile(w, n0);
+  float32x4_t acc[MT][2];
+  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+  for (int64_t j = 0; j < S; ++j) {
+    const float32x4_t d0 = load_f16x4(ks.d + 8 * j), d1 = load_f16x4(ks.d + 8 * j + 4);
+    float32x4_t dm0 = vdupq_n_f32(0.0f), dm1 = dm0;
+    if constexpr (kMin) {
+      dm0 = load_f16x4(ks.dmin + 8 * j);
+      dm1 = load_f16x4(ks.dmin + 8 * j + 4);
+    }
+    for (int64_t b = 8 * j; b < 8 * j + 8; ++b) {
+      const uint8_t* p = tile + b * block_bytes;
+#if defined(__GNUC__)
+      if constexpr (MT == 1)
+        for (int64_t l = 0; l < block_bytes; l += 64) __builtin_prefetch(p + kPrefetchDistance + l, 0, 3);
+#endif
+      const BlockA8* xb[MT];
+      for (int i = 0; i < MT; ++i) xb[i] = x[i] + b;
+      int32x4_t isum[MT][2];
+      if constexpr (Halves) {
+        for (int h = 0; h < 2; ++h) {
+          float32x4_t c0, c1;
+          cvt8x8<true>(ks.c + 16 * b + 8 * h, &c0, &c1);
+          const float32x4_t s0 = vmulq_f32(d0, c0), s1 = vmulq_f32(d1, c1);
+          if (h == 0)
+            Dot::template block_dot<F, MT, 0>(p, xb, isum);
+          else
+            Dot::template block_dot<F, MT, 1>(p, xb, isum);
+          for (int i = 0; i < MT; ++i) {
+            const float d = xb[i]->d;
+            acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(s0, d));
+            acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(s1, d));
+          }
+        }
+      } else {
+        float32x4_t c0, c1, m0 = vdupq_n_f32(0.0f), m1 = m0;
+        cvt8x8<kSigned>(ks.c + 8 * b, &c0, &c1);
+        const float32x4_t s0 = vmulq_f32(d0, c0), s1 = vmulq_f32(d1, c1);
+        if constexpr (kMin) {
+          float32x4_t mc0, mc1;
+          cvt8x8<false>(ks.mc + 8 * b, &mc0, &mc1);
+          m0 = vmulq_f32(dm0, mc0);
+          m1 = vmulq_f32(dm1, mc1);
+        }
+        Dot::template block_dot<F, MT>(p, xb, isum);
+        for (int i = 0; i < MT; ++i) {
+          const float d = xb[i]->d;
+          acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(s0, d));
+          acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(s1, d));
+          if constexpr (kMin) {
+            const float ds = d * float(xb[i]->sum);
+            acc[i][0] = vfmsq_n_f32(acc[i][0], m0, ds);
+            acc[i][1] = vfmsq_n_f32(acc[i][1], m1, ds);
+          }
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MT; ++i) {
+    vst1q_f32(y[i], acc[i][0]);
+    vst1q_f32(y[i] + 4, acc[i][1]);
+  }
+}
+
+template <QuantFormat F, int MT, class Dot>
+inline void tile8_any(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
+  if constexpr (traits(F).k_scales) {
+    if (F == QuantFormat::Q8K && w.group == 16)
+      tile8_k<F, MT, Dot, true>(x, w, n0, y);
+    else
+      tile8_k<F, MT, Dot, false>(x, w, n0, y);
+  } else {
+    tile8<F, MT, Dot>(x, w, n0, y);
+  }
+}
+
 template <QuantFormat F, class Dot>
 void tile8_tokens(int mt, const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
   switch (mt) {
-    case 4: tile8<F, 4, Dot>(x, w, n0, y); break;
-    case 3: tile8<F, 3, Dot>(x, w, n0, y); break;
-    case 2: tile8<F, 2, Dot>(x, w, n0, y); break;
-    default: tile8<F, 1, Dot>(x, w, n0, y); break;
+    case 4: tile8_any<F, 4, Dot>(x, w, n0, y); break;
+    case 3: tile8_any<F, 3, Dot>(x, w, n0, y); break;
+    case 2: tile8_any<F, 2, Dot>(x, w, n0, y); break;
+    default: tile8_any<F, 1, Dot>(x, w, n0, y); break;
   }
 }
 
@@ -287,45 +382,32 @@ void matmul(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int6
       }
     }
   }
-  if (full_end < n1) {
-    const QuantKernelTable& ref = quant_scalar_table();
-    const QuantMatmulFn fn = F == QuantFormat::Q8G   ? ref.matmul_q8g_a8
-                             : F == QuantFormat::Q4G ? ref.matmul_q4g_a8
-                                                     : ref.matmul_q4ga_a8;
-    fn(xq, T, w, full_end > n0 ? full_end : n0, n1, y, ldy);
-  }
+  if (full_end < n1)
+    quant_scalar_table().matmul[int(F)](xq, T, w, full_end > n0 ? full_end : n0, n1, y, ldy);
 }
 
-void matmul_q8g_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1,
-                   float* y, int64_t ldy) {
-  matmul<QuantFormat::Q8G, Baseline>(xq, T, w, n0, n1, y, ldy);
-}
-void matmul_q4g_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1,
-                   float* y, int64_t ldy) {
-  matmul<QuantFormat::Q4G, Baseline>(xq, T, w, n0, n1, y, ldy);
-}
-void matmul_q4ga_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1,
-                    float* y, int64_t ldy) {
-  matmul<QuantFormat::Q4GA, Baseline>(xq, T, w, n0, n1, y, ldy);
+template <QuantFormat F>
+void matmul_baseline(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1, float* y,
+                     int64_t ldy) {
+  matmul<F, Baseline>(xq, T, w, n0, n1, y, ldy);
 }
 
 #ifdef EXAONE_QUANT_SDOT
 // The tile loops above have the default target, so they cannot inline an SDOT block_dot; flatten
 // inlines them here instead, where SDOT is allowed, and the block sums with them.
-#define EXAONE_SDOT_ENTRY EXAONE_DOTPROD __attribute__((flatten))
-EXAONE_SDOT_ENTRY void matmul_q8g_a8_sdot(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0,
-                                          int64_t n1, float* y, int64_t ldy) {
-  matmul<QuantFormat::Q8G, Sdot>(xq, T, w, n0, n1, y, ldy);
-}
-EXAONE_SDOT_ENTRY void matmul_q4g_a8_sdot(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0,
-                                          int64_t n1, float* y, int64_t ldy) {
-  matmul<QuantFormat::Q4G, Sdot>(xq, T, w, n0, n1, y, ldy);
-}
-EXAONE_SDOT_ENTRY void matmul_q4ga_a8_sdot(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0,
-                                           int64_t n1, float* y, int64_t ldy) {
-  matmul<QuantFormat::Q4GA, Sdot>(xq, T, w, n0, n1, y, ldy);
+template <QuantFormat F>
+EXAONE_DOTPROD __attribute__((flatten)) void matmul_sdot(const BlockA8* xq, int64_t T, const QuantWeight& w,
+                                                         int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  matmul<F, Sdot>(xq, T, w, n0, n1, y, ldy);
 }
 #endif
+
+// A table's matmuls, in QuantFormat order.
+#define EXAONE_NEON_MATMULS(fn)                                                                       \
+  {                                                                                                   \
+    fn<QuantFormat::Q8G>, fn<QuantFormat::Q4G>, fn<QuantFormat::Q4GA>, fn<QuantFormat::Q8K>,          \
+        fn<QuantFormat::Q4KA>, fn<QuantFormat::Q8KA>                                                  \
+  }
 
 // ---- weight quantizer sums ----------------------------------------------------------------------
 // The scalar reference's 8 partial sums are lanes 0-3 of the first vector and 0-3 of the second,
@@ -391,9 +473,7 @@ const QuantKernelTable* quant_neon_table() {
   static const QuantKernelTable table = {
       "neon",
       quantize_a8,
-      matmul_q8g_a8,
-      matmul_q4g_a8,
-      matmul_q4ga_a8,
+      EXAONE_NEON_MATMULS(matmul_baseline),
       quant_scalar_table().dequant_row,  // only used for embedding rows; not worth a variant
       quant_sym_sums,
       quant_asym_sums,
@@ -407,9 +487,7 @@ const QuantKernelTable* quant_neon_dotprod_table() {
   static const QuantKernelTable table = {
       "neon",
       quantize_a8,
-      matmul_q8g_a8_sdot,
-      matmul_q4g_a8_sdot,
-      matmul_q4ga_a8_sdot,
+      EXAONE_NEON_MATMULS(matmul_sdot),
       quant_scalar_table().dequant_row,
       quant_sym_sums,
       quant_asym_sums,

@@ -42,55 +42,72 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
 
 // ---- matmuls ------------------------------------------------------------------------------------
 
-// Signed (Q8G, Q4G) or unsigned (Q4GA) integer weight k of row n.
+// Integer weight k of row n as the matmul multiplies it: the code, or u - 8 for Q4G.
 template <QuantFormat F>
 inline int weight_int(const QuantWeight& w, int64_t n, int64_t k) {
   const int c = weight_code(w, n, k);
   return F == QuantFormat::Q4G ? c - 8 : c;
 }
 
-// acc = Σ_b isum_b * (s_g * d_b) [+ m_g * (d_b * sum_b) for Q4GA], blocks in order.
+// Scale and added min of group g of row n: f16 arrays, or the K formats' two-level scales (whose
+// min is subtracted).
+template <QuantFormat F>
+inline float scale_of(const QuantWeight& w, int64_t n, int64_t g) {
+  if constexpr (traits(F).k_scales) return kscale_value(w, n, g);
+  return f16_to_f32_value(w.scales[scale_index(w, n, g)]);
+}
+template <QuantFormat F>
+inline float min_of(const QuantWeight& w, int64_t n, int64_t g) {
+  if constexpr (!traits(F).has_min) return 0.0f;
+  if constexpr (traits(F).k_scales) return -kmin_value(w, n, g);
+  return f16_to_f32_value(w.mins[scale_index(w, n, g)]);
+}
+
+// acc = Σ_g isum_g * (s_g * d_b) [+ m_g * (d_b * sum_g)], over the groups of each 32-value block in
+// order (one group per block, or two of 16 for Q8K with G 16; a group of 64 or 128 spans blocks).
 template <QuantFormat F>
 void matmul_ref(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1, float* y,
                 int64_t ldy) {
-  const int64_t nb = w.blocks(), bpg = w.group / kQBlock;
+  const int64_t nb = w.blocks();
+  const int64_t span = w.group < kQBlock ? w.group : kQBlock;  // values summed per scale step
   for (int64_t t = 0; t < T; ++t) {
     const BlockA8* xb = xq + t * nb;
     for (int64_t n = n0; n < n1; ++n) {
       float acc = 0.0f;
       for (int64_t b = 0; b < nb; ++b) {
-        const int64_t g = b / bpg;
-        int32_t isum = 0;
-        for (int i = 0; i < kQBlock; ++i) isum += weight_int<F>(w, n, b * kQBlock + i) * xb[b].qs[i];
-        acc += float(isum) * (f16_to_f32_value(w.scales[scale_index(w, n, g)]) * xb[b].d);
-        if (F == QuantFormat::Q4GA)
-          acc += f16_to_f32_value(w.mins[scale_index(w, n, g)]) * (xb[b].d * float(xb[b].sum));
+        for (int64_t k0 = b * kQBlock; k0 < (b + 1) * kQBlock; k0 += span) {
+          const int64_t g = k0 / w.group;
+          int32_t isum = 0, xsum = 0;
+          for (int64_t k = k0; k < k0 + span; ++k) {
+            isum += weight_int<F>(w, n, k) * xb[b].qs[k - b * kQBlock];
+            xsum += xb[b].qs[k - b * kQBlock];
+          }
+          acc += float(isum) * (scale_of<F>(w, n, g) * xb[b].d);
+          if (traits(F).has_min) acc += min_of<F>(w, n, g) * (xb[b].d * float(xsum));
+        }
       }
       y[t * ldy + n] = acc;
     }
   }
 }
 
-void matmul_q8g_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1,
-                   float* y, int64_t ldy) {
-  matmul_ref<QuantFormat::Q8G>(xq, T, w, n0, n1, y, ldy);
-}
-void matmul_q4g_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1,
-                   float* y, int64_t ldy) {
-  matmul_ref<QuantFormat::Q4G>(xq, T, w, n0, n1, y, ldy);
-}
-void matmul_q4ga_a8(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1,
-                    float* y, int64_t ldy) {
-  matmul_ref<QuantFormat::Q4GA>(xq, T, w, n0, n1, y, ldy);
+template <QuantFormat F>
+void matmul_fmt(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1, float* y,
+                int64_t ldy) {
+  matmul_ref<F>(xq, T, w, n0, n1, y, ldy);
 }
 
+// Row n dequantized: s * code + m (K formats: (d * c) * code - dmin * mc), in the f32 operations
+// ggml's reference uses, so GGUF blocks come out bit for bit as ggml / gguf-py dequantize them.
 template <QuantFormat F>
 void dequant_row_t(const QuantWeight& w, int64_t n, float* out) {
   for (int64_t k = 0; k < w.K; ++k) {
     const int64_t g = k / w.group;
-    const float s = f16_to_f32_value(w.scales[scale_index(w, n, g)]);
-    const float v = s * float(weight_int<F>(w, n, k));
-    out[k] = F == QuantFormat::Q4GA ? v + f16_to_f32_value(w.mins[scale_index(w, n, g)]) : v;
+    const float v = scale_of<F>(w, n, g) * float(weight_int<F>(w, n, k));
+    if constexpr (traits(F).k_scales && traits(F).has_min)
+      out[k] = v - kmin_value(w, n, g);
+    else
+      out[k] = traits(F).has_min ? v + min_of<F>(w, n, g) : v;
   }
 }
 
@@ -99,6 +116,9 @@ void dequant_row(const QuantWeight& w, int64_t n, float* out) {
     case QuantFormat::Q8G: dequant_row_t<QuantFormat::Q8G>(w, n, out); break;
     case QuantFormat::Q4G: dequant_row_t<QuantFormat::Q4G>(w, n, out); break;
     case QuantFormat::Q4GA: dequant_row_t<QuantFormat::Q4GA>(w, n, out); break;
+    case QuantFormat::Q8K: dequant_row_t<QuantFormat::Q8K>(w, n, out); break;
+    case QuantFormat::Q4KA: dequant_row_t<QuantFormat::Q4KA>(w, n, out); break;
+    case QuantFormat::Q8KA: dequant_row_t<QuantFormat::Q8KA>(w, n, out); break;
   }
 }
 
@@ -367,8 +387,13 @@ void quantize_row(const QuantKernelTable& kt, const float* w, int64_t K, int64_t
 
 const QuantKernelTable& quant_scalar_table() {
   static const QuantKernelTable table = {
-      "scalar",     quantize_a8,  matmul_q8g_a8, matmul_q4g_a8, matmul_q4ga_a8,
-      dequant_row,  sym_sums,     asym_sums,
+      "scalar",
+      quantize_a8,
+      {matmul_fmt<QuantFormat::Q8G>, matmul_fmt<QuantFormat::Q4G>, matmul_fmt<QuantFormat::Q4GA>,
+       matmul_fmt<QuantFormat::Q8K>, matmul_fmt<QuantFormat::Q4KA>, matmul_fmt<QuantFormat::Q8KA>},
+      dequant_row,
+      sym_sums,
+      asym_sums,
   };
   return table;
 }

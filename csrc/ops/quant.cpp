@@ -49,10 +49,7 @@ void quant_matmul_multi(const float* x, int64_t T, const QuantWeight* ws, int64_
   pool.parallel_for(int64_t(chunks.size()), [&](int64_t c) {
     const Chunk& ch = chunks[size_t(c)];
     const QuantWeight& w = ws[ch.w];
-    const kernels::QuantMatmulFn fn = w.format == QuantFormat::Q8G   ? qt.matmul_q8g_a8
-                                      : w.format == QuantFormat::Q4G ? qt.matmul_q4g_a8
-                                                                     : qt.matmul_q4ga_a8;
-    fn(xq, T, w, ch.n0, ch.n1, ys[ch.w], w.N);
+    qt.matmul[int(w.format)](xq, T, w, ch.n0, ch.n1, ys[ch.w], w.N);
   });
 }
 

@@ -282,34 +282,50 @@ void pass_if(bool ok, const std::string& what) {
   }
 }
 
-const char* fmt_name(QuantFormat f) {
-  return f == QuantFormat::Q8G ? "Q8G" : f == QuantFormat::Q4G ? "Q4G" : "Q4GA";
-}
+const char* fmt_name(QuantFormat f) { return exaone::kernels::traits(f).name; }
 
 // A quantized matrix in the row-tile layout, owning its arrays.
 struct QMat {
   QuantFormat format;
   int64_t N, K, group;
-  std::vector<uint8_t> qw;
+  std::vector<uint8_t> qw, ks;
   std::vector<uint16_t> sc, mn;
   QMat(QuantFormat f, int64_t n, int64_t k, int64_t g) : format(f), N(n), K(k), group(g) {
     const QuantWeight w = view();
     qw.assign(size_t(N * w.row_bytes()), 0);
-    sc.assign(size_t(N * w.groups()), 0);
-    if (f == QuantFormat::Q4GA) mn.assign(sc.size(), 0);
+    if (exaone::kernels::traits(f).k_scales) {
+      ks.assign(size_t(N * w.kscale_row_bytes()), 0);
+    } else {
+      sc.assign(size_t(N * w.groups()), 0);
+      if (f == QuantFormat::Q4GA) mn.assign(sc.size(), 0);
+    }
   }
   QuantWeight view() const {
-    return {format, N, K, group, qw.data(), sc.data(), format == QuantFormat::Q4GA ? mn.data() : nullptr};
+    const bool k = exaone::kernels::traits(format).k_scales;
+    return {format, N, K, group, qw.data(), k ? nullptr : sc.data(),
+            format == QuantFormat::Q4GA ? mn.data() : nullptr, k ? ks.data() : nullptr};
   }
   QuantOut out() { return {N, qw.data(), sc.data(), format == QuantFormat::Q4GA ? mn.data() : nullptr}; }
-  bool operator==(const QMat& o) const { return qw == o.qw && sc == o.sc && mn == o.mn; }
+  bool operator==(const QMat& o) const { return qw == o.qw && sc == o.sc && mn == o.mn && ks == o.ks; }
 };
 
-// The matmul in double from the integer block sums: val = Σ_b isum_b * s_g * d_b [+ m_g * d_b *
-// sum_b], and mag the same sum of |terms|, the scale of the f32 rounding kernels may differ by.
+// Scale and added min of group g of row n, in either scale layout.
+double scale_value(const QuantWeight& w, int64_t n, int64_t g) {
+  if (exaone::kernels::traits(w.format).k_scales) return exaone::kernels::kscale_value(w, n, g);
+  return exaone::kernels::f16_to_f32_value(w.scales[exaone::kernels::scale_index(w, n, g)]);
+}
+double min_value(const QuantWeight& w, int64_t n, int64_t g) {
+  if (!exaone::kernels::traits(w.format).has_min) return 0.0;
+  if (exaone::kernels::traits(w.format).k_scales) return -double(exaone::kernels::kmin_value(w, n, g));
+  return exaone::kernels::f16_to_f32_value(w.mins[exaone::kernels::scale_index(w, n, g)]);
+}
+
+// The matmul in double from the integer sums of each block (or half block, for groups of 16):
+// val = Σ isum * s_g * d_b [+ m_g * d_b * Σ qs], and mag the same sum of |terms|, the scale of the
+// f32 rounding kernels may differ by.
 void matmul_double(const BlockA8* xq, int64_t T, const QuantWeight& w, std::vector<double>& val,
                    std::vector<double>& mag) {
-  const int64_t N = w.N, K = w.K, nb = w.blocks();
+  const int64_t N = w.N, K = w.K, nb = w.blocks(), span = w.group < kQBlock ? w.group : kQBlock;
   std::vector<int> wi(size_t(N * K));  // signed weights (Q4G: u - 8), row-major
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k)
@@ -320,23 +336,26 @@ void matmul_double(const BlockA8* xq, int64_t T, const QuantWeight& w, std::vect
     for (int64_t n = 0; n < N; ++n)
       for (int64_t b = 0; b < nb; ++b) {
         const BlockA8& x = xq[t * nb + b];
-        int64_t isum = 0;
-        for (int i = 0; i < kQBlock; ++i) isum += int64_t(wi[size_t(n * K + b * kQBlock + i)]) * x.qs[i];
-        const int64_t g = b * kQBlock / w.group, si = exaone::kernels::scale_index(w, n, g);
-        const double term = double(isum) * exaone::kernels::f16_to_f32_value(w.scales[si]) * x.d;
-        val[size_t(t * N + n)] += term;
-        mag[size_t(t * N + n)] += std::fabs(term);
-        if (w.format == QuantFormat::Q4GA) {
-          const double mterm = double(exaone::kernels::f16_to_f32_value(w.mins[si])) * x.d * x.sum;
-          val[size_t(t * N + n)] += mterm;
-          mag[size_t(t * N + n)] += std::fabs(mterm);
+        for (int64_t k0 = 0; k0 < kQBlock; k0 += span) {
+          int64_t isum = 0, xsum = 0;
+          for (int64_t i = k0; i < k0 + span; ++i) {
+            isum += int64_t(wi[size_t(n * K + b * kQBlock + i)]) * x.qs[i];
+            xsum += x.qs[i];
+          }
+          const int64_t g = (b * kQBlock + k0) / w.group;
+          const double term = double(isum) * scale_value(w, n, g) * x.d;
+          val[size_t(t * N + n)] += term;
+          mag[size_t(t * N + n)] += std::fabs(term);
+          if (exaone::kernels::traits(w.format).has_min) {
+            const double mterm = min_value(w, n, g) * x.d * double(xsum);
+            val[size_t(t * N + n)] += mterm;
+            mag[size_t(t * N + n)] += std::fabs(mterm);
+          }
         }
       }
 }
 
-exaone::kernels::QuantMatmulFn matmul_of(const QuantKernelTable& t, QuantFormat f) {
-  return f == QuantFormat::Q8G ? t.matmul_q8g_a8 : f == QuantFormat::Q4G ? t.matmul_q4g_a8 : t.matmul_q4ga_a8;
-}
+exaone::kernels::QuantMatmulFn matmul_of(const QuantKernelTable& t, QuantFormat f) { return t.matmul[int(f)]; }
 
 // Runs fn over [0, N) in the given column pieces into a NaN-filled [T, ldy = N + 2] buffer;
 // returns the [T, N] part, or an empty vector when the padding columns were written.
@@ -597,6 +616,144 @@ void test_quant_exact(const std::vector<QuantTable>& tables) {
   }
 }
 
+// The K formats (GGUF's K-quants with their two-level scales): random codes and scales; scalar
+// against the double math and its own dequant_row, every other table against scalar. exact: data
+// that make every float operation exact (d, dmin powers of two, small sub-scales, activations with
+// d = 1), where every table must give the scalar output bit for bit.
+struct KFormatGroup {
+  QuantFormat f;
+  int64_t group;
+  int code_lo, code_hi;  // codes drawn from [code_lo, code_hi]
+};
+const KFormatGroup kKFormats[] = {
+    {QuantFormat::Q8K, 16, -32, 31},    // Q6_K
+    {QuantFormat::Q8K, 32, -128, 127},  // IQ4_XS (table values -127..113) and anything int8
+    {QuantFormat::Q4KA, 32, 0, 15},     // Q4_K
+    {QuantFormat::Q8KA, 32, 0, 63},     // Q5_K (0..31) and up to the 6 bits the kernels allow
+};
+
+void fill_kformat(QMat& m, const KFormatGroup& fg, Rng& rng, bool exact) {
+  namespace k = exaone::kernels;
+  const QuantWeight w = m.view();
+  for (int64_t n = 0; n < m.N; ++n)
+    for (int64_t c = 0; c < m.K; ++c) {
+      const int64_t i = k::qweight_index(w, n, c);
+      int v = fg.code_lo + rng.below(fg.code_hi - fg.code_lo + 1);
+      if (n == 0 && c % kQBlock < 4) v = fg.code_lo;  // extremes against |qs| = 127
+      if (n == 1 && c % kQBlock < 4) v = fg.code_hi;
+      if (k::traits(fg.f).code_bits == 8)
+        m.qw[size_t(i)] = uint8_t(v);
+      else
+        m.qw[size_t(i)] |= uint8_t(v << ((c & 4) ? 4 : 0));
+    }
+  const bool min = k::traits(fg.f).has_min;
+  const uint16_t exact_d[3] = {0x3400, 0x3800, 0x3c00};  // 0.25, 0.5, 1
+  for (int64_t n0 = 0; n0 < m.N; n0 += 8) {
+    const k::KScaleTile t = k::kscale_tile(w, n0);
+    uint16_t* d = const_cast<uint16_t*>(t.d);
+    uint8_t* c = const_cast<uint8_t*>(t.c);
+    for (int64_t i = 0; i < w.superblocks() * t.W; ++i) {
+      d[i] = exact ? exact_d[rng.below(3)] : k::f32_to_f16_value(0.002f + 0.01f * rng.uniform());
+      if (min)
+        const_cast<uint16_t*>(t.dmin)[i] = exact ? exact_d[rng.below(3)] : k::f32_to_f16_value(0.001f + 0.003f * rng.uniform());
+    }
+    for (int64_t i = 0; i < w.groups() * t.W; ++i) {
+      const int cv = exact ? rng.below(4) : min ? rng.below(64) : rng.below(64) - 32;
+      c[i] = uint8_t(min || exact ? cv : int8_t(cv));
+      if (min) const_cast<uint8_t*>(t.mc)[i] = uint8_t(exact ? rng.below(4) : rng.below(64));
+    }
+  }
+}
+
+void test_quant_kformats(const std::vector<QuantTable>& tables) {
+  Rng rng;
+  rng.s = 33;
+  const QuantKernelTable& sc = *tables[0].t;
+  for (const KFormatGroup& fg : kKFormats) {
+    for (bool exact : {false, true}) {
+      // exact data stay exact up to K = 256: Q8KA's all-positive codes against 127s grow the sums fastest
+      for (int64_t K : exact ? std::vector<int64_t>{256} : std::vector<int64_t>{256, 768}) {
+        const int64_t nb = K / kQBlock;
+        for (int64_t N : {1, 7, 8, 13, 40}) {
+          const std::string tag = std::string(" ") + fmt_name(fg.f) + " g" + std::to_string(fg.group) +
+                                  (exact ? " exact" : "") + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+          QMat m(fg.f, N, K, fg.group);
+          fill_kformat(m, fg, rng, exact);
+          const QuantWeight w = m.view();
+          // dequant_row: s * code (- min), per element, against the same helpers in double
+          std::vector<float> r0(static_cast<size_t>(K));
+          bool deq = true;
+          for (int64_t n = 0; n < N; ++n) {
+            sc.dequant_row(w, n, r0.data());
+            for (int64_t c = 0; c < K; ++c) {
+              const int64_t g = c / fg.group;
+              const float s = exaone::kernels::kscale_value(w, n, g), mm = exaone::kernels::kmin_value(w, n, g);
+              const float want = exaone::kernels::traits(fg.f).has_min
+                                     ? s * float(exaone::kernels::weight_code(w, n, c)) - mm
+                                     : s * float(exaone::kernels::weight_code(w, n, c));
+              deq &= same_bits(&want, &r0[size_t(c)], sizeof(float));
+            }
+          }
+          pass_if(deq, "scalar dequant_row is not (d * c) * code - dmin * mc" + tag);
+          for (size_t i = 1; i < tables.size(); ++i) {
+            std::vector<float> r1(static_cast<size_t>(K));
+            bool ok = true;
+            for (int64_t n = 0; n < N; ++n) {
+              sc.dequant_row(w, n, r0.data());
+              tables[i].t->dequant_row(w, n, r1.data());
+              ok &= same_bits(r0.data(), r1.data(), r0.size() * sizeof(float));
+            }
+            pass_if(ok, tables[i].name + " dequant_row differs from scalar" + tag);
+          }
+          const int64_t Tmax = 9;
+          std::vector<float> x(size_t(Tmax * K));
+          if (exact) {
+            for (auto& v : x) v = float(rng.below(255) - 127);
+            for (int64_t t = 0; t < Tmax; ++t)
+              for (int64_t b = 0; b < nb; ++b)
+                x[size_t(t * K + b * kQBlock + rng.below(kQBlock))] = rng.below(2) ? 127.0f : -127.0f;
+          } else {
+            x = rng.vec(size_t(Tmax * K));
+          }
+          for (int64_t c = 0; c < K; ++c) {
+            if (c % kQBlock < 4) x[size_t(c)] = -127.0f * (exact ? 1.0f : 0.05f);  // token 0 against row 0's extremes
+            x[size_t(K + c)] = 127.0f * (exact ? 1.0f : 0.05f);
+          }
+          std::vector<BlockA8> xq(size_t(Tmax * nb));
+          for (int64_t t = 0; t < Tmax; ++t) sc.quantize_a8(x.data() + t * K, K, xq.data() + t * nb);
+          const double tol = 3e-7 * double(2 * nb + 2);
+          for (int64_t T : {1, 2, 3, 5, 9}) {
+            const std::string tt = tag + " T=" + std::to_string(T);
+            std::vector<double> val, mag;
+            matmul_double(xq.data(), T, w, val, mag);
+            const auto ys = run_matmul(matmul_of(sc, fg.f), xq, T, w, {0, N});
+            if (exact) {
+              bool same = ys.size() == val.size();
+              for (size_t i = 0; same && i < ys.size(); ++i) same = double(ys[i]) == val[i];
+              pass_if(same, "scalar matmul on exact data is not the exact math" + tt);
+            } else {
+              check_rel("scalar matmul vs double math" + tt, ys, val, mag, tol);
+            }
+            const std::vector<double> ysd(ys.begin(), ys.end());
+            for (size_t i = 1; i < tables.size(); ++i) {
+              const auto fn = matmul_of(*tables[i].t, fg.f);
+              const auto y = run_matmul(fn, xq, T, w, {0, N});
+              if (exact)
+                pass_if(y.size() == ys.size() && same_bits(y.data(), ys.data(), ys.size() * sizeof(float)),
+                        tables[i].name + " matmul on exact data differs from scalar" + tt);
+              else
+                check_rel(tables[i].name + " matmul" + tt, y, ysd, mag, tol);
+              if (N > 16 && T == Tmax)
+                check_rel(tables[i].name + " matmul split rows" + tt, run_matmul(fn, xq, T, w, {0, 8, 24, N}),
+                          ysd, mag, tol);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // quant_active() follows the kernel table: SDOT / VNNI where the CPU has it, the baseline otherwise.
 void test_quant_dispatch(const std::vector<QuantTable>& tables) {
   namespace k = exaone::kernels;
@@ -635,6 +792,7 @@ int main() {
   test_quant_sums(qtables);
   test_quant_matmul(qtables);
   test_quant_exact(qtables);
+  test_quant_kformats(qtables);
   test_quant_dispatch(qtables);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
