@@ -19,7 +19,8 @@
 #
 # Environment (defaults): BENCH=/work/bench  MODEL=$BENCH/models/exaone4-1.2b-random  THREADS=2
 #   EXAONE_CPU=exaone-cpu  RES=$BENCH/results/paired-<timestamp>
-#   FORMATS="int4:Q4_0 int8:Q8_0 bf16:F16" (bf16 runs MODEL itself, the others MODEL-int4 / -int8)
+#   FORMATS="int4:Q4_0 int8:Q8_0 bf16:F16" (bf16 runs MODEL itself, the others MODEL-int4 / -int8;
+#   gguf:Q4_K_M runs the GGUF file itself in both engines)
 #   EXAONE_ARGS: more options for exaone-cpu bench, e.g. "--kv-dtype f16" (llama.cpp's cache is f16)
 set -euo pipefail
 
@@ -45,8 +46,11 @@ for spec in $FORMATS; do
   model=$MODEL
   [ "$fmt" = bf16 ] || model=$MODEL-$fmt
   gguf=$BENCH/gguf/$NAME-$q.gguf
-  [ -d "$model" ] || die "$model not found"
   [ -f "$gguf" ] || die "$gguf not found (run tools/bench_llamacpp.sh convert)"
+  if [ "$fmt" = gguf ]; then
+    model=$gguf fmt=gguf_$q
+  fi
+  [ -e "$model" ] || die "$model not found"
   for r in $(seq 1 "$PAIRS"); do
     # shellcheck disable=SC2086
     "$EXAONE_CPU" bench "$model" --threads "$THREADS" --repeat 1 --seed "$r" ${EXAONE_ARGS:-} --json > "$RES/exaone-$fmt-$r.json"
@@ -71,6 +75,7 @@ print("| weights | exaone_cpu prefill 512 | llama.cpp pp512 | prefill ratio "
 print("|---|---:|---:|---:|---:|---:|---:|")
 for spec in formats:
     fmt, q = spec.split(":")
+    fmt = f"gguf_{q}" if fmt == "gguf" else fmt
     ep, ed, lp, ld = [], [], [], []
     for f in sorted(glob.glob(f"{res}/exaone-{fmt}-*.json")):
         r = f.rsplit("-", 1)[1].split(".")[0]

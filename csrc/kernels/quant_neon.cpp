@@ -265,8 +265,9 @@ inline void cvt8x8(const uint8_t* p, float32x4_t* lo, float32x4_t* hi) {
   *hi = vcvtq_f32_s32(vmovl_high_s16(v));
 }
 
-// The K formats' tile8: per super-block the rows' d (and dmin), per group scale = d * c and min =
-// dmin * mc; acc += isum * (scale * d_b) - min * (d_b * sum_b).
+// The K formats' tile8. Within a super-block the d (and dmin) of a row are common, so the groups
+// accumulate isum * (c * d_b) (and mc * d_b * sum_b) apart and are scaled by d (and dmin) once per
+// super-block: acc += d * Σ_g isum_g c_g d_b - dmin * Σ_g mc_g d_b sum_b.
 template <QuantFormat F, int MT, class Dot, bool Halves>
 void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
   constexpr bool kMin = traits(F).has_min, kSigned = !kMin;
@@ -277,12 +278,8 @@ void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* c
   float32x4_t acc[MT][2];
   for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
   for (int64_t j = 0; j < S; ++j) {
-    const float32x4_t d0 = load_f16x4(ks.d + 8 * j), d1 = load_f16x4(ks.d + 8 * j + 4);
-    float32x4_t dm0 = vdupq_n_f32(0.0f), dm1 = dm0;
-    if constexpr (kMin) {
-      dm0 = load_f16x4(ks.dmin + 8 * j);
-      dm1 = load_f16x4(ks.dmin + 8 * j + 4);
-    }
+    float32x4_t sj[MT][2], mj[MT][2];
+    for (int i = 0; i < MT; ++i) sj[i][0] = sj[i][1] = mj[i][0] = mj[i][1] = vdupq_n_f32(0.0f);
     for (int64_t b = 8 * j; b < 8 * j + 8; ++b) {
       const uint8_t* p = tile + b * block_bytes;
 #if defined(__GNUC__)
@@ -296,38 +293,43 @@ void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* c
         for (int h = 0; h < 2; ++h) {
           float32x4_t c0, c1;
           cvt8x8<true>(ks.c + 16 * b + 8 * h, &c0, &c1);
-          const float32x4_t s0 = vmulq_f32(d0, c0), s1 = vmulq_f32(d1, c1);
           if (h == 0)
             Dot::template block_dot<F, MT, 0>(p, xb, isum);
           else
             Dot::template block_dot<F, MT, 1>(p, xb, isum);
           for (int i = 0; i < MT; ++i) {
             const float d = xb[i]->d;
-            acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(s0, d));
-            acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(s1, d));
+            sj[i][0] = vfmaq_f32(sj[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(c0, d));
+            sj[i][1] = vfmaq_f32(sj[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(c1, d));
           }
         }
       } else {
-        float32x4_t c0, c1, m0 = vdupq_n_f32(0.0f), m1 = m0;
+        float32x4_t c0, c1, mc0 = vdupq_n_f32(0.0f), mc1 = mc0;
         cvt8x8<kSigned>(ks.c + 8 * b, &c0, &c1);
-        const float32x4_t s0 = vmulq_f32(d0, c0), s1 = vmulq_f32(d1, c1);
-        if constexpr (kMin) {
-          float32x4_t mc0, mc1;
-          cvt8x8<false>(ks.mc + 8 * b, &mc0, &mc1);
-          m0 = vmulq_f32(dm0, mc0);
-          m1 = vmulq_f32(dm1, mc1);
-        }
+        if constexpr (kMin) cvt8x8<false>(ks.mc + 8 * b, &mc0, &mc1);
         Dot::template block_dot<F, MT>(p, xb, isum);
         for (int i = 0; i < MT; ++i) {
           const float d = xb[i]->d;
-          acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(s0, d));
-          acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(s1, d));
+          sj[i][0] = vfmaq_f32(sj[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(c0, d));
+          sj[i][1] = vfmaq_f32(sj[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(c1, d));
           if constexpr (kMin) {
             const float ds = d * float(xb[i]->sum);
-            acc[i][0] = vfmsq_n_f32(acc[i][0], m0, ds);
-            acc[i][1] = vfmsq_n_f32(acc[i][1], m1, ds);
+            mj[i][0] = vfmaq_n_f32(mj[i][0], mc0, ds);
+            mj[i][1] = vfmaq_n_f32(mj[i][1], mc1, ds);
           }
         }
+      }
+    }
+    const float32x4_t d0 = load_f16x4(ks.d + 8 * j), d1 = load_f16x4(ks.d + 8 * j + 4);
+    for (int i = 0; i < MT; ++i) {
+      acc[i][0] = vfmaq_f32(acc[i][0], d0, sj[i][0]);
+      acc[i][1] = vfmaq_f32(acc[i][1], d1, sj[i][1]);
+    }
+    if constexpr (kMin) {
+      const float32x4_t m0 = load_f16x4(ks.dmin + 8 * j), m1 = load_f16x4(ks.dmin + 8 * j + 4);
+      for (int i = 0; i < MT; ++i) {
+        acc[i][0] = vfmsq_f32(acc[i][0], m0, mj[i][0]);
+        acc[i][1] = vfmsq_f32(acc[i][1], m1, mj[i][1]);
       }
     }
   }
