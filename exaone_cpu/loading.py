@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from . import _core
+from .checkpoint import load_checkpoint_tensors
 from .config import Exaone4Config
+from .external_quant import ExternalWeights, external_quantization
 from .gguf_file import is_gguf, open_gguf
 from .gguf_model import GGUFWeights, config_from_gguf
 from .heads import TASK_MODELS
@@ -27,8 +29,8 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
          head: str | None = None, kv_dtype: str = "f32", mmap: bool = True) -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), a quantized
-    one written by exaone-quantize (detected from config.json's quantization_config), or a GGUF
-    file (exaone_cpu.gguf_model: F32 / F16 / BF16 / Q8_0 / Q4_0 weights).
+    one written by exaone-quantize or by AutoAWQ / GPTQ / llm-compressor (exaone_cpu.external_quant;
+    detected from config.json's quantization_config), or a GGUF file (exaone_cpu.gguf_model).
 
     Returns a Model (Exaone4ForCausalLM) or, when config.json's `architectures` names a task head,
     an exaone_cpu.heads model (sequence/token classification, question answering).
@@ -67,8 +69,15 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
         tensors, quantizer = weights.tensors, weights
     else:
         config = Exaone4Config.from_pretrained(path)
+        external = external_quantization(path)  # AWQ / GPTQ / compressed-tensors
         set_threads(threads)
-        tensors, quantizer = load_tensors(path, spec, mmap)
+        if external is not None:
+            if spec is not None:
+                raise ValueError(f"{path} is already quantized ({external.name}); load it without quant=")
+            tensors = load_checkpoint_tensors(path, mmap=mmap)
+            quantizer = ExternalWeights(tensors, external)
+        else:
+            tensors, quantizer = load_tensors(path, spec, mmap)
     model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
     model.kv_dtype = kv_dtype
     return model

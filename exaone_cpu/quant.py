@@ -143,14 +143,17 @@ class QuantLinear:
     y [T, N], activations quantized to int8 per 32 values on the fly); rows() dequantizes rows for
     an embedding lookup."""
 
-    __slots__ = ("qweight", "scales", "mins", "format", "group_size")
+    __slots__ = ("qweight", "scales", "mins", "format", "group_size", "perm")
 
-    def __init__(self, qweight: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, format, group_size: int):
+    def __init__(self, qweight: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, format, group_size: int,
+                 perm: np.ndarray | None = None):
         self.qweight = qweight
         self.scales = scales
         self.mins = mins
         self.format = format
         self.group_size = group_size
+        # Input order of the stored columns (GPTQ act-order): column j multiplies x[:, perm[j]].
+        self.perm = perm
 
     @classmethod
     def quantize(cls, data: np.ndarray, wtype, format, group_size: int) -> "QuantLinear":
@@ -160,7 +163,7 @@ class QuantLinear:
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, format,
-                   group_size: int) -> "QuantLinear":
+                   group_size: int, *, perm: np.ndarray | None = None) -> "QuantLinear":
         """A QuantLinear from row-major integer codes [N, K] (int8 q for Q8G, nibbles u in 0..15 for
         Q4G / Q4GA) and f16 scale (and min) bits [N, groups], packed into the row tiles of
         csrc/kernels/quant.h: how a checkpoint quantized elsewhere (GGUF, AWQ, GPTQ) takes our
@@ -169,13 +172,16 @@ class QuantLinear:
         if k % 32:
             raise ValueError(f"in_features {k} is not a multiple of 32")
         groups = 1 if group_size == 0 else -(-k // group_size)
+        if perm is not None and sorted(perm.tolist()) != list(range(k)):
+            raise ValueError("perm must be a permutation of the input columns")
         for name, a in (("scales", scales), ("mins", mins)):
             if a is not None and a.shape != (n, groups):
                 raise ValueError(f"{name} has shape {list(a.shape)}, expected {[n, groups]}")
         if (mins is not None) != (format == _core.QuantFormat.Q4GA):
             raise ValueError(f"{format.name} {'needs' if mins is None else 'takes no'} mins")
         tile = lambda a: None if a is None else _tile_rows(np.ascontiguousarray(a, dtype=np.uint16), 1)  # noqa: E731
-        return cls(_pack_codes(codes, format), tile(scales), tile(mins), format, group_size)
+        return cls(_pack_codes(codes, format), tile(scales), tile(mins), format, group_size,
+                   None if perm is None else np.ascontiguousarray(perm, dtype=np.int64))
 
     @classmethod
     def from_kcodes(cls, codes: np.ndarray, d: np.ndarray, c: np.ndarray, format, group_size: int,
@@ -212,6 +218,8 @@ class QuantLinear:
         return self.qweight.nbytes + self.scales.nbytes + (0 if self.mins is None else self.mins.nbytes)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.perm is not None:
+            x = np.ascontiguousarray(x[:, self.perm])
         return _core.quant_matmul(x, self.qweight, self.scales, self.mins, self.format, self.group_size)
 
     @property
@@ -220,9 +228,15 @@ class QuantLinear:
         return self.qweight, self.scales, self.mins, self.format, self.group_size
 
     def rows(self, ids) -> np.ndarray:
-        """float32 [len(ids), in_features]: the dequantized rows ids (the embedding lookup)."""
-        return _core.dequant_rows(self.qweight, self.scales, self.mins, self.format, self.group_size,
-                                  np.ascontiguousarray(ids, dtype=np.int64))
+        """float32 [len(ids), in_features]: the dequantized rows ids (the embedding lookup), in the
+        input order of x."""
+        w = _core.dequant_rows(self.qweight, self.scales, self.mins, self.format, self.group_size,
+                               np.ascontiguousarray(ids, dtype=np.int64))
+        if self.perm is None:
+            return w
+        out = np.empty_like(w)
+        out[:, self.perm] = w
+        return out
 
     def dequantize(self) -> np.ndarray:
         return self.rows(np.arange(self.out_features))
@@ -246,7 +260,7 @@ def _tile_rows(a: np.ndarray, unit: int) -> np.ndarray:
     """a [N, M] in the row tiles of csrc/kernels/quant.h: every 8 rows (the last N % 8 = W rows)
     stored as [M / unit][W][unit], so one load holds `unit` consecutive elements of each row."""
     n, m = a.shape
-    out = np.empty_like(a)
+    out = np.empty((n, m), a.dtype)  # C order whatever a's layout
     full = n & ~7
     if full:
         out[:full] = a[:full].reshape(full // 8, 8, m // unit, unit).transpose(0, 2, 1, 3).reshape(full, m)
@@ -259,7 +273,7 @@ def _tile_rows(a: np.ndarray, unit: int) -> np.ndarray:
 def project(x: np.ndarray, *linears) -> list[np.ndarray]:
     """[linear(x) for each linear]; when all are quantized, x is quantized once and their rows
     run as one thread-pool job (q/k/v, gate/up)."""
-    if all(isinstance(lin, QuantLinear) for lin in linears):
+    if all(isinstance(lin, QuantLinear) and lin.perm is None for lin in linears):
         return _core.quant_matmul_multi(x, [lin.arrays for lin in linears])
     return [lin(x) for lin in linears]
 

@@ -409,7 +409,9 @@ def test_rejects_wrong_format_version_in_metadata(quantized_dir, tmp_path):
     (lambda c: c["quantization_config"].update(format_version=7), "format_version 7"),
     (lambda c: c["quantization_config"].update(group_size=96), "group_size"),
     (lambda c: c["quantization_config"].update(bits=3), "bits"),
-    (lambda c: c["quantization_config"].update(quant_method="gptq"), "quant_method"),
+    (lambda c: c["quantization_config"].update(quant_method="bitsandbytes"), "quant_method"),
+    # read as GPTQ, whose arrays these are not: the first tensor it misses is named
+    (lambda c: c["quantization_config"].update(quant_method="gptq", sym=True), "missing tensor"),
     (lambda c: c.update(quantization_config=[1]), "JSON object"),
     # a group size the config names but the arrays were not made with: the scales' shape is wrong
     (lambda c: c["quantization_config"].update(group_size=32), r"scales.*shape"),
