@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .decoding import TokenStream
+from .hub import resolve_model
 from .loading import load
 from .model import DEFAULT_PREFILL_CHUNK, Model
 from .sampling import GenerationDefaults, SamplingParams, load_generation_config
@@ -32,10 +33,12 @@ from .tokenizer import BatchEncoding, Tokenizer
 # from_pretrained keywords of transformers that have no meaning here.
 _IGNORED_LOAD_OPTIONS = frozenset({
     "torch_dtype", "dtype", "device_map", "device", "attn_implementation", "low_cpu_mem_usage",
-    "trust_remote_code", "revision", "cache_dir", "local_files_only", "token", "use_auth_token",
+    "trust_remote_code", "token", "use_auth_token",
     "force_download", "proxies", "use_safetensors", "offload_folder", "offload_state_dict", "max_memory",
     "subfolder", "variant", "use_fast", "legacy", "padding_side", "_from_auto", "code_revision",
 })
+# from_pretrained() keywords that pick the files (used by _resolve, not ignored).
+_SOURCE_OPTIONS = frozenset({"revision", "cache_dir", "local_files_only", "gguf_file"})
 
 # generate() keywords accepted and ignored (batch-1 greedy/sampling has no use for them).
 _IGNORED_GENERATE_OPTIONS = frozenset({"attention_mask", "pad_token_id", "bos_token_id", "use_cache", "tokenizer"})
@@ -55,20 +58,11 @@ class TensorArray(np.ndarray):
         return self.view(np.ndarray)
 
 
-def _resolve(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not path.exists():
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise FileNotFoundError(
-                f"{name_or_path!r} is not a local directory; download it first (huggingface-cli download "
-                f"{name_or_path} --local-dir DIR) or install huggingface_hub"
-            ) from None
-        return Path(snapshot_download(name_or_path))
-    raise FileNotFoundError(f"model directory {name_or_path} does not exist")
+def _resolve(name_or_path: str | Path, options: dict[str, Any]) -> Path:
+    """A local path for a directory, GGUF file or Hub id, honouring transformers' local_files_only,
+    revision, cache_dir and gguf_file (exaone_cpu.hub: the cache first, no network when offline)."""
+    return resolve_model(name_or_path, gguf=options.get("gguf_file"), local_files_only=options.get("local_files_only"),
+                         revision=options.get("revision"), cache=options.get("cache_dir"))
 
 
 class _FacadeTokenizer(Tokenizer):
@@ -85,8 +79,9 @@ class _FacadeTokenizer(Tokenizer):
 class AutoTokenizer:
     @staticmethod
     def from_pretrained(name_or_path: str | Path, *args: Any, **kwargs: Any) -> Tokenizer:
-        """exaone_cpu's Tokenizer for a local model directory (or a Hub id already downloaded)."""
-        return _FacadeTokenizer.from_pretrained(_resolve(name_or_path))
+        """exaone_cpu's Tokenizer for a model directory, GGUF file or Hub id (local_files_only,
+        revision, cache_dir and gguf_file as in transformers)."""
+        return _FacadeTokenizer.from_pretrained(_resolve(name_or_path, kwargs))
 
 
 class AutoModelForCausalLM:
@@ -95,10 +90,10 @@ class AutoModelForCausalLM:
                         prefill_chunk: int = DEFAULT_PREFILL_CHUNK, **kwargs: Any) -> CausalLM:
         """Loads an EXAONE 4 checkpoint directory. PyTorch-only options (torch_dtype, device_map, ...)
         are ignored; threads and prefill_chunk are passed to exaone_cpu.load."""
-        unknown = set(kwargs) - _IGNORED_LOAD_OPTIONS
+        unknown = set(kwargs) - _IGNORED_LOAD_OPTIONS - _SOURCE_OPTIONS
         if unknown:
             raise TypeError(f"from_pretrained() got unsupported arguments: {', '.join(sorted(unknown))}")
-        path = _resolve(name_or_path)
+        path = _resolve(name_or_path, kwargs)
         model = load(path, threads=threads, prefill_chunk=prefill_chunk)
         return CausalLM(model, load_generation_config(path), name_or_path=str(name_or_path))
 

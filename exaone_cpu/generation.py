@@ -40,6 +40,7 @@ from .sampling import (
     SamplingParams,
     load_generation_config,
 )
+from .hub import resolve_model
 from .loading import load
 from .streaming import TextPipeline
 from .tokenizer import Tokenizer
@@ -277,8 +278,11 @@ class Generator:
         self.eos_token_ids = eos_token_ids(model.config, defaults, tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, use_generation_config: bool = True, **load_options: Any) -> Generator:
-        """Model, tokenizer and (unless use_generation_config=False) generation_config.json from one directory."""
+    def from_pretrained(cls, path: str | Path, *, use_generation_config: bool = True, gguf: str | None = None,
+                        local_files_only: bool | None = None, **load_options: Any) -> Generator:
+        """Model, tokenizer and (unless use_generation_config=False) generation defaults from one
+        directory, GGUF file or Hub repo id (gguf= and local_files_only= as for exaone_cpu.load)."""
+        path = resolve_model(path, gguf=gguf, local_files_only=local_files_only)
         model = load(path, **load_options)
         defaults = load_generation_config(path) if use_generation_config else None
         return cls(model, Tokenizer.from_pretrained(path), defaults=defaults)

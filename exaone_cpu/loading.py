@@ -12,6 +12,7 @@ from .external_quant import ExternalWeights, external_quantization
 from .gguf_file import is_gguf, open_gguf
 from .gguf_model import GGUFWeights, config_from_gguf
 from .heads import TASK_MODELS
+from .hub import resolve_model
 from .kv_cache import KV_DTYPES
 from .model import DEFAULT_PREFILL_CHUNK, Model
 from .quant import load_tensors, spec_from_options
@@ -27,7 +28,8 @@ def set_threads(threads: int | None) -> None:
 
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
-         head: str | None = None, kv_dtype: str = "f32", mmap: bool = True) -> Model:
+         head: str | None = None, kv_dtype: str = "f32", mmap: bool = True, gguf: str | None = None,
+         local_files_only: bool | None = None) -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), a quantized
     one written by exaone-quantize or by AutoAWQ / GPTQ / llm-compressor (exaone_cpu.external_quant;
     detected from config.json's quantization_config), or a GGUF file (exaone_cpu.gguf_model).
@@ -44,16 +46,18 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     "int4" or "bf16": the embedding / lm_head).
     kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
     attention reads, faster decoding at long context, as llama.cpp's default cache).
+    path may also be a Hugging Face Hub repo id (exaone_cpu.hub: from the local cache first;
+    local_files_only=True or HF_HUB_OFFLINE=1 never touch the network); gguf= picks a file of a
+    GGUF repo (or directory) by name or quant type, e.g. "Q4_K_M".
     mmap: True (default) maps the weight files: nothing is copied and the pages are shared with
     other processes, but the files must not change while the model is in use (one truncated or
     rewritten in place kills the process with SIGBUS); update a model by writing a new directory and
     renaming it over the old one. False reads the weights into memory.
     """
-    path = Path(path)
+    path = resolve_model(path, gguf=gguf, local_files_only=local_files_only)
     gguf = is_gguf(path)
     if not gguf and not path.is_dir():
-        raise FileNotFoundError(f"model {path} does not exist" if not path.exists()
-                                else f"{path} is neither a model directory nor a GGUF file")
+        raise FileNotFoundError(f"{path} is neither a model directory nor a GGUF file")
     if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
         raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
     if kv_dtype not in KV_DTYPES:
@@ -86,12 +90,11 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
 def read_config(path: str | Path) -> Exaone4Config:
     """The config of a model directory (config.json) or a GGUF file (its metadata), without
     loading the weights: for checks before a long load."""
-    path = Path(path)
+    path = resolve_model(path)
     if is_gguf(path):
         return config_from_gguf(open_gguf(path))
     if not path.is_dir():
-        raise FileNotFoundError(f"model {path} does not exist" if not path.exists()
-                                else f"{path} is neither a model directory nor a GGUF file")
+        raise FileNotFoundError(f"{path} is neither a model directory nor a GGUF file")
     return Exaone4Config.from_pretrained(path)
 
 

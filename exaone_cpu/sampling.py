@@ -30,6 +30,7 @@ import numpy as np
 
 from . import _core
 from .gguf_file import GGUFError, GGUFFile, is_gguf, open_gguf
+from .hub import is_repo_id, resolve_model
 
 GENERATION_CONFIG_FILE = "generation_config.json"
 SEED_MODULUS = 1 << 64  # seeds are taken modulo 2**64 (negative ones too)
@@ -226,6 +227,8 @@ class GenerationDefaults:
 def load_generation_config(model_dir: str | Path) -> GenerationDefaults:
     """Read `generation_config.json` (missing file: transformers' defaults). eos_token_id may be an int or a list.
     For a GGUF file: its token ids and `general.sampling.*` recommendations."""
+    if not Path(model_dir).exists() and is_repo_id(model_dir):
+        model_dir = resolve_model(model_dir)
     if is_gguf(model_dir):
         return generation_defaults_from_gguf(open_gguf(model_dir))
     path = Path(model_dir) / GENERATION_CONFIG_FILE

@@ -24,6 +24,7 @@ from tokenizers.models import BPE
 
 from .chat_template import NoChatTemplateError, render_chat_template
 from .gguf_file import GGUFError, GGUFFile, is_gguf, open_gguf
+from .hub import is_repo_id, resolve_model
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -191,10 +192,13 @@ class Tokenizer:
     # ---- loading -------------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> Tokenizer:
+    def from_pretrained(cls, path: str | Path, *, gguf: str | None = None,
+                        local_files_only: bool | None = None) -> Tokenizer:
         """The tokenizer of a model directory (tokenizer.json, or vocab.json + merges.txt, with
-        tokenizer_config.json) or of a GGUF file."""
+        tokenizer_config.json), of a GGUF file, or of a Hub repo id (exaone_cpu.hub)."""
         model_dir = Path(path)
+        if not model_dir.exists() and is_repo_id(path):
+            model_dir = resolve_model(path, gguf=gguf, local_files_only=local_files_only)
         if is_gguf(model_dir):
             return cls.from_gguf(open_gguf(model_dir))
         if not model_dir.is_dir():

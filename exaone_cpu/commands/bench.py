@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from .generate import GGUF_HELP, MODEL_HELP, resolve_model_argument
+
 HELP = "measure prefill/decode speed (tok/s), load time and memory on random token ids"
 
 
@@ -21,7 +23,8 @@ def positive_int(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (Hugging Face layout) or GGUF file")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--gguf", metavar="NAME", default=None, help=GGUF_HELP)
     p.add_argument("--prompt", type=positive_int, default=512, metavar="N", help="prompt tokens to prefill (default 512)")
     p.add_argument("--gen", type=positive_int, default=128, metavar="N", help="tokens to decode, greedy, no eos stop (default 128)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads (default: all CPUs this process may use)")
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from exaone_cpu.bench import current_rss_mib, peak_rss_mib, run_benchmark, weight_files, weight_format
     from exaone_cpu.loading import read_config
 
+    args.model = resolve_model_argument(args)
     config = read_config(args.model)  # fails fast on a bad model, before loading
     if args.prompt + args.gen > config.max_position_embeddings:
         raise ValueError(f"--prompt {args.prompt} + --gen {args.gen} exceeds the model's "

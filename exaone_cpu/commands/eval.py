@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .bench import positive_int
+from .generate import GGUF_HELP, MODEL_HELP, resolve_model_argument
 
 HELP = "perplexity on a text; with --ref, KL(ref || model) and top-1 agreement against a reference model"
 
@@ -20,7 +21,8 @@ def ctx_int(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (Hugging Face layout) or GGUF file")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--gguf", metavar="NAME", default=None, help=GGUF_HELP)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", type=Path, metavar="FILE", help="UTF-8 text, tokenized with the model's tokenizer")
     src.add_argument("--ids", type=Path, metavar="FILE", help="token ids separated by whitespace (no tokenizer needed)")
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from exaone_cpu.evaluate import evaluate
     from exaone_cpu.loading import read_config
 
+    args.model = resolve_model_argument(args)
     config = read_config(args.model)  # a bad model fails before the text is read
     if args.ids is not None:
         ids, source = read_ids(args.ids), str(args.ids)

@@ -17,8 +17,14 @@ HELP = "Answer one prompt, streaming the text to stdout."
 REASONING_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
 
 
+MODEL_HELP = ("checkpoint directory (config.json, safetensors, tokenizer), GGUF file, or Hugging Face Hub id "
+              "(from the local cache first; HF_HUB_OFFLINE=1: never download)")
+GGUF_HELP = "with a GGUF repo or a directory of GGUF files: the file to run, by name or quant type (e.g. Q4_K_M)"
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="checkpoint directory (config.json, safetensors, tokenizer) or GGUF file")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument("--gguf", metavar="NAME", default=None, help=GGUF_HELP)
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for the kernels (default: every CPU this process may use)")
     parser.add_argument("--quant", choices=("int8", "int4"), default=None,
@@ -101,10 +107,17 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
 
 
+def resolve_model_argument(args: argparse.Namespace) -> str:
+    """MODEL (and --gguf) as a local path: a Hub id is looked up in the cache, then downloaded."""
+    from ..hub import resolve_model
+
+    return str(resolve_model(args.model, gguf=args.gguf))
+
+
 def load_generator(args: argparse.Namespace):
     from ..generation import Generator
 
-    return Generator.from_pretrained(args.model, **load_options(args))
+    return Generator.from_pretrained(resolve_model_argument(args), **load_options(args))
 
 
 def print_stats(result) -> None:

@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from .generate import add_model_arguments, load_options
+from .generate import add_model_arguments, load_options, resolve_model_argument
 
 HELP = "Serve a model over an OpenAI-compatible HTTP API (needs: pip install 'exaone_cpu[server]')."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)  # MODEL, --threads, --quant, --kv-dtype, --no-mmap as for generate and chat
+    add_model_arguments(p)  # MODEL, --gguf, --threads, --quant, --kv-dtype, --no-mmap as for generate and chat
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--ctx", type=int, default=None,
@@ -61,6 +61,8 @@ def build(args: argparse.Namespace):
     for name in ("port", "parallel", "max_queue", "max_body_bytes"):
         if getattr(args, name) < (0 if name == "max_queue" else 1):
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    served_name = args.model_name or (args.model if not Path(args.model).exists() else Path(args.model).resolve().name)
+    args.model = resolve_model_argument(args)
     defaults = load_generation_config(args.model).with_options(
         **{name: getattr(args, name) for name in SAMPLING_DEFAULTS})
     template = None
@@ -82,7 +84,7 @@ def build(args: argparse.Namespace):
                                           tokenize=False)
         except Exception as e:  # noqa: BLE001 - jinja's syntax and runtime errors alike
             raise ValueError(f"--chat-template {args.chat_template}: cannot render a conversation: {e}") from None
-    settings = ServerSettings(model_name=args.model_name or Path(args.model).resolve().name, ctx=ctx,
+    settings = ServerSettings(model_name=served_name, ctx=ctx,
                               api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults)
     engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue)
     return create_app(engine, tokenizer, settings), settings
