@@ -14,7 +14,7 @@ last one (a token is fed to the model only when the next one is needed).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -209,7 +209,8 @@ class TokenStream:
     def __init__(self, model: Model, prompt_ids: Sequence[int] | np.ndarray, *,
                  max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
                  stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
-                 prompt_cache: PromptCache | None = None, logprobs: int | None = None):
+                 prompt_cache: PromptCache | None = None, logprobs: int | None = None,
+                 on_prefill: Callable[[int, int], None] | None = None):
         self.model = model
         prompt = model.check_token_ids(prompt_ids)
         room = model.config.max_position_embeddings - len(prompt)
@@ -217,6 +218,7 @@ class TokenStream:
         self.decoding = Decoding(prompt, model.config.vocab_size, max_new_tokens=limit, sampling=sampling,
                                  stop_token_ids=stop_token_ids, min_new_tokens=min_new_tokens, logprobs=logprobs)
         self._prompt_cache = prompt_cache
+        self.on_prefill = on_prefill  # (done, total) prompt tokens, after each prefill chunk
         self._cache: KVCache | None = None
         self.cached_tokens = 0
         self.logits: np.ndarray | None = None
@@ -271,4 +273,5 @@ class TokenStream:
             self._cache, self.cached_tokens = self._prompt_cache.acquire(self, prompt)
         else:  # room for the whole stream, up to a bound (the cache grows past it if it must)
             self._cache = self.model.new_cache(self.prompt_tokens + min(self.max_new_tokens, 8192))
-        return self.model.forward(prompt[self.cached_tokens :], self._cache)
+        progress = {} if self.on_prefill is None else {"on_progress": self.on_prefill}
+        return self.model.forward(prompt[self.cached_tokens :], self._cache, **progress)

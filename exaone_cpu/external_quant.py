@@ -135,6 +135,11 @@ class ExternalWeights:
     def __init__(self, tensors: dict[str, Tensor], spec: ExternalQuant):
         self.tensors = tensors
         self.spec = spec
+        self.progress = None  # told each weight it repacks
+
+    def conversions(self, config) -> int:
+        """How many weights loading converts (for a progress bar): the projections."""
+        return 7 * config.num_hidden_layers
 
     def _get(self, name: str, dtype: str | tuple) -> Tensor:
         t = self.tensors.get(name)
@@ -163,7 +168,10 @@ class ExternalWeights:
             raise CheckpointError(f"{base}: in_features {in_features} is not a multiple of 32")
         codes, scales, zeros, perm = getattr(self, "_" + self.spec.method.replace("-", "_"))(base, out_features,
                                                                                           in_features)
-        return _to_kernel(codes, scales, zeros, perm, self.spec)
+        q = _to_kernel(codes, scales, zeros, perm, self.spec)
+        if self.progress is not None:
+            self.progress(base)
+        return q
 
     def embedding(self, reader, name: str, shape: tuple[int, int]):
         return reader.tensor(name, shape)

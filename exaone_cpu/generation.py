@@ -310,15 +310,18 @@ class Generator:
 
     def stream(self, prompt_ids: Sequence[int] | np.ndarray, params: GenerationParams | None = None, *,
                prompt_cache: PromptCache | None = None, thinking: bool | None = None,
-               on_finish: Callable[[GenerationResult], None] | None = None, **options: Any) -> GenerationStream:
+               on_finish: Callable[[GenerationResult], None] | None = None,
+               on_prefill: Callable[[int, int], None] | None = None, **options: Any) -> GenerationStream:
         """Streams the continuation of prompt_ids. thinking: whether the prompt opened a reasoning block,
-        for parsing (None: looked up in the prompt's last tokens)."""
+        for parsing (None: looked up in the prompt's last tokens). on_prefill(done, total): called
+        as the prompt's tokens are computed, chunk by chunk (a long prompt takes seconds)."""
         params = self.params(params, **options)
         ids = self.model.check_token_ids(prompt_ids)
         stops = self.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
         tokens = TokenStream(
             self.model, ids, max_new_tokens=params.max_new_tokens, sampling=params.sampling,
             stop_token_ids=stops, min_new_tokens=params.min_new_tokens, prompt_cache=prompt_cache,
+            on_prefill=on_prefill,
         )
         if thinking is None:
             thinking = self.prompt_opens_reasoning(ids)

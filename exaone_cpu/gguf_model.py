@@ -183,6 +183,7 @@ class GGUFWeights:
                 self.tensors[hf] = Tensor(hf, "F32", t.dequantize())
             else:
                 self.blocks[hf] = t
+        self.progress = None  # told each weight it repacks
         if quant is not None and self.blocks:
             kinds = sorted({t.type.name for t in self.blocks.values()})
             raise ValueError(f"{f.path} is already quantized ({', '.join(kinds)}); load it without quant=")
@@ -194,13 +195,21 @@ class GGUFWeights:
             raise GGUFError(f"{self.file.path}: tensor for {full!r} has shape {list(t.shape)}, expected {[n, k]}")
         if t.type.kernel is None:
             raise GGUFError(f"{self.file.path}: tensor for {full!r} is {t.type.name}, which has no kernel here")
-        return _transcode(t, n, k)
+        q = _transcode(t, n, k)
+        if self.progress is not None:
+            self.progress(full)
+        return q
+
+    def conversions(self, config) -> int:
+        """How many weights loading converts (for a progress bar)."""
+        return self.quantizer.conversions(config) if self.quantizer is not None else len(self.blocks)
 
     def linear(self, reader, name: str, out_features: int, in_features: int, *, prefixed: bool = True):
         full = reader.prefix + name if prefixed else name
         if full in self.blocks:
             return self._block(full, out_features, in_features)
         if self.quantizer is not None:
+            self.quantizer.progress = self.progress
             return self.quantizer.linear(reader, name, out_features, in_features, prefixed=prefixed)
         t = reader.tensor(name, (out_features, in_features), prefixed=prefixed)
         return Linear(t)
@@ -210,5 +219,6 @@ class GGUFWeights:
         if full in self.blocks:
             return self._block(full, *shape)
         if self.quantizer is not None:
+            self.quantizer.progress = self.progress
             return self.quantizer.embedding(reader, name, shape)
         return reader.tensor(name, shape)

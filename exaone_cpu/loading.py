@@ -13,6 +13,7 @@ from .gguf_file import is_gguf, open_gguf
 from .gguf_model import GGUFWeights, config_from_gguf
 from .heads import TASK_MODELS
 from .hub import resolve_model
+from .progress import Progress
 from .kv_cache import KV_DTYPES
 from .model import DEFAULT_PREFILL_CHUNK, Model
 from .quant import load_tensors, spec_from_options
@@ -29,7 +30,7 @@ def set_threads(threads: int | None) -> None:
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
          head: str | None = None, kv_dtype: str = "f32", mmap: bool = True, gguf: str | None = None,
-         local_files_only: bool | None = None) -> Model:
+         local_files_only: bool | None = None, progress: bool | None = None) -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), a quantized
     one written by exaone-quantize or by AutoAWQ / GPTQ / llm-compressor (exaone_cpu.external_quant;
     detected from config.json's quantization_config), or a GGUF file (exaone_cpu.gguf_model).
@@ -49,6 +50,8 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     path may also be a Hugging Face Hub repo id (exaone_cpu.hub: from the local cache first;
     local_files_only=True or HF_HUB_OFFLINE=1 never touch the network); gguf= picks a file of a
     GGUF repo (or directory) by name or quant type, e.g. "Q4_K_M".
+    progress: a bar with an ETA on stderr while weights are quantized or repacked at load (None:
+    when stderr is a terminal; False: never).
     mmap: True (default) maps the weight files: nothing is copied and the pages are shared with
     other processes, but the files must not change while the model is in use (one truncated or
     rewritten in place kills the process with SIGBUS); update a model by writing a new directory and
@@ -82,7 +85,14 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
             quantizer = ExternalWeights(tensors, external)
         else:
             tensors, quantizer = load_tensors(path, spec, mmap)
-    model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
+    total = quantizer.conversions(config) if quantizer is not None else 0
+    with Progress(total, "quantizing" if spec is not None else "repacking", unit="weight",
+                  enabled=progress if total else False) as bar:
+        if quantizer is not None:
+            quantizer.progress = lambda name: bar.update(1, name)
+        model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
+        if quantizer is not None:
+            quantizer.progress = None
     model.kv_dtype = kv_dtype
     return model
 

@@ -13,7 +13,7 @@ then the final norm and lm_head (tied to embed_tokens or not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -171,9 +171,10 @@ class Model:
         return self.lm_head(np.ascontiguousarray(h[last_rows]))
 
     def forward(self, token_ids: Sequence[int] | np.ndarray, cache: KVCache, *,
-                all_logits: bool = False) -> np.ndarray:
+                all_logits: bool = False, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Feeds token_ids after what cache holds; returns logits [T, vocab] (all_logits) or the
-        last position's [vocab]. Long inputs are processed in chunks of prefill_chunk tokens."""
+        last position's [vocab]. Long inputs are processed in chunks of prefill_chunk tokens;
+        on_progress(done, total) is called after each chunk."""
         ids = self.check_token_ids(token_ids, start=cache.length)
         outputs = []
         for start in range(0, len(ids), self.prefill_chunk):
@@ -183,6 +184,8 @@ class Model:
                 outputs.append(self.lm_head(h))
             elif start + self.prefill_chunk >= len(ids):
                 outputs.append(self.lm_head(np.ascontiguousarray(h[-1:]))[0])
+            if on_progress is not None:
+                on_progress(start + len(chunk), len(ids))
         return np.concatenate(outputs) if all_logits else outputs[0]
 
     # ---- public API ---------------------------------------------------------------------------

@@ -311,6 +311,14 @@ class WeightQuantizer:
     def __init__(self, spec: QuantSpec, *, prequantized: bool):
         self.spec = spec
         self.prequantized = prequantized
+        self.progress: Callable[[str], None] | None = None  # told each weight it converts
+
+    def conversions(self, config) -> int:
+        """How many weights loading converts (for a progress bar): none from a quantized checkpoint,
+        else the projections, the embedding and an untied lm_head."""
+        if self.prequantized:
+            return 0
+        return 7 * config.num_hidden_layers + (1 if config.tie_word_embeddings else 2)
 
     def linear(self, reader, name: str, out_features: int, in_features: int, *, prefixed: bool = True):
         """A QuantLinear, or a weights.Linear for weights this spec keeps in a float format."""
@@ -349,7 +357,10 @@ class WeightQuantizer:
         k = t.shape[1]
         if k % 32:
             raise CheckpointError(f"tensor {t.name!r} has {k} columns, not a multiple of 32: it cannot be quantized")
-        return QuantLinear.quantize(t.data, t.wtype, format, self.spec.group_size)
+        q = QuantLinear.quantize(t.data, t.wtype, format, self.spec.group_size)
+        if self.progress is not None:
+            self.progress(t.name)
+        return q
 
     def _stored(self, tensors: dict[str, Tensor], full: str, format, n: int, k: int) -> QuantLinear:
         base = full[: -len(".weight")]
@@ -565,15 +576,18 @@ def _remove_stale_temporaries(dst: Path, log: Callable[[str], None]) -> None:
 
 
 def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, force: bool = False,
-                        shard_bytes: int = DEFAULT_SHARD_BYTES, log: Callable[[str], None] | None = print) -> Path:
+                        shard_bytes: int = DEFAULT_SHARD_BYTES, log: Callable[[str], None] | None = print,
+                        progress: bool | None = None) -> Path:
     """Writes a quantized copy of the Hugging Face checkpoint src to the directory dst.
 
     Works tensor by tensor (peak memory about one tensor plus its quantized form), in shards of
     at most shard_bytes with an index. Everything goes to dst.tmp-XXXX first and is renamed to dst
     at the end, so a failure never leaves a dst that loads. An existing dst is replaced only with
-    force=True.
+    force=True. progress: a bar with an ETA on stderr (None: when stderr is a terminal); without
+    one, log gets a line at every tenth of the work instead.
     """
     from .config import Exaone4Config
+    from .progress import Progress
 
     src, dst = Path(src), Path(dst)
     log = log or (lambda _msg: None)
@@ -614,14 +628,21 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, fo
             return {name: _bf16_of(t).data}
         return {name: t.data}
 
-    done = [0]
+    done = [0, 0]  # tensors, bytes
     t_start = time.perf_counter()
+    bar = Progress(total_in, "quantizing", unit="B", enabled=progress, unit_scale=True, unit_divisor=1024)
 
     def report(name: str, entries: list[_Entry], seconds: float) -> None:
         done[0] += 1
         t = tensors[name]
-        what = ", ".join(f"{e.name.rsplit('.', 1)[1]} {e.dtype}" for e in entries) if len(entries) > 1 else entries[0].dtype
-        log(f"[{done[0]:>{len(str(len(plan)))}}/{len(plan)}] {name} {t.dtype} {list(t.shape)} -> {what} ({seconds:.2f} s)")
+        before = done[1] * 10 // max(total_in, 1)
+        done[1] += t.data.nbytes
+        bar.update(t.data.nbytes, name)
+        if not bar.enabled and (done[1] * 10 // max(total_in, 1) > before or done[0] == len(plan)):
+            elapsed = time.perf_counter() - t_start
+            left = elapsed * (total_in - done[1]) / max(done[1], 1)
+            log(f"[{done[0]}/{len(plan)} tensors, {100 * done[1] // max(total_in, 1)} %] {name} "
+                f"({elapsed:.1f} s, about {left:.0f} s left)")
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(dst, log)
@@ -662,6 +683,8 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, fo
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        bar.close()
     log(f"wrote {dst} in {time.perf_counter() - t_start:.1f} s")
     return dst
 

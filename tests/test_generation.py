@@ -473,3 +473,21 @@ def test_chat_session_sampling_with_seed_repeats(factory_generators):
         return chat.send("hello").until_done().token_ids
 
     assert answer() == answer()
+
+
+def test_prefill_reports_progress_chunk_by_chunk(capsys):
+    from exaone_cpu.progress import PrefillProgress
+
+    model = exaone_cpu.load(Path(__file__).parent / "fixtures" / "tiny-1.2b", prefill_chunk=8)
+    calls = []
+    model.forward(np.arange(1, 30), model.new_cache(), on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(8, 29), (16, 29), (24, 29), (29, 29)]
+    calls.clear()
+    stream = TokenStream(model, np.arange(1, 20), max_new_tokens=2, on_prefill=lambda d, t: calls.append((d, t)))
+    assert len(list(stream)) == 2 and calls == [(8, 19), (16, 19), (19, 19)]  # the prompt only, not decode
+    bar = PrefillProgress(threshold=10, enabled=True)
+    TokenStream(model, np.arange(1, 20), max_new_tokens=1, on_prefill=bar).__next__()
+    assert "prefill" in capsys.readouterr().err
+    short = PrefillProgress(threshold=100, enabled=True)
+    TokenStream(model, np.arange(1, 20), max_new_tokens=1, on_prefill=short).__next__()
+    assert capsys.readouterr().err == ""  # a short prompt shows nothing

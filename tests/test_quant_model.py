@@ -305,8 +305,24 @@ def test_quantize_through_exaone_cpu_cli_and_progress(tmp_path, capsys):
     dst = tmp_path / "q8"
     assert cli.main(["quantize", str(FIXTURES / "tiny-1.2b"), str(dst), "--bits", "8"]) == 0
     out = capsys.readouterr().out
-    assert "model.layers.0.mlp.down_proj.weight" in out and "wrote" in out
+    # not a terminal: no bar, a line per tenth of the work (not one per tensor) and the end
+    steps = [line for line in out.splitlines() if " %] " in line]
+    assert 1 <= len(steps) <= 11 and steps[-1].startswith("[35/35 tensors, 100 %]"), out
+    assert "about" in steps[0] and "wrote" in out
     assert exaone_cpu.load(dst).config.vocab_size == 512
+
+
+def test_progress_bars_on_request(tmp_path, capsys):
+    from exaone_cpu.quant import QuantSpec, quantize_checkpoint
+
+    quantize_checkpoint(FIXTURES / "tiny-1.2b", tmp_path / "q", QuantSpec(bits=4), log=None, progress=True)
+    err = capsys.readouterr().err
+    assert "quantizing" in err and "100%" in err  # tqdm's bar, on stderr
+    exaone_cpu.load(FIXTURES / "tiny-1.2b", quant="int8", progress=True)
+    err = capsys.readouterr().err
+    assert "quantizing" in err and "22/22" in err
+    exaone_cpu.load(FIXTURES / "tiny-1.2b", quant="int8")  # stderr is not a terminal here: no bar
+    assert capsys.readouterr().err == ""
 
 
 def test_quantize_refuses_to_overwrite_without_force(tmp_path, capsys):

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..parsing import tool_call_text
+from ..progress import PrefillProgress
 from .generate import (add_model_arguments, add_sampling_arguments, check_arguments, load_generator, print_stats,
                        sampling_options)
 
@@ -69,7 +70,7 @@ class _Terminal:
 
 def _answer(session, term: _Terminal, text: str, show_reasoning: bool, options: dict, stats: bool) -> None:
     thinking = session.thinking
-    stream = session.send(text, **options)
+    stream = session.send(text, on_prefill=PrefillProgress(), **options)
     started_content = False
 
     def show(kind, part) -> None:

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..parsing import tool_call_text
+from ..progress import PrefillProgress
 
 HELP = "Answer one prompt, streaming the text to stdout."
 
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         messages.append({"role": "user", "content": prompt})
         thinking = args.think
         ids = generator.encode_chat(messages, enable_thinking=thinking)
-    stream = generator.stream(ids, thinking=thinking, **sampling_options(args, thinking))
+    stream = generator.stream(ids, thinking=thinking, on_prefill=PrefillProgress(), **sampling_options(args, thinking))
     out = sys.stdout
     hide = thinking and args.hide_reasoning
     if thinking and not hide:

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest safetensors file to write, in MiB (default 400)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for quantizing (default: every CPU this process may use)")
-    parser.add_argument("--quiet", action="store_true", help="no per-tensor progress")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress (a bar on a terminal, else a line per tenth of the work)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--shard-size must be at least 1 MiB, got {args.shard_size}")
     set_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
-    quantize_checkpoint(args.src, args.dst, spec, force=args.force, shard_bytes=args.shard_size * 2**20, log=log)
+    quantize_checkpoint(args.src, args.dst, spec, force=args.force, shard_bytes=args.shard_size * 2**20, log=log,
+                        progress=False if args.quiet else None)
     return 0
 
 
