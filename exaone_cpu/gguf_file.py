@@ -216,6 +216,23 @@ class GGUFFile:
             if b0 < a1:
                 raise GGUFError(f"{self.path}: tensors {an!r} and {bn!r} overlap in the file")
 
+    def release_pages(self, tensor: GGUFTensor | None = None) -> None:
+        """Drops the mapped file's pages (all, or those inside one tensor's bytes) from this
+        process's memory once repacked weights no longer need them: MADV_DONTNEED, after which a
+        read-only file mapping is re-read from the file if touched again. Nothing to do for a file
+        read into memory or where madvise is missing."""
+        if not (isinstance(self._buf, _mmap.mmap) and hasattr(_mmap, "MADV_DONTNEED")):
+            return
+        if tensor is None:
+            self._buf.madvise(_mmap.MADV_DONTNEED)
+            return
+        base = np.frombuffer(self._buf, dtype=np.uint8, count=1).ctypes.data
+        start = tensor.data.ctypes.data - base
+        page = _mmap.PAGESIZE
+        first, last = -(-start // page) * page, (start + tensor.nbytes) // page * page  # whole pages only
+        if last > first:
+            self._buf.madvise(_mmap.MADV_DONTNEED, first, last - first)
+
     @property
     def architecture(self) -> str | None:
         arch = self.metadata.get("general.architecture")

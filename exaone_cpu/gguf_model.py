@@ -196,6 +196,7 @@ class GGUFWeights:
         if t.type.kernel is None:
             raise GGUFError(f"{self.file.path}: tensor for {full!r} is {t.type.name}, which has no kernel here")
         q = _transcode(t, n, k)
+        self.file.release_pages(t)  # its blocks are repacked: the file's pages can go
         if self.progress is not None:
             self.progress(full)
         return q

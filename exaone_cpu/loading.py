@@ -93,6 +93,8 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
         model = model_class(config)(config, tensors, prefill_chunk=prefill_chunk, quant=quantizer)
         if quantizer is not None:
             quantizer.progress = None
+    if gguf and weights.blocks:  # the repacked weights are in memory: the file's pages are not needed
+        f.release_pages()
     model.kv_dtype = kv_dtype
     return model
 

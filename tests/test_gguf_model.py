@@ -312,3 +312,33 @@ def test_bad_files_give_clear_errors(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="attn_q|q_proj"):
         exaone_cpu.load(bad)
+
+
+@pytest.mark.skipif(not real_tokenizer_available(), reason="needs the real EXAONE tokenizer files")
+def test_server_and_facade_run_a_gguf_file(tmp_path):
+    import argparse
+
+    from starlette.testclient import TestClient
+
+    from exaone_cpu.auto import AutoModelForCausalLM, AutoTokenizer
+    from exaone_cpu.commands import serve
+
+    src = write_tiny_exaone(tmp_path / "hf", dtype="F32", seed=3)
+    path = write_gguf(src, tmp_path / "tiny-Q8_0.gguf", "Q8_0", tokenizer_dir=SHARED_MODEL_DIR)
+    g = exaone_cpu.Generator.from_pretrained(path)
+    messages = [{"role": "user", "content": "Hello"}]
+    want = g.generate(g.encode_chat(messages), max_new_tokens=6, temperature=0)
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    app, settings = serve.build(parser.parse_args([str(path), "--parallel", "1"]))
+    assert settings.model_name == "tiny-Q8_0.gguf"
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json={"model": settings.model_name, "messages": messages,
+                                                      "max_tokens": 6, "temperature": 0})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == want.output.content
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_tensors="np")
+    out = model.generate(ids, max_new_tokens=6, do_sample=False)
+    assert list(out[0][ids.shape[1]:]) == want.token_ids
