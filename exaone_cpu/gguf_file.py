@@ -89,6 +89,25 @@ class _Cursor:
         except UnicodeDecodeError:
             raise self.fail(f"{what} is not valid UTF-8") from None
 
+    def strings(self, count: int, what: str) -> list[str]:
+        """count strings in a row (a vocabulary: 100k+ of them), in one tight loop."""
+        buf, pos, end, out = self.buf, self.pos, len(self.buf), []
+        from_bytes = int.from_bytes
+        try:
+            for _ in range(count):
+                n = from_bytes(buf[pos:pos + 8], "little")
+                pos += 8
+                if pos + n > end:
+                    raise self.fail(f"truncated: a string of {what} needs {n} bytes at offset {pos}")
+                out.append(buf[pos:pos + n].decode("utf-8"))
+                pos += n
+        except UnicodeDecodeError:
+            raise self.fail(f"{what} holds a string that is not valid UTF-8") from None
+        if pos > end:
+            raise self.fail(f"truncated: {what} runs past the end of the file")
+        self.pos = pos
+        return out
+
     def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             v = self.scalar(_SCALARS[vtype][1], what)
@@ -113,7 +132,7 @@ class _Cursor:
             if etype == _STRING:
                 if count > (len(self.buf) - self.pos) // 8:  # every string takes at least its length field
                     raise self.fail(f"truncated: {what} claims {count} strings, more than the file holds")
-                return [self.string(what) for _ in range(count)]
+                return self.strings(count, what)
             if etype == _ARRAY:
                 if count > (len(self.buf) - self.pos) // 12:
                     raise self.fail(f"truncated: {what} claims {count} arrays, more than the file holds")

@@ -135,9 +135,18 @@ _CHUNK_ROWS = 4096  # rows unpacked at a time (a multiple of the 8-row tiles): b
 
 
 def _transcode(t: GGUFTensor, n: int, k: int) -> QuantLinear:
-    """The blocks of t as the kernel format formats.py names for its type, with the file's values:
-    Q8_0 / Q4_0 -> Q8G / Q4G (the same codes and f16 scales), K types -> our K formats (the same
-    codes, sub-scales and f16 super-block scales)."""
+    """The blocks of t as the kernel format formats.py names for its type, with the file's values
+    (csrc/ops/gguf_repack.cpp, threaded; transcode_reference below is what it is tested against)."""
+    qweight, scales, fmt, group = _core.repack_gguf(np.ascontiguousarray(t.data), t.type.id, k)
+    if (fmt.name, group) != t.type.kernel:
+        raise RuntimeError(f"internal error: {t.type.name} repacked as {fmt.name} g{group}, not {t.type.kernel}")
+    return QuantLinear(qweight, scales, None, fmt, group)
+
+
+def transcode_reference(t: GGUFTensor, n: int, k: int) -> QuantLinear:
+    """The numpy reference of _transcode, from the unpackers in exaone_cpu.formats: Q8_0 / Q4_0 ->
+    Q8G / Q4G (the same codes and f16 scales), K types -> our K formats (the same codes,
+    sub-scales and f16 super-block scales)."""
     kind, group = t.type.kernel
     fmt = getattr(_core.QuantFormat, kind)
     if t.type.unpack is None:

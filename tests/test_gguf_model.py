@@ -342,3 +342,33 @@ def test_server_and_facade_run_a_gguf_file(tmp_path):
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_tensors="np")
     out = model.generate(ids, max_new_tokens=6, do_sample=False)
     assert list(out[0][ids.shape[1]:]) == want.token_ids
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"])
+@pytest.mark.parametrize("rows", [1, 7, 8, 21])
+def test_cpp_repack_equals_the_numpy_reference(kind, rows):
+    from exaone_cpu.gguf_file import GGUFTensor
+    from exaone_cpu.gguf_model import _transcode, transcode_reference
+
+    t = GGML_TYPE_BY_NAME[kind]
+    rng = np.random.default_rng(rows)
+    k = 512
+    raw = rng.integers(0, 256, size=(rows, t.row_bytes(k)), dtype=np.uint8)  # any bytes: NaN scales too
+    tensor = GGUFTensor("w", t, (rows, k), raw)
+    got, want = _transcode(tensor, rows, k), transcode_reference(tensor, rows, k)
+    assert (got.format, got.group_size) == (want.format, want.group_size)
+    np.testing.assert_array_equal(got.qweight, want.qweight)
+    np.testing.assert_array_equal(got.scales, want.scales)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = t.dequantize(raw, k)
+    np.testing.assert_array_equal(got.dequantize().view(np.uint32), ref.view(np.uint32))
+
+
+def test_repack_rejects_bad_input():
+    raw = np.zeros((2, 144), np.uint8)
+    with pytest.raises(ValueError, match="no repack for this ggml type"):
+        _core.repack_gguf(raw, 11, 256)
+    with pytest.raises(ValueError, match="not whole blocks of 256"):
+        _core.repack_gguf(raw, 12, 288)
+    with pytest.raises(ValueError, match="expected 144"):
+        _core.repack_gguf(np.zeros((2, 100), np.uint8), 12, 256)

@@ -196,6 +196,53 @@ py::tuple quantize(py::array src, WeightType wtype, QuantFormat f, int64_t group
   return py::make_tuple(qweight, scales, mins);
 }
 
+// (qweight, scales, format, group_size) of GGUF rows raw (uint8 [N, row bytes]) of ggml type `type`
+// with K values per row, repacked exactly into the format that holds that type (every byte written).
+py::tuple repack_gguf(py::array raw, int type, int64_t K) {
+  QuantFormat f;
+  int64_t group, block_values, block_bytes;
+  if (const char* err = ops::gguf_repack_target(type, &f, &group, &block_values, &block_bytes))
+    throw py::value_error(std::string("repack_gguf: ") + err + " (" + std::to_string(type) + ")");
+  if (K <= 0 || K % block_values != 0 || K % kernels::kQBlock != 0)
+    throw py::value_error("repack_gguf: " + std::to_string(K) + " values per row are not whole blocks of " +
+                          std::to_string(block_values));
+  checked<uint8_t>(raw, "raw (uint8 [N, row bytes])", 2);
+  const int64_t N = raw.shape(0);
+  if (raw.shape(1) != K / block_values * block_bytes)
+    throw py::value_error("repack_gguf: raw rows have " + std::to_string(raw.shape(1)) + " bytes, expected " +
+                          std::to_string(K / block_values * block_bytes));
+  const kernels::QuantFormatTraits& t = kernels::traits(f);
+  QuantWeight w{};
+  w.format = f;
+  w.N = N;
+  w.K = K;
+  w.group = group;
+  py::array qweight = t.code_bits == 8 && t.code_signed ? py::array(py::array_t<int8_t>({N, K}))
+                      : py::array(py::array_t<uint8_t>({N, t.code_bits == 8 ? K : K / 2}));
+  py::array scales;
+  uint16_t* sp = nullptr;
+  uint8_t* kp = nullptr;
+  if (t.k_scales) {
+    py::array_t<uint8_t> a({N, w.kscale_row_bytes()});
+    kp = a.mutable_data();
+    w.kscales = kp;
+    scales = a;
+  } else {
+    py::array_t<uint16_t> a({N, w.groups()});
+    sp = a.mutable_data();
+    w.scales = sp;
+    scales = a;
+  }
+  void* qp = qweight.mutable_data();
+  w.qweight = qp;
+  const uint8_t* src = cptr<uint8_t>(raw);
+  {
+    py::gil_scoped_release nogil;
+    ops::gguf_repack(type, src, N, K, w, qp, sp, kp);
+  }
+  return py::make_tuple(qweight, scales, f, group);
+}
+
 py::tuple quantize_activations(py::array x) {
   checked<float>(x, "x", 2);
   const int64_t T = x.shape(0), K = x.shape(1);
@@ -252,6 +299,8 @@ void register_quant(py::module_& m) {
   m.def("dequant_rows", &dequant_rows, py::arg("qweight"), py::arg("scales"), py::arg("mins"),
         py::arg("format"), py::arg("group_size"), py::arg("ids"),
         "Rows ids of the dequantized weight as float32 [len(ids), K] (embedding lookup).");
+  m.def("repack_gguf", &repack_gguf, py::arg("raw"), py::arg("type"), py::arg("values_per_row"),
+        "GGUF rows of one block type -> (qweight, scales, format, group_size), the file's values exactly");
   m.def("quant_isa", [] { return std::string(kernels::quant_active().name); },
         "Name of the quantized kernels in use (follows set_isa / EXAONE_CPU_ISA).");
   m.def("quantize_activations", &quantize_activations, py::arg("x"),

@@ -34,5 +34,14 @@ void quantize_activations(const float* x, int64_t T, int64_t K, BlockA8* out);
 void quantize_weight(const void* src, kernels::WeightType stype, int64_t N, int64_t K, int64_t group,
                      QuantFormat format, const kernels::QuantOut& out);
 
+// GGUF blocks (ggml type id `type`) into our layouts with their own values: the format and group
+// that hold that type exactly, with the block shape (returns an error message for a type without a
+// repack, else null); then rows src [N, K / block_values * block_bytes] into w's arrays (every
+// byte written; scales for Q8G / Q4G, kscales for the K formats), row tiles threaded.
+const char* gguf_repack_target(int type, QuantFormat* format, int64_t* group, int64_t* block_values,
+                               int64_t* block_bytes);
+void gguf_repack(int type, const uint8_t* src, int64_t N, int64_t K, const QuantWeight& w, void* qweight,
+                 uint16_t* scales, uint8_t* kscales);
+
 }  // namespace ops
 }  // namespace exaone
