@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Mutation fuzzer for the loaders: every mutated checkpoint must load cleanly or fail with a clear error.
 
-Each case copies a tiny checkpoint (float, bf16, hybrid, task head, and a quantized and a sharded one
-made from them), mutates one thing — a field of config.json, generation_config.json,
-tokenizer_config.json or special_tokens_map.json (wrong type, negative, huge, NaN, infinite, a string
-spelling of a bool...), or a safetensors header entry (dtype, shape, offsets, header bytes) — and
+Each case copies a tiny checkpoint (float, bf16, hybrid, task head, a quantized and a sharded one
+made from them, and GGUF files: Q8_0 with the tokenizer, K-quants), mutates one thing — a field of
+config.json, generation_config.json, tokenizer_config.json or special_tokens_map.json (wrong type,
+negative, huge, NaN, infinite, a string spelling of a bool...), a safetensors header entry (dtype,
+shape, offsets, header bytes), or a GGUF header (a metadata value, header bytes, truncation) — and
 loads it with Generator.from_pretrained (model, tokenizer, generation config) in a worker process
 with a memory cap and a time limit. Outcomes:
 
@@ -30,6 +31,8 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -62,7 +65,43 @@ def make_bases(root: Path) -> list[Path]:
         for f in TOKENIZER_FILES:
             if (root / "tiny-1.2b" / f).is_file() and not (d / f).exists():
                 shutil.copy(root / "tiny-1.2b" / f, d / f)
-    return bases
+    return bases + make_gguf_bases(root)
+
+
+def make_gguf_bases(root: Path) -> list[Path]:
+    """Directories holding one model.gguf: tiny-1.2b in Q8_0 with the EXAONE tokenizer (when
+    ../shared has it), and a 256-wide model with Q4_K / Q6_K blocks (written as llama.cpp's converter
+    writes them, tests/model_factory.write_gguf)."""
+    try:
+        import gguf  # noqa: F401 - the test extra's writer
+    except ImportError:
+        return []
+    sys.path.insert(0, str(REPO / "tests"))
+    from model_factory import write_gguf, write_tiny_exaone
+
+    out = []
+    tok = SHARED_TOKENIZER if (SHARED_TOKENIZER / "vocab.json").is_file() else None
+    d = root / "gguf-q8"
+    d.mkdir()
+    write_gguf(FIXTURES / "tiny-1.2b", d / "model.gguf", "Q8_0", tokenizer_dir=tok)
+    out.append(d)
+    if tok is not None:
+        src = write_tiny_exaone(root / "wide-src", dtype="F32", link_tokenizer=False, hidden=256, vocab_size=102400)
+        rng = np.random.default_rng(0)
+        blocks = {}
+        for name, (kind, size) in {"model.layers.0.mlp.down_proj.weight": ("Q6_K", 210),
+                                   "model.layers.1.mlp.up_proj.weight": ("Q4_K", 144)}.items():
+            rows, cols = (256, 512) if "down" in name else (512, 256)
+            raw = rng.integers(0, 256, size=(rows, cols // 256, size), dtype=np.uint8)
+            at = 208 if kind == "Q6_K" else 0
+            for off in ((at,) if kind == "Q6_K" else (0, 2)):  # sane f16 scales: random ones may be NaN
+                raw[:, :, off:off + 2] = np.full((rows, cols // 256), 1e-3, np.float16).view(np.uint8).reshape(rows, -1, 2)
+            blocks[name] = (kind, raw.reshape(rows, -1))
+        d = root / "gguf-k"
+        d.mkdir()
+        write_gguf(src, d / "model.gguf", "Q8_0", tokenizer_dir=tok, blocks=blocks)
+        out.append(d)
+    return out
 
 
 # ---- mutations ----------------------------------------------------------------------------------------------
@@ -163,7 +202,48 @@ def mutate_safetensors(file: Path, rng: random.Random) -> str:
     return f"{file.name}: {name}.{field}"[:200]
 
 
+GGUF_U32_KEYS = ("exaone4.block_count", "exaone4.context_length", "exaone4.embedding_length",
+                 "exaone4.feed_forward_length", "exaone4.attention.head_count", "exaone4.attention.head_count_kv",
+                 "exaone4.attention.key_length", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id")
+GGUF_F32_KEYS = ("exaone4.rope.freq_base", "exaone4.attention.layer_norm_rms_epsilon")
+
+
+def mutate_gguf(file: Path, rng: random.Random) -> str:
+    raw = bytearray(file.read_bytes())
+    how = rng.random()
+    if how < 0.45:
+        keys = [k for k in GGUF_U32_KEYS + GGUF_F32_KEYS if k.encode() in raw]
+        if keys:
+            key = rng.choice(keys)
+            at = raw.index(key.encode()) + len(key) + 4  # after the key: its value type, then the value
+            if key in GGUF_U32_KEYS:
+                value = rng.choice([0, 1, 3, 7, 2**31 - 1, 2**32 - 1, 102400, 65])
+                raw[at:at + 4] = struct.pack("<I", value)
+            else:
+                value = rng.choice([0.0, -1.0, math.nan, math.inf, 1e-30, 1e30])
+                raw[at:at + 4] = struct.pack("<f", value)
+            file.write_bytes(bytes(raw))
+            return f"{file.name}: {key} = {value!r}"
+    if how < 0.55:
+        file.write_bytes(bytes(raw[: rng.randrange(len(raw))]))
+        return f"{file.name}: truncated"
+    header = min(len(raw), 1 << 16)
+    try:
+        from exaone_cpu.gguf_file import GGUFFile
+
+        f = GGUFFile(file, mmap=False)
+        header = min(int(t.data.ctypes.data) for t in f.tensors.values()) - np.frombuffer(f._buf, np.uint8).ctypes.data
+    except Exception:  # noqa: BLE001 - already broken: flip within the first 64 KiB
+        pass
+    for _ in range(rng.randint(1, 4)):
+        raw[rng.randrange(header)] = rng.randrange(256)
+    file.write_bytes(bytes(raw))
+    return f"{file.name}: header bytes flipped"
+
+
 def mutate(d: Path, rng: random.Random) -> str:
+    if (d / "model.gguf").is_file():
+        return mutate_gguf(d / "model.gguf", rng)
     files = [f for f in d.iterdir() if f.suffix in (".json", ".safetensors")]
     weights = [f for f in files if f.suffix == ".safetensors"]
     configs = [f for f in files if f.suffix == ".json"]
@@ -182,13 +262,13 @@ def _try_load(path: str, queue) -> None:
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     try:
-        import numpy as np
-
         from exaone_cpu import CheckpointError, ConfigError
         from exaone_cpu.generation import Generator
 
         expected = (FileNotFoundError, CheckpointError, ConfigError, ValueError)
         try:
+            if (Path(path) / "model.gguf").is_file():
+                path = str(Path(path) / "model.gguf")
             gen = Generator.from_pretrained(path, threads=1)
             model = gen.model
             if hasattr(model, "generate"):
