@@ -83,12 +83,18 @@ void row_q4_0(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
   }
 }
 
+// The scales of Q4_K / Q5_K super-block j of row n: f16 d, dmin, then the 12 packed scale bytes.
+void k_scales(const Out& o, int64_t n, int64_t j, const uint8_t* b) {
+  uint8_t sc[8], mn[8];
+  o.kd(n, j, rd16(b), rd16(b + 2));
+  k_scale_min(b + 4, sc, mn);
+  for (int s = 0; s < 8; ++s) o.kc(n, 8 * j + s, sc[s], mn[s]);
+}
+
 void row_q4_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
-  uint8_t u[256], sc[8], mn[8];
+  uint8_t u[256];
   for (int64_t j = 0; j < K / 256; ++j, b += 144) {
-    o.kd(n, j, rd16(b), rd16(b + 2));
-    k_scale_min(b + 4, sc, mn);
-    for (int s = 0; s < 8; ++s) o.kc(n, 8 * j + s, sc[s], mn[s]);
+    k_scales(o, n, j, b);
     for (int q = 0; q < 4; ++q)
       for (int l = 0; l < 32; ++l) {
         u[64 * q + l] = b[16 + 32 * q + l] & 15;
@@ -99,11 +105,9 @@ void row_q4_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
 }
 
 void row_q5_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
-  uint8_t u[256], sc[8], mn[8];
+  uint8_t u[256];
   for (int64_t j = 0; j < K / 256; ++j, b += 176) {
-    o.kd(n, j, rd16(b), rd16(b + 2));
-    k_scale_min(b + 4, sc, mn);
-    for (int s = 0; s < 8; ++s) o.kc(n, 8 * j + s, sc[s], mn[s]);
+    k_scales(o, n, j, b);
     const uint8_t* qh = b + 16;
     const uint8_t* qs = b + 48;
     for (int q = 0; q < 4; ++q)

@@ -477,6 +477,18 @@ void test_quant_sums(const std::vector<QuantTable>& tables) {
   }
 }
 
+// Every row of w dequantized by table t equals the scalar rows bit for bit.
+void check_dequant_rows(const QuantKernelTable& sc, const QuantTable& t, const QuantWeight& w, const std::string& tag) {
+  std::vector<float> r0(static_cast<size_t>(w.K)), r1(static_cast<size_t>(w.K));
+  bool ok = true;
+  for (int64_t n = 0; n < w.N; ++n) {
+    sc.dequant_row(w, n, r0.data());
+    t.t->dequant_row(w, n, r1.data());
+    ok &= same_bits(r0.data(), r1.data(), r0.size() * sizeof(float));
+  }
+  pass_if(ok, t.name + " dequant_row differs from scalar" + tag);
+}
+
 // (format, group) pairs; group = K means one scale per row (Q8G only).
 struct FormatGroup {
   QuantFormat f;
@@ -514,14 +526,7 @@ void test_quant_matmul(const std::vector<QuantTable>& tables) {
           for (int64_t n = 0; n < N; ++n)
             exaone::kernels::quantize_row(*tables[i].t, wf.data() + n * K, K, group, fg.f, n, mi.out());
           pass_if(mi == m, tables[i].name + " quantize_row gives other bits than scalar" + tag);
-          std::vector<float> r0(static_cast<size_t>(K)), r1(static_cast<size_t>(K));
-          bool ok = true;
-          for (int64_t n = 0; n < N; ++n) {
-            sc.dequant_row(w, n, r0.data());
-            tables[i].t->dequant_row(w, n, r1.data());
-            ok &= same_bits(r0.data(), r1.data(), r0.size() * sizeof(float));
-          }
-          pass_if(ok, tables[i].name + " dequant_row differs from scalar" + tag);
+          check_dequant_rows(sc, tables[i], w, tag);
         }
         const int64_t Tmax = 9;
         auto x = rng.vec(size_t(Tmax * K));
@@ -695,16 +700,7 @@ void test_quant_kformats(const std::vector<QuantTable>& tables) {
             }
           }
           pass_if(deq, "scalar dequant_row is not (d * c) * code - dmin * mc" + tag);
-          for (size_t i = 1; i < tables.size(); ++i) {
-            std::vector<float> r1(static_cast<size_t>(K));
-            bool ok = true;
-            for (int64_t n = 0; n < N; ++n) {
-              sc.dequant_row(w, n, r0.data());
-              tables[i].t->dequant_row(w, n, r1.data());
-              ok &= same_bits(r0.data(), r1.data(), r0.size() * sizeof(float));
-            }
-            pass_if(ok, tables[i].name + " dequant_row differs from scalar" + tag);
-          }
+          for (size_t i = 1; i < tables.size(); ++i) check_dequant_rows(sc, tables[i], w, tag);
           const int64_t Tmax = 9;
           std::vector<float> x(size_t(Tmax * K));
           if (exact) {
