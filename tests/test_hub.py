@@ -131,3 +131,11 @@ def test_generator_tokenizer_and_cli_take_hub_ids(hf_home, tmp_path, monkeypatch
     assert cli.main(["generate", "lg/tiny-chat-GGUF", "--gguf", "Q8_0", "Hi", "--max-new-tokens", "3"]) == 0
     assert cli.main(["generate", "lg/tiny-chat-GGUF", "Hi"]) == 2  # two GGUF files: --gguf is needed
     assert "pick one with gguf= (or --gguf)" in capsys.readouterr().err
+
+
+def test_quantize_takes_a_hub_id(hf_home, tmp_path, monkeypatch, no_network):
+    cache_repo(hf_home, "lg/tiny", fixture_files(FIXTURES / "tiny-1.2b"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["quantize", "lg/tiny", str(tmp_path / "q4"), "--bits", "4", "--quiet"]) == 0
+    assert exaone_cpu.load(tmp_path / "q4").layers[0].q_proj.format == exaone_cpu._core.QuantFormat.Q4G
+    assert cli.main(["quantize", "lg/missing", str(tmp_path / "x"), "--bits", "4"]) == 2

@@ -17,7 +17,8 @@ HELP = "Quantize a checkpoint to int8 or int4 (writes a new checkpoint directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="Hugging Face checkpoint directory (f32, bf16 or f16)")
+    parser.add_argument("src", metavar="SRC",
+                        help="Hugging Face checkpoint directory (f32, bf16 or f16), or its Hub id (from the cache first)")
     parser.add_argument("dst", metavar="DST", help="directory to write (must not exist unless --force)")
     parser.add_argument("--bits", type=int, choices=(8, 4), required=True, help="weight bits of the projections")
     parser.add_argument("--group-size", type=int, default=None, metavar="N",
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hub import resolve_model
     from ..loading import set_threads
     from ..quant import QuantSpec, quantize_checkpoint
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--shard-size must be at least 1 MiB, got {args.shard_size}")
     set_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
-    quantize_checkpoint(args.src, args.dst, spec, force=args.force, shard_bytes=args.shard_size * 2**20, log=log,
+    quantize_checkpoint(resolve_model(args.src), args.dst, spec, force=args.force, shard_bytes=args.shard_size * 2**20, log=log,
                         progress=False if args.quiet else None)
     return 0
 
