@@ -118,7 +118,10 @@ def _f16_bits(t: Tensor) -> np.ndarray:
     """A scale tensor as f16 bits: f16 as stored; bf16 / f32 rounded to f16 (exact for bf16 within
     f16's normal range), refusing scales f16 cannot hold (overflow, or a nonzero that would vanish)."""
     if t.dtype == "F16":
-        return np.ascontiguousarray(t.data)
+        bits = np.ascontiguousarray(t.data)
+        if np.any((bits & 0x7C00) == 0x7C00):
+            raise CheckpointError(f"{t.name}: scales that are inf or NaN")
+        return bits
     f = t.to_f32()
     with np.errstate(over="ignore"):
         h = f.astype(np.float16)

@@ -137,7 +137,10 @@ _CHUNK_ROWS = 4096  # rows unpacked at a time (a multiple of the 8-row tiles): b
 def _transcode(t: GGUFTensor, n: int, k: int) -> QuantLinear:
     """The blocks of t as the kernel format formats.py names for its type, with the file's values
     (csrc/ops/gguf_repack.cpp, threaded; transcode_reference below is what it is tested against)."""
-    qweight, scales, fmt, group = _core.repack_gguf(np.ascontiguousarray(t.data), t.type.id, k)
+    try:
+        qweight, scales, fmt, group = _core.repack_gguf(np.ascontiguousarray(t.data), t.type.id, k)
+    except ValueError as e:
+        raise GGUFError(f"tensor {t.name!r} ({t.type.name}): {e}") from None
     if (fmt.name, group) != t.type.kernel:
         raise RuntimeError(f"internal error: {t.type.name} repacked as {fmt.name} g{group}, not {t.type.kernel}")
     return QuantLinear(qweight, scales, None, fmt, group)

@@ -212,6 +212,10 @@ def test_bad_arrays_are_named(tmp_path):
     save_file(arrays, str(packed / "model.safetensors"))
     with pytest.raises(CheckpointError, match="up_proj.scales' has shape"):
         exaone_cpu.load(packed)
+    arrays["model.layers.0.mlp.up_proj.scales"] = np.full((4, 256), np.inf, np.float16)  # right shape, not finite
+    save_file(arrays, str(packed / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="up_proj.scales: scales that are inf or NaN"):
+        exaone_cpu.load(packed)
     arrays["model.layers.0.mlp.up_proj.scales"] = np.zeros((2, 2), np.float16)
     arrays.pop("model.layers.0.mlp.up_proj.scales")
     save_file(arrays, str(packed / "model.safetensors"))

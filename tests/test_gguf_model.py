@@ -353,7 +353,10 @@ def test_cpp_repack_equals_the_numpy_reference(kind, rows):
     t = GGML_TYPE_BY_NAME[kind]
     rng = np.random.default_rng(rows)
     k = 512
-    raw = rng.integers(0, 256, size=(rows, t.row_bytes(k)), dtype=np.uint8)  # any bytes: NaN scales too
+    raw = rng.integers(0, 256, size=(rows, k // t.block_size, t.type_size), dtype=np.uint8)
+    for off in K_SCALE_OFFSETS.get(kind, (0,)):  # any bytes but finite f16 scales
+        raw[:, :, off + 1] &= 0x7B  # an exponent below all-ones (the sign bit kept where it was)
+    raw = raw.reshape(rows, -1)
     tensor = GGUFTensor("w", t, (rows, k), raw)
     got, want = _transcode(tensor, rows, k), transcode_reference(tensor, rows, k)
     assert (got.format, got.group_size) == (want.format, want.group_size)
@@ -362,6 +365,19 @@ def test_cpp_repack_equals_the_numpy_reference(kind, rows):
     with np.errstate(invalid="ignore", over="ignore"):
         ref = t.dequantize(raw, k)
     np.testing.assert_array_equal(got.dequantize().view(np.uint32), ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_K", "Q6_K"])
+def test_a_nan_or_inf_block_scale_is_refused(tmp_path, kind):
+    from exaone_cpu.gguf_file import GGUFTensor
+    from exaone_cpu.gguf_model import _transcode
+
+    t = GGML_TYPE_BY_NAME[kind]
+    raw = np.zeros((8, 256 // t.block_size, t.type_size), np.uint8)
+    off = K_SCALE_OFFSETS.get(kind, (0,))[-1]
+    raw[3, 0, off:off + 2] = np.frombuffer(np.float16(np.inf).tobytes(), np.uint8)
+    with pytest.raises(GGUFError, match=rf"tensor 'w' \({kind}\): repack_gguf: 1 block scales are inf or NaN"):
+        _transcode(GGUFTensor("w", t, (8, 256), raw.reshape(8, -1)), 8, 256)
 
 
 def test_repack_rejects_bad_input():

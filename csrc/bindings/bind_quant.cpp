@@ -236,10 +236,12 @@ py::tuple repack_gguf(py::array raw, int type, int64_t K) {
   void* qp = qweight.mutable_data();
   w.qweight = qp;
   const uint8_t* src = cptr<uint8_t>(raw);
+  int64_t bad;
   {
     py::gil_scoped_release nogil;
-    ops::gguf_repack(type, src, N, K, w, qp, sp, kp);
+    bad = ops::gguf_repack(type, src, N, K, w, qp, sp, kp);
   }
+  if (bad) throw py::value_error("repack_gguf: " + std::to_string(bad) + " block scales are inf or NaN");
   return py::make_tuple(qweight, scales, f, group);
 }
 

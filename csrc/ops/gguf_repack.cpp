@@ -1,6 +1,7 @@
 // GGUF blocks into our quantized layouts (quant.h), with their own values: the C++ counterpart of
 // exaone_cpu.formats' unpackers + QuantLinear.from_codes / from_kcodes (which stay the reference the
 // tests hold this to, bit for bit). Block layouts as in ggml-common.h; row tiles threaded.
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -16,6 +17,7 @@ namespace {
 using kernels::KScaleTile;
 
 inline uint16_t rd16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+
 
 // The 8 six-bit (scale, min) pairs of a Q4_K / Q5_K block's 12 scale bytes.
 inline void k_scale_min(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
@@ -35,6 +37,14 @@ struct Out {
   uint8_t* qw;
   uint16_t* scales;  // Q8G / Q4G
   uint8_t* ks;       // K formats
+  std::atomic<int64_t>* bad_scales;  // scales that are inf or NaN, counted across the threads
+
+  // An f16 scale of the block at p, counted when it is inf or NaN (f16 exponent all ones).
+  uint16_t scale16(const uint8_t* p) const {
+    const uint16_t h = rd16(p);
+    if ((h & 0x7C00u) == 0x7C00u) bad_scales->fetch_add(1, std::memory_order_relaxed);
+    return h;
+  }
 
   // Consecutive 4-byte runs of a row are 4 * W bytes apart in its tile (quant.h).
   void codes8(int64_t n, int64_t k0, const uint8_t* c, int64_t count) const {
@@ -66,7 +76,7 @@ struct Out {
 
 void row_q8_0(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
   for (int64_t blk = 0; blk < K / 32; ++blk, b += 34) {
-    o.scale(n, blk, rd16(b));
+    o.scale(n, blk, o.scale16(b));
     o.codes8(n, 32 * blk, b + 2, 32);
   }
 }
@@ -74,7 +84,7 @@ void row_q8_0(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
 void row_q4_0(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
   uint8_t u[32];
   for (int64_t blk = 0; blk < K / 32; ++blk, b += 18) {
-    o.scale(n, blk, rd16(b));
+    o.scale(n, blk, o.scale16(b));
     for (int j = 0; j < 16; ++j) {
       u[j] = b[2 + j] & 15;
       u[j + 16] = b[2 + j] >> 4;
@@ -86,7 +96,7 @@ void row_q4_0(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
 // The scales of Q4_K / Q5_K super-block j of row n: f16 d, dmin, then the 12 packed scale bytes.
 void k_scales(const Out& o, int64_t n, int64_t j, const uint8_t* b) {
   uint8_t sc[8], mn[8];
-  o.kd(n, j, rd16(b), rd16(b + 2));
+  o.kd(n, j, o.scale16(b), o.scale16(b + 2));
   k_scale_min(b + 4, sc, mn);
   for (int s = 0; s < 8; ++s) o.kc(n, 8 * j + s, sc[s], mn[s]);
 }
@@ -125,7 +135,7 @@ void row_q6_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
     const uint8_t* ql = b;
     const uint8_t* qh = b + 128;
     const uint8_t* sc = b + 192;
-    o.kd(n, j, rd16(b + 208), 0);
+    o.kd(n, j, o.scale16(b + 208), 0);
     for (int s = 0; s < 16; ++s) o.kc(n, 16 * j + s, sc[s], 0);
     for (int h = 0; h < 2; ++h)
       for (int l = 0; l < 32; ++l) {
@@ -143,7 +153,7 @@ void row_q6_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
 void row_iq4_xs(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
   uint8_t q[256];
   for (int64_t j = 0; j < K / 256; ++j, b += 136) {
-    o.kd(n, j, rd16(b), 0);
+    o.kd(n, j, o.scale16(b), 0);
     const uint16_t sh = rd16(b + 2);
     for (int s = 0; s < 8; ++s) {
       const int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 15) | (((sh >> (2 * s)) & 3) << 4);
@@ -184,18 +194,20 @@ const char* gguf_repack_target(int type, QuantFormat* format, int64_t* group, in
   return "no repack for this ggml type";
 }
 
-void gguf_repack(int type, const uint8_t* src, int64_t N, int64_t K, const QuantWeight& w, void* qweight,
-                 uint16_t* scales, uint8_t* kscales) {
+int64_t gguf_repack(int type, const uint8_t* src, int64_t N, int64_t K, const QuantWeight& w, void* qweight,
+                    uint16_t* scales, uint8_t* kscales) {
   const Repack* rp = nullptr;
   for (const Repack& r : kRepacks)
     if (r.type == type) rp = &r;
   if (!rp) throw std::invalid_argument("gguf_repack: no repack for ggml type " + std::to_string(type));
-  const Out out{w, static_cast<uint8_t*>(qweight), scales, kscales};
+  std::atomic<int64_t> bad{0};
+  const Out out{w, static_cast<uint8_t*>(qweight), scales, kscales, &bad};
   const int64_t row_bytes = K / rp->block_values * rp->block_bytes;
   const int64_t tiles = (N + 7) / 8;
   ThreadPool::global().parallel_for(tiles, [&](int64_t t) {
     for (int64_t n = 8 * t; n < N && n < 8 * t + 8; ++n) rp->row(out, n, src + n * row_bytes, K);
   });
+  return bad.load();
 }
 
 }  // namespace ops

@@ -40,8 +40,9 @@ void quantize_weight(const void* src, kernels::WeightType stype, int64_t N, int6
 // byte written; scales for Q8G / Q4G, kscales for the K formats), row tiles threaded.
 const char* gguf_repack_target(int type, QuantFormat* format, int64_t* group, int64_t* block_values,
                                int64_t* block_bytes);
-void gguf_repack(int type, const uint8_t* src, int64_t N, int64_t K, const QuantWeight& w, void* qweight,
-                 uint16_t* scales, uint8_t* kscales);
+// Returns how many f16 scales (d, dmin) are inf or NaN: a file the caller should refuse.
+int64_t gguf_repack(int type, const uint8_t* src, int64_t N, int64_t K, const QuantWeight& w, void* qweight,
+                    uint16_t* scales, uint8_t* kscales);
 
 }  // namespace ops
 }  // namespace exaone
