@@ -753,3 +753,30 @@ def test_serve_exits_non_zero_when_the_engine_fails(model_dir, monkeypatch):
         port = probe.getsockname()[1]
     args = parser.parse_args([str(model_dir), "--port", str(port), "--log-level", "error"])
     assert serve.run(args) == 1  # the server stopped by itself: a supervisor restarts it
+
+
+def test_model_tokenize_detokenize_and_developer_role(served, tokenizer):
+    client = served.client()
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+    text = "Hello 안녕 <think> 🦙"
+    r = _post(served, "/tokenize", {"content": text})
+    assert r.status_code == 200 and r.json()["tokens"] == tokenizer.encode(text, add_special_tokens=False)
+    ids = r.json()["tokens"]
+    pieces = _post(served, "/tokenize", {"content": text, "with_pieces": True}).json()["tokens"]
+    assert [p["id"] for p in pieces] == ids
+    joined = b"".join(p["piece"].encode() if isinstance(p["piece"], str) else bytes(p["piece"]) for p in pieces)
+    assert joined.decode("utf-8") == text  # whole UTF-8 pieces as text, split characters as bytes
+    assert _post(served, "/detokenize", {"tokens": ids}).json()["content"] == text
+    assert _error(_post(served, "/detokenize", {"tokens": [1, -5]}), 400)["param"] == "tokens[1]"
+    assert _error(_post(served, "/detokenize", {"tokens": [10**9]}), 400)["param"] == "tokens[0]"
+    assert _error(_post(served, "/tokenize", {"content": 5}), 400)["param"] == "content"
+    assert _error(_post(served, "/tokenize", {"content": "x", "with_pieces": "yes"}), 400)["param"] == "with_pieces"
+    _error(_post(served, "/tokenize", {"content": "x"}, key="wrong"), 401)
+    # the developer role is the system role, as OpenAI's newer models name it
+    as_dev = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0, messages=[
+        {"role": "developer", "content": "Be terse."}, {"role": "user", "content": "Hi"}])
+    as_sys = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0, messages=[
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}])
+    assert as_dev.choices[0].message.content == as_sys.choices[0].message.content

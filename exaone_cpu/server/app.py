@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP API over a BatchEngine (Starlette; run by uvicorn).
 
-Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health.
+Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{id},
+POST /tokenize, POST /detokenize (llama-server's), GET /health.
 Text work (detokenising, reasoning split, stop strings, tool-call parsing) happens per request on the
 event loop; the engine thread only turns token ids into token ids.
 """
@@ -200,10 +201,39 @@ class Server:
                                 status_code=503)
         return JSONResponse({"status": "ok", "active": active, "waiting": waiting})
 
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.settings.model_name, "object": "model", "created": 0, "owned_by": "exaone_cpu"}
+
     async def models(self, request: Request) -> Response:
         self.check_auth(request)
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.settings.model_name, "object": "model", "created": 0, "owned_by": "exaone_cpu"}]})
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: Request) -> Response:
+        self.check_auth(request)
+        name = request.path_params["model_id"]
+        if name != self.settings.model_name:
+            raise protocol.APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        return JSONResponse(self._model_card())
+
+    async def tokenize(self, request: Request) -> Response:
+        self.check_auth(request)
+        content, add_special, with_pieces = protocol.parse_tokenize(await self.read_json(request))
+        ids = self.tokenizer.encode(content, add_special_tokens=add_special)
+        if not with_pieces:
+            return JSONResponse({"tokens": ids})
+        pieces = []
+        for i in ids:  # as llama-server: the piece's text, or its bytes when they are not whole UTF-8
+            raw = self.tokenizer.token_bytes(i)
+            try:
+                pieces.append({"id": i, "piece": raw.decode("utf-8")})
+            except UnicodeDecodeError:
+                pieces.append({"id": i, "piece": list(raw)})
+        return JSONResponse({"tokens": pieces})
+
+    async def detokenize(self, request: Request) -> Response:
+        self.check_auth(request)
+        ids = protocol.parse_detokenize(await self.read_json(request), len(self.tokenizer))
+        return JSONResponse({"content": self.tokenizer.decode(ids)})
 
     async def chat(self, request: Request) -> Response:
         self.check_auth(request)
@@ -394,6 +424,9 @@ def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettin
         routes=[
             Route("/health", server.health, methods=["GET"]),
             Route("/v1/models", server.models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", server.model, methods=["GET"]),
+            Route("/tokenize", server.tokenize, methods=["POST"]),
+            Route("/detokenize", server.detokenize, methods=["POST"]),
             Route("/v1/chat/completions", server.chat, methods=["POST"]),
             Route("/v1/completions", server.completions, methods=["POST"]),
         ],

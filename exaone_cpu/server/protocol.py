@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool")  # developer: OpenAI's newer name for system
 MAX_STOP_CHARS = 1000
 MAX_TOP_K = 1 << 30
 # chat_template_kwargs a request may set: the variables EXAONE 4.0's template reads. Nothing else
@@ -189,7 +189,7 @@ def _message(i: int, m: Any) -> dict[str, Any]:
         raise _bad(f"{where}.content", "must be a string, a list of text parts or null")
     if content is None and not (role == "assistant" and m.get("tool_calls")):
         raise _bad(f"{where}.content", "is required")
-    out: dict[str, Any] = {"role": role, "content": content}
+    out: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
     if role == "assistant" and m.get("tool_calls") is not None:
         calls = m["tool_calls"]
         if not isinstance(calls, list):
@@ -284,3 +284,33 @@ def now() -> int:
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _bool(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise _bad(name, f"must be true or false, got {value!r:.60}")
+    return value
+
+
+def parse_tokenize(body: Any) -> tuple[str, bool, bool]:
+    """POST /tokenize (llama-server's): {"content", "add_special", "with_pieces"}."""
+    if not isinstance(body, dict):
+        raise _bad("body", "must be a JSON object")
+    content = body.get("content")
+    if not isinstance(content, str):
+        raise _bad("content", "must be a string")
+    return content, _bool(body, "add_special", False), _bool(body, "with_pieces", False)
+
+
+def parse_detokenize(body: Any, vocab: int) -> list[int]:
+    """POST /detokenize (llama-server's): {"tokens": [ids]}."""
+    if not isinstance(body, dict):
+        raise _bad("body", "must be a JSON object")
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list):
+        raise _bad("tokens", "must be a list of token ids")
+    for i, t in enumerate(tokens):
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+            raise _bad(f"tokens[{i}]", f"must be a token id in [0, {vocab}), got {t!r:.40}")
+    return tokens
