@@ -780,3 +780,24 @@ def test_model_tokenize_detokenize_and_developer_role(served, tokenizer):
     as_sys = client.chat.completions.create(model="tiny", max_tokens=4, temperature=0, messages=[
         {"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}])
     assert as_dev.choices[0].message.content == as_sys.choices[0].message.content
+
+
+def test_cors_is_off_by_default_and_allows_the_origins_given(served, model, tokenizer):
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    off = httpx.options(served.base + "/v1/chat/completions", headers=preflight)
+    assert off.status_code == 405 and "access-control-allow-origin" not in off.headers
+    engine = BatchEngine(model, parallel=1, max_queue=2)
+    app = create_app(engine, tokenizer, ServerSettings("tiny", ctx=256, api_key=API_KEY,
+                                                       cors_origins=("http://localhost:3000",)))
+    server = RunningServer(app)
+    try:
+        ok = httpx.options(server.base + "/v1/chat/completions", headers=preflight)
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = httpx.options(server.base + "/v1/chat/completions", headers={**preflight, "Origin": "http://evil.test"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+        r = httpx.get(server.base + "/v1/models", headers={"Origin": "http://localhost:3000",
+                                                           "Authorization": f"Bearer {API_KEY}"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    finally:
+        server.stop()

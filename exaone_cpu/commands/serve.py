@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="require 'Authorization: Bearer KEY' (default: $EXAONE_CPU_API_KEY, else no key)")
     p.add_argument("--model-name", default=None, help="name clients use in 'model' (default: the directory name)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin allowed to call the API, e.g. http://localhost:3000 (repeatable; '*' for "
+                        "any); CORS is off by default")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--chat-template", default=None, metavar="FILE",
                    help="a Jinja chat template to use instead of the checkpoint's")
@@ -85,7 +88,8 @@ def build(args: argparse.Namespace):
         except Exception as e:  # noqa: BLE001 - jinja's syntax and runtime errors alike
             raise ValueError(f"--chat-template {args.chat_template}: cannot render a conversation: {e}") from None
     settings = ServerSettings(model_name=served_name, ctx=ctx,
-                              api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults)
+                              api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults,
+                              cors_origins=tuple(args.cors_origin))
     engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue)
     return create_app(engine, tokenizer, settings), settings
 

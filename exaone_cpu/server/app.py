@@ -19,6 +19,8 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -41,6 +43,8 @@ class ServerSettings:
     ctx: int
     api_key: str | None = None
     max_body_bytes: int = 1 << 20
+    # browser origins allowed to call the API (CORS); none by default ("*": any)
+    cors_origins: tuple[str, ...] = ()
     # sampling for what a request does not set: generation_config.json and serve's options, merged as
     # the library merges them (greedy unless it says do_sample or gives a temperature)
     defaults: GenerationDefaults = field(default_factory=GenerationDefaults)
@@ -432,6 +436,9 @@ def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettin
         ],
         exception_handlers={APIError: api_error, 404: not_found, 405: not_found, Exception: unexpected},
         lifespan=lifespan,
+        middleware=[Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                               allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])]
+        if settings.cors_origins else [],
     )
     app.state.server = server
     return app
