@@ -801,3 +801,19 @@ def test_cors_is_off_by_default_and_allows_the_origins_given(served, model, toke
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
     finally:
         server.stop()
+
+
+def test_completions_take_token_id_prompts(served, model, tokenizer):
+    client = served.client()
+    text = "The capital of France is"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    by_text = client.completions.create(model="tiny", prompt=text, max_tokens=6, temperature=0)
+    by_ids = client.completions.create(model="tiny", prompt=ids, max_tokens=6, temperature=0)
+    by_list = client.completions.create(model="tiny", prompt=[ids], max_tokens=6, temperature=0)
+    assert by_ids.choices[0].text == by_text.choices[0].text == by_list.choices[0].text
+    assert by_ids.usage.prompt_tokens == len(ids)
+    body = {"model": "tiny", "max_tokens": 2}
+    assert _error(_post(served, "/v1/completions", {**body, "prompt": [1, 10**9]}), 400)["param"] == "prompt[1]"
+    assert _error(_post(served, "/v1/completions", {**body, "prompt": ["a", "b"]}), 400)["param"] == "prompt"
+    assert _error(_post(served, "/v1/completions", {**body, "prompt": []}), 400)["param"] == "prompt"
+    assert _error(_post(served, "/v1/completions", {**body, "prompt": [1, True]}), 400)["param"] == "prompt[1]"

@@ -329,11 +329,15 @@ class Server:
 
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
-        params, prompt_text = protocol.parse_completion(await self.read_json(request), self.settings.model_name)
-        try:
-            prompt = self.tokenizer.encode(prompt_text, add_special_tokens=False)
-        except Exception as e:  # noqa: BLE001 - e.g. a lone surrogate
-            raise APIError(400, f"prompt: cannot be tokenized: {e}", param="prompt") from None
+        params, given = protocol.parse_completion(await self.read_json(request), self.settings.model_name,
+                                                  self.engine.model.config.vocab_size)
+        if isinstance(given, list):  # token ids, checked against the vocabulary
+            prompt = given
+        else:
+            try:
+                prompt = self.tokenizer.encode(given, add_special_tokens=False)
+            except Exception as e:  # noqa: BLE001 - e.g. a lone surrogate
+                raise APIError(400, f"prompt: cannot be tokenized: {e}", param="prompt") from None
         if not prompt:
             raise APIError(400, "prompt: encodes to no tokens", param="prompt")
         seq, events = self.start(prompt, params)

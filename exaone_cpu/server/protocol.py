@@ -259,13 +259,24 @@ def parse_chat(body: Any, served_model: str) -> ChatRequest:
     return ChatRequest(params, messages, tools or None, thinking, extra)
 
 
-def parse_completion(body: Any, served_model: str) -> tuple[CompletionParams, str]:
+def parse_completion(body: Any, served_model: str, vocab: int) -> tuple[CompletionParams, str | list[int]]:
+    """The request's params and its prompt: a string, or token ids (a list of ints, as OpenAI's API
+    allows; a list holding one string or one id list is that prompt). Several prompts in one request
+    are refused: one completion per request."""
     params = parse_common(body, served_model)
     prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
-        raise _bad("prompt", "must be a non-empty string")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        raise _bad("prompt", f"holds {len(prompt)} prompts; send one prompt per request")
+    if isinstance(prompt, list):
+        if not prompt:
+            raise _bad("prompt", "must not be empty")
+        for i, t in enumerate(prompt):
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                raise _bad(f"prompt[{i}]", f"must be a token id in [0, {vocab}), got {t!r:.40}")
+    elif not isinstance(prompt, str) or not prompt:
+        raise _bad("prompt", "must be a non-empty string or a list of token ids")
     top = _int(body, "logprobs", 0, None)
     if top is not None and top > 20:
         raise _bad("logprobs", f"must be between 0 and 20, got {top}")
