@@ -817,3 +817,16 @@ def test_completions_take_token_id_prompts(served, model, tokenizer):
     assert _error(_post(served, "/v1/completions", {**body, "prompt": ["a", "b"]}), 400)["param"] == "prompt"
     assert _error(_post(served, "/v1/completions", {**body, "prompt": []}), 400)["param"] == "prompt"
     assert _error(_post(served, "/v1/completions", {**body, "prompt": [1, True]}), 400)["param"] == "prompt[1]"
+
+
+def test_one_log_line_per_request_with_its_token_counts(served, tokenizer, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="exaone_cpu.server")
+    prompt = "Count to three"
+    out = served.client().completions.create(model="tiny", prompt=prompt, max_tokens=5, temperature=0)
+    lines = [r.getMessage() for r in caplog.records if "/v1/completions 200" in r.getMessage()]
+    assert len(lines) == 1, lines
+    n = len(tokenizer.encode(prompt, add_special_tokens=False))
+    assert f"prompt_tokens={n} completion_tokens={out.usage.completion_tokens}" in lines[0]
+    assert "ttft=" in lines[0] and "tok/s" in lines[0] and "nan" not in lines[0].split("ttft=")[1].split()[0]

@@ -399,9 +399,18 @@ class Server:
         return seq.decoding.completion_tokens
 
     def _log(self, request: Request, status: int, seq: Sequence | None, started: float) -> None:
-        tokens = self._completion_tokens(seq) if seq is not None else 0
-        log.info("%s %s %d tokens=%d time=%.3fs", request.method, request.url.path, status, tokens,
-                 time.perf_counter() - started)
+        """One line per request: prompt and completion tokens, time to first token, decode tok/s."""
+        end = time.perf_counter()
+        if seq is None:
+            log.info("%s %s %d time=%.3fs", request.method, request.url.path, status, end - started)
+            return
+        tokens = self._completion_tokens(seq)
+        first = seq.first_token_at
+        ttft = (first - started) if first is not None else float("nan")
+        rate = (tokens - 1) / (end - first) if first is not None and tokens > 1 and end > first else float("nan")
+        log.info("%s %s %d prompt_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s time=%.3fs",
+                 request.method, request.url.path, status, seq.decoding.prompt_tokens, tokens, ttft, rate,
+                 end - started)
 
 
 def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettings) -> Starlette:

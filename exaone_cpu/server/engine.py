@@ -43,6 +43,7 @@ class Sequence:
     on_finish: Callable[[str], None]
     cache: KVCache | None = None
     prefill_seconds: float = 0.0
+    first_token_at: float | None = None  # time.perf_counter() when the first token was sampled
     done: bool = False
     finish_reason: str | None = None  # set by the consumer from the finish event (or a stop string)
     passed: int = 0  # tokens the consumer took into its text (later ones came after a stop string)
@@ -193,6 +194,8 @@ class BatchEngine:
     def _accept(self, seq: Sequence, logits: np.ndarray) -> None:
         decoding = seq.decoding
         token = decoding.accept(logits)
+        if seq.first_token_at is None:
+            seq.first_token_at = time.perf_counter()
         if decoding.stop_token is None:  # stop tokens are not passed on
             seq.on_token(token)
         if decoding.finished:
