@@ -59,6 +59,24 @@ class LayerCache:
         """Forgets every position >= length (their slots become empty)."""
         self.pos[self.pos >= length] = -1
 
+    def copy(self, length: int, capacity: int) -> LayerCache:
+        """A new LayerCache holding this one's positions < length (a global layer's buffer sized for
+        `capacity` positions; a ring copied whole)."""
+        out = LayerCache.__new__(LayerCache)
+        out.ring = self.ring
+        if self.ring:
+            out.k, out.v, out.pos = self.k.copy(), self.v.copy(), self.pos.copy()
+        else:
+            slots = max(capacity, length, 1)
+            out.k = np.zeros((self.k.shape[0], slots, self.k.shape[2]), self.k.dtype)
+            out.v = np.zeros_like(out.k)
+            out.pos = np.full(slots, -1, np.int64)
+            out.k[:, :length] = self.k[:, :length]
+            out.v[:, :length] = self.v[:, :length]
+            out.pos[:length] = self.pos[:length]
+        out.truncate(length)
+        return out
+
 
 class KVCache:
     """The state of one sequence: per-layer K/V and the number of tokens already processed."""
@@ -79,6 +97,29 @@ class KVCache:
                     LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False, dtype)
                 )
 
+    def reusable(self, length: int) -> bool:
+        """Whether the state after the first `length` tokens can be recovered (see truncate)."""
+        if not 0 <= length <= self.length:
+            return False
+        for layer, window in zip(self.layers, self.windows):
+            if layer.ring and length > 0:
+                needed = np.arange(max(0, length - window + 1), length)
+                if not np.array_equal(layer.pos[needed % len(layer.pos)], needed):
+                    return False
+        return True
+
+    def copy_prefix(self, length: int, capacity: int = 0) -> KVCache | None:
+        """A new cache in the state after the first `length` tokens of this one (which is left as it
+        is), with room for `capacity` positions in its global layers; None when a sliding layer's ring
+        no longer holds what position `length` attends to (see truncate)."""
+        if not self.reusable(length):
+            return None
+        out = KVCache.__new__(KVCache)
+        out.windows = self.windows
+        out.layers = [layer.copy(length, capacity) for layer in self.layers]
+        out.length = length
+        return out
+
     @property
     def nbytes(self) -> int:
         return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
@@ -94,11 +135,8 @@ class KVCache:
         if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 0 <= length <= self.length:
             raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length!r}")
         length = int(length)
-        for layer, window in zip(self.layers, self.windows):
-            if layer.ring and length > 0:
-                needed = np.arange(max(0, length - window + 1), length)
-                if not np.array_equal(layer.pos[needed % len(layer.pos)], needed):
-                    return False
+        if not self.reusable(length):
+            return False
         for layer in self.layers:
             layer.truncate(length)  # also clears K/V an interrupted forward wrote past self.length
         self.length = length

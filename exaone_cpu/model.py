@@ -153,10 +153,12 @@ class Model:
             cache.length += n
         return _core.rmsnorm(h, self.norm, self.config.rms_norm_eps, out=h)
 
-    def forward_batch(self, token_ids: Sequence[Sequence[int] | np.ndarray], caches: Sequence[KVCache]) -> np.ndarray:
-        """One step for several sequences together (batched decoding): token_ids[b] (at most
-        prefill_chunk tokens, usually one) are appended to caches[b]. Returns the logits of each
-        sequence's last position [batch, vocab]."""
+    def forward_batch(self, token_ids: Sequence[Sequence[int] | np.ndarray], caches: Sequence[KVCache], *,
+                      logits_for: Sequence[int] | None = None) -> np.ndarray:
+        """One step for several sequences together (batched decoding, chunked prefill): token_ids[b]
+        (at most prefill_chunk tokens: one to decode, or a chunk of a prompt) are appended to
+        caches[b]. Returns the logits of each sequence's last position [batch, vocab], or only of the
+        sequences listed in logits_for (a prompt chunk that is not the last needs none)."""
         if len(token_ids) != len(caches) or not caches:
             raise ValueError(f"forward_batch needs one cache per sequence, got {len(token_ids)} and {len(caches)}")
         if len({id(c) for c in caches}) != len(caches):
@@ -166,8 +168,13 @@ class Model:
             if len(t) > self.prefill_chunk:
                 raise ValueError(f"forward_batch: sequence {b} has {len(t)} tokens, more than prefill_chunk "
                                  f"({self.prefill_chunk}); prefill it with forward() first")
+        wanted = range(len(ids)) if logits_for is None else [int(b) for b in logits_for]
+        if any(not 0 <= b < len(ids) for b in wanted):
+            raise ValueError(f"forward_batch: logits_for {list(wanted)} names a sequence outside the batch")
         h = self.hidden_states_batch(ids, caches)
-        last_rows = np.cumsum([len(t) for t in ids]) - 1
+        if not wanted:
+            return np.zeros((0, self.config.vocab_size), np.float32)
+        last_rows = (np.cumsum([len(t) for t in ids]) - 1)[list(wanted)]
         return self.lm_head(np.ascontiguousarray(h[last_rows]))
 
     def forward(self, token_ids: Sequence[int] | np.ndarray, cache: KVCache, *,

@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def model(model_dir):
 
 @pytest.fixture(scope="module")
 def served(model, tokenizer):
-    engine = BatchEngine(model, parallel=4, max_queue=4)
+    engine = BatchEngine(model, parallel=4, max_queue=4, cache_bytes=64 << 20)
     app = create_app(engine, tokenizer, ServerSettings("tiny", ctx=512, api_key=API_KEY, max_body_bytes=64_000))
     server = RunningServer(app)
     yield server
@@ -88,11 +89,15 @@ def served(model, tokenizer):
 class _Cache:
     def __init__(self):
         self.length = 0
-        self.reply: list[int] = []
+        self.prompt: list[int] = []
+        self.reply: list[int] | None = None  # known once the whole prompt was fed
+        self.replied = 0
 
 
 class ScriptedModel:
     """Engine-compatible stand-in: replies to a prompt with reply_for(prompt_text), token by token."""
+
+    prefill_chunk = 256
 
     def __init__(self, tokenizer, reply_for):
         self.tokenizer = tokenizer
@@ -103,19 +108,22 @@ class ScriptedModel:
     def new_cache(self, capacity=None):
         return _Cache()
 
-    def _logits(self, cache):
-        out = np.full(self.vocab, -50.0, np.float32)  # certain even at the default temperature 1
-        out[cache.reply[min(cache.length, len(cache.reply) - 1)]] = 50.0
-        cache.length += 1
-        return out
-
-    def forward(self, ids, cache):
-        text = self.tokenizer.decode(list(ids))
-        cache.reply = self.tokenizer.encode(self.reply_for(text), add_special_tokens=False) + [361]
-        return self._logits(cache)
-
-    def forward_batch(self, ids, caches):
-        return np.stack([self._logits(c) for c in caches])
+    def forward_batch(self, ids, caches, logits_for=None):
+        for chunk, cache in zip(ids, caches):
+            if cache.reply is None:
+                cache.prompt += [int(t) for t in chunk]
+            cache.length += len(chunk)
+        rows = []
+        for b in range(len(caches)) if logits_for is None else logits_for:
+            cache = caches[b]
+            if cache.reply is None:  # the prompt is complete: its logits are asked for
+                text = self.tokenizer.decode(cache.prompt)
+                cache.reply = self.tokenizer.encode(self.reply_for(text), add_special_tokens=False) + [361]
+            out = np.full(self.vocab, -50.0, np.float32)  # certain even at the default temperature 1
+            out[cache.reply[min(cache.replied, len(cache.reply) - 1)]] = 50.0
+            cache.replied += 1
+            rows.append(out)
+        return np.array(rows, np.float32).reshape(len(rows), self.vocab)
 
 
 def scripted_reply(prompt: str) -> str:
@@ -203,22 +211,49 @@ def test_concurrent_streams_each_get_their_own_text(served, model, tokenizer):
     assert engine.steps > steps_before
 
 
+def test_a_conversation_computes_only_each_turns_new_tokens(served, model, tokenizer):
+    client = served.client()
+    engine = served.server.config.app.state.server.engine
+    messages = [{"role": "system", "content": "You are a helpful assistant. " * 8}]
+    previous_prompt = 0
+    for turn in range(5):
+        messages.append({"role": "user", "content": f"Question number {turn}: what comes next?"})
+        computed = engine.prompt_tokens_computed
+        out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        assert out.choices[0].message.content == greedy_text(model, tokenizer, ids, 6).strip()
+        usage = out.usage
+        cached = usage.prompt_tokens_details.cached_tokens
+        assert usage.prompt_tokens == len(ids)
+        assert engine.prompt_tokens_computed - computed == usage.prompt_tokens - cached  # only the rest computed
+        if turn:  # at least the whole previous prompt (the answer too, where it renders as it was generated)
+            assert previous_prompt <= cached < usage.prompt_tokens
+        previous_prompt = usage.prompt_tokens
+        messages.append({"role": "assistant", "content": out.choices[0].message.content})
+    # the same request again: everything but the last prompt token comes from the cache
+    again = client.chat.completions.create(model="tiny", messages=messages[:-1], max_tokens=6, temperature=0)
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
+    assert again.choices[0].message.content == messages[-1]["content"]
+    streamed = client.completions.create(model="tiny", prompt="A prompt that repeats " * 4, max_tokens=3, temperature=0,
+                                         stream=True, stream_options={"include_usage": True})
+    usages = [c.usage for c in streamed if c.usage is not None]
+    assert len(usages) == 1 and usages[0].prompt_tokens_details.cached_tokens >= 0
+
+
 class SlowModel:
     """The real model, slowed to 20 ms a step, so a stream is still running when the test acts."""
 
     def __init__(self, model):
         self.model = model
         self.config = model.config
+        self.prefill_chunk = model.prefill_chunk
 
     def new_cache(self, capacity=None):
-        return self.model.new_cache()
+        return self.model.new_cache(capacity)
 
-    def forward(self, ids, cache):
-        return self.model.forward(ids, cache)
-
-    def forward_batch(self, ids, caches):
+    def forward_batch(self, ids, caches, logits_for=None):
         time.sleep(0.02)
-        return self.model.forward_batch(ids, caches)
+        return self.model.forward_batch(ids, caches, logits_for=logits_for)
 
 
 @pytest.fixture
@@ -535,8 +570,11 @@ def test_serve_options_build_the_server(model_dir, tmp_path):
     template = tmp_path / "t.jinja"
     template.write_text("{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}", encoding="utf-8")
     args = parser.parse_args([str(model_dir), "--temperature", "0.7", "--top-p", "0.9", "--presence-penalty", "1.5",
-                              "--chat-template", str(template), "--kv-dtype", "f16", "--quant", "int8"])
+                              "--chat-template", str(template), "--kv-dtype", "f16", "--quant", "int8",
+                              "--cache-mb", "16", "--batch-tokens", "32"])
     app, settings = serve.build(args)
+    assert app.state.server.engine.prefix_cache.budget_bytes == 16 << 20
+    assert app.state.server.engine.batch_tokens == 32
     defaults = settings.defaults.sampling_params()
     assert (defaults.temperature, defaults.top_p, defaults.presence_penalty) == (0.7, 0.9, 1.5)
     server = app.state.server
@@ -546,7 +584,7 @@ def test_serve_options_build_the_server(model_dir, tmp_path):
     broken = tmp_path / "broken.jinja"
     broken.write_text("{% for m in messages %}", encoding="utf-8")
     for bad in (["--temperature", "-1"], ["--top-p", "0"], ["--chat-template", str(tmp_path / "missing.jinja")],
-                ["--chat-template", str(broken)]):
+                ["--chat-template", str(broken)], ["--cache-mb", "-1"], ["--batch-tokens", "0"]):
         with pytest.raises(ValueError):
             serve.build(parser.parse_args([str(model_dir), *bad]))
 
@@ -573,22 +611,20 @@ class RacingModel(SlowModel):
         super().__init__(model)
         self.tokenizer = tokenizer
         self.engine = None
-        self.poisoned = set()
+        self.poisoned = weakref.WeakSet()  # caches, not ids: a freed cache's id comes back
 
-    def forward(self, ids, cache):
-        logits = self.model.forward(ids, cache)
-        if "POISON" in self.tokenizer.decode(list(ids)):
-            self.poisoned.add(id(cache))
-        return logits
-
-    def forward_batch(self, ids, caches):
+    def forward_batch(self, ids, caches, logits_for=None):
         assert all(c is not None for c in caches), "a finished sequence was stepped"
+        for chunk, cache in zip(ids, caches):
+            if "POISON" in self.tokenizer.decode(list(chunk)):
+                self.poisoned.add(cache)
         for seq in list(self.engine._active):
             if len(seq.decoding.new_token_ids) == 3:
                 seq.cancel()  # lands between the engine's read of the flags and the sampling
-        out = self.model.forward_batch(ids, caches)
-        for row, cache in enumerate(caches):
-            if id(cache) in self.poisoned:
+        wanted = range(len(caches)) if logits_for is None else logits_for
+        out = self.model.forward_batch(ids, caches, logits_for=logits_for)
+        for row, b in enumerate(wanted):
+            if caches[b] in self.poisoned:
                 out[row] = np.nan
         return out
 
@@ -828,5 +864,6 @@ def test_one_log_line_per_request_with_its_token_counts(served, tokenizer, caplo
     lines = [r.getMessage() for r in caplog.records if "/v1/completions 200" in r.getMessage()]
     assert len(lines) == 1, lines
     n = len(tokenizer.encode(prompt, add_special_tokens=False))
-    assert f"prompt_tokens={n} completion_tokens={out.usage.completion_tokens}" in lines[0]
+    cached = out.usage.prompt_tokens_details.cached_tokens
+    assert f"prompt_tokens={n} cached_tokens={cached} completion_tokens={out.usage.completion_tokens}" in lines[0]
     assert "ttft=" in lines[0] and "tok/s" in lines[0] and "nan" not in lines[0].split("ttft=")[1].split()[0]

@@ -20,6 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=None,
                    help="context length per request, prompt + completion (default: min(max_position_embeddings, 8192))")
     p.add_argument("--parallel", type=int, default=4, help="sequences decoded together (default 4)")
+    p.add_argument("--cache-mb", type=int, default=1024, metavar="MB",
+                   help="memory for the KV of finished requests, reused by later ones that share a prefix "
+                        "(system prompt, conversation so far); least recently used evicted (default 1024; 0: off)")
+    p.add_argument("--batch-tokens", type=int, default=None, metavar="N",
+                   help="prompt tokens fed per step beside the running streams (default: as many as keep a "
+                        "step within 2x a decode step, measured while serving)")
     p.add_argument("--max-queue", type=int, default=16,
                    help="requests that may wait for a free slot before new ones get 429 (default 16)")
     p.add_argument("--api-key", default=os.environ.get("EXAONE_CPU_API_KEY"),
@@ -61,9 +67,10 @@ def build(args: argparse.Namespace):
     from ..sampling import load_generation_config
     from ..tokenizer import Tokenizer
 
-    for name in ("port", "parallel", "max_queue", "max_body_bytes"):
-        if getattr(args, name) < (0 if name == "max_queue" else 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("port", "parallel", "max_queue", "max_body_bytes", "cache_mb", "batch_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name in ("max_queue", "cache_mb") else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be {'>= 0' if name in ('max_queue', 'cache_mb') else 'positive'}")
     served_name = args.model_name or (args.model if not Path(args.model).exists() else Path(args.model).resolve().name)
     args.model = resolve_model_argument(args)
     defaults = load_generation_config(args.model).with_options(
@@ -90,7 +97,8 @@ def build(args: argparse.Namespace):
     settings = ServerSettings(model_name=served_name, ctx=ctx,
                               api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults,
                               cors_origins=tuple(args.cors_origin))
-    engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue)
+    engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue, batch_tokens=args.batch_tokens,
+                         cache_bytes=args.cache_mb << 20)
     return create_app(engine, tokenizer, settings), settings
 
 

@@ -300,7 +300,7 @@ class Server:
             return JSONResponse({
                 "id": ident, "object": "chat.completion", "created": created, "model": req.params.model,
                 "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": logprobs_of(0)}],
-                "usage": protocol.usage(len(prompt), self._completion_tokens(seq))})
+                "usage": self._usage(seq)})
 
         async def sse() -> AsyncIterator[str]:
             try:
@@ -319,7 +319,7 @@ class Server:
                     yield "data: " + json.dumps({
                         "id": ident, "object": "chat.completion.chunk", "created": created,
                         "model": req.params.model, "choices": [],
-                        "usage": protocol.usage(len(prompt), self._completion_tokens(seq))}) + "\n\n"
+                        "usage": self._usage(seq)}) + "\n\n"
                 yield "data: [DONE]\n\n"
             finally:
                 seq.cancel()  # a client that disconnects frees its slot at once
@@ -360,7 +360,7 @@ class Server:
                 raise APIError(500, "generation failed")
             self._log(request, 200, seq, started)
             out = body(text.text, seq.finish_reason, logprobs_of(0, 0))
-            out["usage"] = protocol.usage(len(prompt), self._completion_tokens(seq))
+            out["usage"] = self._usage(seq)
             return JSONResponse(out)
 
         async def sse() -> AsyncIterator[str]:
@@ -379,7 +379,7 @@ class Server:
                 if params.include_usage:
                     last = body("", None)
                     last["choices"] = []
-                    last["usage"] = protocol.usage(len(prompt), self._completion_tokens(seq))
+                    last["usage"] = self._usage(seq)
                     yield "data: " + json.dumps(last) + "\n\n"
                 yield "data: [DONE]\n\n"
             finally:
@@ -393,13 +393,17 @@ class Server:
         """A generation that failed after the stream started: an error event, then the end."""
         return "data: " + json.dumps(APIError(500, "generation failed").body()) + "\n\ndata: [DONE]\n\n"
 
+    @classmethod
+    def _usage(cls, seq: Sequence) -> dict[str, Any]:
+        return protocol.usage(seq.decoding.prompt_tokens, cls._completion_tokens(seq), seq.cached_tokens)
+
     @staticmethod
     def _completion_tokens(seq: Sequence) -> int:
         # as the library counts them (and vLLM): a final stop token included
         return seq.decoding.completion_tokens
 
     def _log(self, request: Request, status: int, seq: Sequence | None, started: float) -> None:
-        """One line per request: prompt and completion tokens, time to first token, decode tok/s."""
+        """One line per request: prompt, cached and completion tokens, time to first token, decode tok/s."""
         end = time.perf_counter()
         if seq is None:
             log.info("%s %s %d time=%.3fs", request.method, request.url.path, status, end - started)
@@ -408,9 +412,9 @@ class Server:
         first = seq.first_token_at
         ttft = (first - started) if first is not None else float("nan")
         rate = (tokens - 1) / (end - first) if first is not None and tokens > 1 and end > first else float("nan")
-        log.info("%s %s %d prompt_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s time=%.3fs",
-                 request.method, request.url.path, status, seq.decoding.prompt_tokens, tokens, ttft, rate,
-                 end - started)
+        log.info("%s %s %d prompt_tokens=%d cached_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s "
+                 "time=%.3fs", request.method, request.url.path, status, seq.decoding.prompt_tokens,
+                 seq.cached_tokens, tokens, ttft, rate, end - started)
 
 
 def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettings) -> Starlette:

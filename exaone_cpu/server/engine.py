@@ -1,8 +1,11 @@
 """Continuous batching: one thread steps every active sequence with a single batched forward pass.
 
-New requests are prefilled between steps and join the batch; finished or cancelled ones leave it.
-Each sequence owns its KV cache, so nothing one request sends reaches another's context. The engine
-knows only token ids: text, stop strings and parsing live with the request's consumer.
+Each step feeds every running sequence its next token and, within a token budget, a chunk of a new
+request's prompt (chunked prefill), so a long prompt never stalls the streams already running for more
+than about one step. New requests join between steps, finished or cancelled ones leave. Each sequence
+owns its KV cache, so nothing one request sends reaches another's context; with a prefix cache, a new
+request starts from a copy of the longest prefix a finished one computed. The engine knows only token
+ids: text, stop strings and parsing live with the request's consumer.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from ..decoding import FINISH_ERROR, Decoding
 from ..kv_cache import KVCache
 from ..model import Model
+from .prefix_cache import PrefixCache
 
 FINISH_CANCELLED = "cancelled"
 
@@ -42,7 +46,7 @@ class Sequence:
     on_token: Callable[[int], None]
     on_finish: Callable[[str], None]
     cache: KVCache | None = None
-    prefill_seconds: float = 0.0
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache, not computed
     first_token_at: float | None = None  # time.perf_counter() when the first token was sampled
     done: bool = False
     finish_reason: str | None = None  # set by the consumer from the finish event (or a stop string)
@@ -57,22 +61,46 @@ class Sequence:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def unfed(self) -> int:
+        """Tokens not yet in the KV cache: the rest of the prompt, then 1 (the last token sampled)."""
+        return len(self.decoding.token_ids) - self.cache.length
+
+
+# A step that feeds prompt tokens beside running decodes may take this many times a decode-only step
+# (when the budget is automatic): a running stream's gap between tokens stays within that factor.
+STALL_RATIO = 2.0
+MIN_PROMPT_TOKENS = 4  # per step, however slow prompt tokens look: every prompt keeps moving
+
 
 class BatchEngine:
-    def __init__(self, model: Model, *, parallel: int = 4, max_queue: int = 16,
-                 on_failure: Callable[[BaseException], None] | None = None):
+    """parallel: sequences in a step at most; max_queue: requests waiting beyond those; batch_tokens:
+    prompt tokens per step beside the running decodes (None: as many as keep a step within STALL_RATIO
+    times a decode-only step, measured as it runs; all of prefill_chunk when nothing is decoding);
+    cache_bytes: the prefix cache's budget (0: off)."""
+
+    def __init__(self, model: Model, *, parallel: int = 4, max_queue: int = 16, batch_tokens: int | None = None,
+                 cache_bytes: int = 0, on_failure: Callable[[BaseException], None] | None = None):
         if parallel < 1 or max_queue < 0:
             raise ValueError("parallel must be >= 1 and max_queue >= 0")
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
         self.model = model
         self.parallel = parallel
         self.max_queue = max_queue
+        self.batch_tokens = batch_tokens
+        self.prefix_cache = PrefixCache(cache_bytes)
         self._pending: collections.deque[Sequence] = collections.deque()
         self._active: list[Sequence] = []
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.steps = 0  # batched decode steps taken (for tests and metrics)
+        self.steps = 0  # batched steps taken (for tests and metrics)
         self.max_batch_seen = 0
+        self.prompt_tokens_computed = 0  # prompt tokens fed to the model (cached ones not counted)
+        self.tokens_generated = 0
+        self.decode_step_seconds: float | None = None  # running average of a step without prompt tokens
+        self.prompt_token_seconds: float | None = None  # running average cost of one prompt token in a step
         self.failure: BaseException | None = None  # what stopped the engine thread, if anything did
         self.on_failure = on_failure  # called once, on the engine thread, after a failure
 
@@ -132,68 +160,129 @@ class BatchEngine:
 
     def _loop(self) -> None:
         while True:
+            admitted = []
             with self._lock:
                 while not self._stopping and not self._pending and not self._active:
                     self._lock.wait()
                 if self._stopping:
                     break
-                admitted = []
-                while self._pending and len(self._active) + len(admitted) < self.parallel:
+                while self._pending and len(self._active) < self.parallel:
                     admitted.append(self._pending.popleft())
+                    self._active.append(admitted[-1])  # counted as active from here on
             for seq in admitted:
-                self._prefill(seq)
-            self._active = [s for s in self._active if not s.done]
-            if self._active:
-                self._step()
+                self._admit(seq)
+            self._step()
+            with self._lock:
                 self._active = [s for s in self._active if not s.done]
         for seq in list(self._active) + list(self._pending):
             self._finish(seq, FINISH_CANCELLED)
 
-    def _prefill(self, seq: Sequence) -> None:
+    def _admit(self, seq: Sequence) -> None:
+        """Gives a new sequence its cache: a copy of the longest cached prefix of its prompt, or empty."""
         if seq.cancelled:
             self._finish(seq, FINISH_CANCELLED)
             return
-        self._active.append(seq)  # counted as active from here on; _run drops it if it ends now
         try:
-            start = time.perf_counter()
-            seq.cache = self.model.new_cache()
-            logits = self.model.forward(seq.decoding.prompt_ids, seq.cache)
-            seq.prefill_seconds = time.perf_counter() - start
-            self._accept(seq, logits)
+            prompt = seq.decoding.prompt_ids
+            capacity = len(prompt) + min(seq.decoding.max_new_tokens, 256)  # grows by doubling past that
+            cache, seq.cached_tokens = self.prefix_cache.lookup(prompt, capacity)
+            seq.cache = cache if cache is not None else self.model.new_cache(capacity)
         except Exception:  # noqa: BLE001 - a request must never take the engine down
+            log.exception("could not start a sequence")
             self._finish(seq, FINISH_ERROR)
 
+    def _prompt_budget(self, decoding: int) -> int:
+        """Prompt tokens this step may feed beside `decoding` running sequences."""
+        chunk = self.model.prefill_chunk
+        if self.batch_tokens is not None:
+            return self.batch_tokens
+        if decoding == 0:
+            return chunk  # nobody waits: the most efficient chunk
+        if self.decode_step_seconds is None or not self.prompt_token_seconds:
+            return MIN_PROMPT_TOKENS  # a first measurement
+        fits = (STALL_RATIO - 1.0) * self.decode_step_seconds / self.prompt_token_seconds
+        return int(min(max(fits, MIN_PROMPT_TOKENS), chunk))
+
     def _step(self) -> None:
-        batch = []
+        live = []
         for s in self._active:  # each flag read once: a cancel landing now waits for the next step
             if s.cancelled:
                 self._finish(s, FINISH_CANCELLED)
             elif not s.done:
-                batch.append(s)
+                live.append(s)
+        batch, feeds, wants = [], [], []
+        decoding = [s for s in live if s.unfed == 1]
+        for s in decoding:
+            batch.append(s)
+            feeds.append(s.decoding.token_ids[-1:])
+            wants.append(True)
+        budget = self._prompt_budget(len(decoding))
+        prompt_tokens = 0
+        for s in live:  # prompts in arrival order: the oldest finishes its prefill first
+            unfed = s.unfed
+            if unfed == 1:
+                continue
+            n = min(unfed, budget - prompt_tokens, self.model.prefill_chunk)
+            if n <= 0:
+                break
+            start = s.cache.length
+            batch.append(s)
+            feeds.append(s.decoding.token_ids[start : start + n])
+            wants.append(n == unfed)  # the prompt's last token: its logits pick the first new token
+            prompt_tokens += n
         if not batch:
             return
+        lengths = [s.cache.length for s in batch]
+        started = time.perf_counter()
         try:
-            logits = self.model.forward_batch([[s.decoding.last_token] for s in batch], [s.cache for s in batch])
+            logits = self.model.forward_batch(feeds, [s.cache for s in batch],
+                                              logits_for=[i for i, w in enumerate(wants) if w])
+            rows = iter(logits)
+            results = [(s, next(rows) if w else None) for s, w in zip(batch, wants)]
         except Exception:  # noqa: BLE001 - find the sequence that fails: step each alone
             log.exception("a batched step failed; stepping its %d sequences one by one", len(batch))
-            logits = []
-            for s in batch:
+            results = []
+            for s, ids, length, want in zip(batch, feeds, lengths, wants):
+                s.cache.length = length  # as before the step: its tokens go in again
                 try:
-                    logits.append(self.model.forward_batch([[s.decoding.last_token]], [s.cache])[0])
+                    out = self.model.forward_batch([ids], [s.cache], logits_for=[0] if want else [])
+                    results.append((s, out[0] if want else None))
                 except Exception:  # noqa: BLE001
+                    log.exception("a sequence failed in its step")
                     self._finish(s, FINISH_ERROR)
-            batch = [s for s in batch if not s.done]
+        else:
+            self._measure(time.perf_counter() - started, len(decoding), prompt_tokens)
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
-        for s, row in zip(batch, logits):
+        self.prompt_tokens_computed += prompt_tokens
+        for s, row in results:
+            if row is None:
+                continue
             try:
                 self._accept(s, row)
             except Exception:  # noqa: BLE001 - one request's failure must not take the others down
+                log.exception("a sequence failed to pick its token")
                 self._finish(s, FINISH_ERROR)
+
+    def _measure(self, seconds: float, decoding: int, prompt_tokens: int) -> None:
+        """Running averages of what a decode-only step and one prompt token cost (the prompt budget)."""
+        if prompt_tokens == 0:
+            d = self.decode_step_seconds
+            self.decode_step_seconds = seconds if d is None else 0.8 * d + 0.2 * seconds
+            return
+        if decoding and self.decode_step_seconds is not None:
+            per_token = max(seconds - self.decode_step_seconds, 0.0) / prompt_tokens
+        elif not decoding:
+            per_token = seconds / prompt_tokens  # an upper bound: the step also read every weight once
+        else:
+            return
+        t = self.prompt_token_seconds
+        self.prompt_token_seconds = per_token if t is None else 0.7 * t + 0.3 * per_token
 
     def _accept(self, seq: Sequence, logits: np.ndarray) -> None:
         decoding = seq.decoding
         token = decoding.accept(logits)
+        self.tokens_generated += 1
         if seq.first_token_at is None:
             seq.first_token_at = time.perf_counter()
         if decoding.stop_token is None:  # stop tokens are not passed on
@@ -205,7 +294,12 @@ class BatchEngine:
         if seq.done:
             return
         seq.done = True
-        seq.cache = None  # frees the slot's memory at once
+        if seq.cache is not None and reason != FINISH_ERROR:
+            try:  # what it computed stays for a request that shares a prefix with it
+                self.prefix_cache.store(seq.decoding.token_ids, seq.cache)
+            except Exception:  # noqa: BLE001
+                log.exception("could not keep a finished sequence's cache")
+        seq.cache = None  # its own reference goes at once
         try:
             seq.on_finish(reason)
         except Exception:  # noqa: BLE001 - e.g. the consumer's event loop is gone: nothing to tell
