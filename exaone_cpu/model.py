@@ -124,9 +124,13 @@ class Model:
         attn = np.empty((T, H, D), np.float32)  # [T, heads, head_dim]
         for cache, rows in caches:
             cache.store(positions[rows], k[rows], v[rows])
-            k_all, v_all, key_pos = cache.view()  # [kv_heads, slots, head_dim], [slots]
-            _core.attention(q[rows], k_all, v_all, key_pos, positions[rows], c.window(i) or 0,
-                            self.attention_scale, out=attn[rows])
+        if len(caches) == 1:
+            k_all, v_all, key_pos = caches[0][0].view()  # [kv_heads, slots, head_dim], [slots]
+            _core.attention(q, k_all, v_all, key_pos, positions, c.window(i) or 0, self.attention_scale, out=attn)
+        else:  # every sequence's rows in one call: one pass over the thread pool
+            starts = np.array([rows.start for _, rows in caches] + [T], np.int64)
+            _core.attention_batch(q, [cache.view() for cache, _ in caches], starts, positions, c.window(i) or 0,
+                                  self.attention_scale, out=attn)
         o = layer.o_proj(attn.reshape(T, H * D))  # [T, hidden]
         _core.rmsnorm_add(h, o, layer.post_attention_layernorm, eps)
 

@@ -249,6 +249,42 @@ def test_attention_f16_cache(isa, T, D):
     assert_close(out, expected, rtol=4e-6, what=f"f16 cache {isa} T={T} D={D}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("window", [0, 3])
+def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
+    """Rows of several sequences (decode rows and prompt chunks) in one call, each in its own cache."""
+    H, KV, D = 4, 2, 16
+    lengths, slots = [1, 3, 1, 5], [7, 12, 30, 9]
+    q = rng.standard_normal((sum(lengths), H, D)).astype(np.float32)
+    caches, positions, expected = [], [], []
+    row = 0
+    for n, S in zip(lengths, slots):
+        k = rng.standard_normal((KV, S, D)).astype(dtype)
+        v = rng.standard_normal((KV, S, D)).astype(dtype)
+        key_pos = np.full(S, -1, np.int64)
+        key_pos[: S - 2] = np.arange(S - 2)
+        q_pos = np.arange(S - 2 - n, S - 2, dtype=np.int64)
+        caches.append((k, v, key_pos))
+        positions.append(q_pos)
+        expected.append(_core.attention(q[row : row + n], k, v, key_pos, q_pos, window, D**-0.5))
+        row += n
+    starts = np.cumsum([0] + lengths).astype(np.int64)
+    out = np.full_like(q, np.nan)
+    _core.attention_batch(q, caches, starts, np.concatenate(positions), window, D**-0.5, out=out)
+    np.testing.assert_array_equal(out, np.concatenate(expected))
+    with pytest.raises(ValueError, match="row_starts"):
+        _core.attention_batch(q, caches, starts[::-1].copy(), np.concatenate(positions), window, 1.0)
+    with pytest.raises(ValueError, match="row_starts"):
+        _core.attention_batch(q, caches[:3], starts, np.concatenate(positions), window, 1.0)
+    other = np.float16 if dtype == np.float32 else np.float32
+    mixed = caches[:3] + [tuple(a.astype(other) if a.dtype != np.int64 else a for a in caches[3])]
+    with pytest.raises(ValueError, match="cache 3"):
+        _core.attention_batch(q, mixed, starts, np.concatenate(positions), window, 1.0)
+    short = caches[:1] + [(caches[1][0], caches[1][1], caches[1][2][:-1])] + caches[2:]
+    with pytest.raises(ValueError, match="cache 1: key_pos"):
+        _core.attention_batch(q, short, starts, np.concatenate(positions), window, 1.0)
+
+
 def test_boundary_rejects_bad_arrays():
     x = np.ones((2, 8), np.float32)
     w = np.ones((3, 8), np.float32)

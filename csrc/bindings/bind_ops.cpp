@@ -101,43 +101,106 @@ void rope(py::array x, py::array positions, py::array inv_freq, float attention_
   ops::rope(xp, T, heads, D, pp, fp, attention_scaling);
 }
 
+// A KV cache's k / v [kv_heads, slots, D] (f32, or f16 as numpy float16 or its uint16 bits) and
+// key_pos [slots], checked against the queries' D and the f16-ness of the first cache.
+ops::KVView checked_kv(py::array& k, py::array& v, const py::array& key_pos, int64_t D, int64_t KV,
+                       bool kv_f16, const std::string& which) {
+  if (kv_f16) {
+    if ((k.dtype().kind() != 'f' && k.dtype().kind() != 'u') || k.itemsize() != 2)
+      throw py::value_error("attention: " + which + "k_cache must be float32 or float16, got " +
+                            std::string(py::str(k.dtype())));
+    if (v.itemsize() != 2 || k.dtype().kind() != v.dtype().kind())
+      throw py::value_error("attention: " + which + "k_cache and v_cache must both be float32 or both float16");
+    k = k.dtype().kind() == 'f' ? k.view("uint16") : k;
+    v = v.dtype().kind() == 'f' ? v.view("uint16") : v;
+    checked<uint16_t>(k, (which + "k_cache (f16)").c_str(), 3, {KV, -1, D});
+    checked<uint16_t>(v, (which + "v_cache (f16)").c_str(), 3, {KV, k.shape(1), D});
+  } else {
+    checked<float>(k, (which + "k_cache").c_str(), 3, {KV, -1, D});
+    checked<float>(v, (which + "v_cache").c_str(), 3, {KV, k.shape(1), D});
+  }
+  checked<int64_t>(key_pos, (which + "key_pos").c_str(), 1, {k.shape(1)});
+  return ops::KVView{k.data(), v.data(), cptr<int64_t>(key_pos), k.shape(1)};
+}
+
+bool is_f16_cache(const py::array& k) { return !py::isinstance<py::array_t<float>>(k); }
+
+void check_heads(int64_t H, const py::array& k) {
+  if (k.ndim() != 3 || k.shape(0) < 1) return;  // checked_kv names the shape
+  if (H % k.shape(0))
+    throw py::value_error("attention: " + std::to_string(H) + " query heads are not a multiple of " +
+                          std::to_string(k.shape(0)) + " KV heads");
+}
+
 py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py::array q_pos,
                     int64_t window, float scale, py::object out) {
   checked<float>(q, "q", 3);
   const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
-  // [kv_heads, slots, head_dim], f32 or f16 (numpy float16, or its bits as uint16)
-  const bool kv_f16 = !py::isinstance<py::array_t<float>>(k);
-  if (kv_f16) {
-    if ((k.dtype().kind() != 'f' && k.dtype().kind() != 'u') || k.itemsize() != 2)
-      throw py::value_error("attention: k_cache must be float32 or float16, got " +
-                            std::string(py::str(k.dtype())));
-    if (v.itemsize() != 2 || k.dtype().kind() != v.dtype().kind())
-      throw py::value_error("attention: k_cache and v_cache must both be float32 or both float16");
-    k = k.dtype().kind() == 'f' ? k.view("uint16") : k;
-    v = v.dtype().kind() == 'f' ? v.view("uint16") : v;
-    checked<uint16_t>(k, "k_cache (f16)", 3, {-1, -1, D});
-  } else {
-    checked<float>(k, "k_cache", 3, {-1, -1, D});
-  }
-  const int64_t KV = k.shape(0), S = k.shape(1);
-  if (kv_f16)
-    checked<uint16_t>(v, "v_cache (f16)", 3, {KV, S, D});
-  else
-    checked<float>(v, "v_cache", 3, {KV, S, D});
-  if (H % KV)
-    throw py::value_error("attention: " + std::to_string(H) + " query heads are not a multiple of " +
-                          std::to_string(KV) + " KV heads");
-  checked<int64_t>(key_pos, "key_pos", 1, {S});
+  check_heads(H, k);
+  const bool kv_f16 = is_f16_cache(k);
+  const int64_t KV = k.ndim() == 3 ? k.shape(0) : -1;
+  const ops::KVView view = checked_kv(k, v, key_pos, D, KV, kv_f16, "");
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention: window must be >= 0");
   py::array o = out_or_new(out, {T, H, D}, "out");
   const float* qp = cptr<float>(q);
-  const void *kp = k.data(), *vp = v.data();
-  const int64_t *kpos = cptr<int64_t>(key_pos), *qpos = cptr<int64_t>(q_pos);
+  const int64_t* qpos = cptr<int64_t>(q_pos);
   float* op = mptr<float>(o);
   {
     py::gil_scoped_release nogil;
-    ops::attention(qp, T, H, D, kp, vp, kv_f16, S, KV, kpos, qpos, window, scale, op);
+    ops::attention_batch(qp, T, H, D, &view, nullptr, kv_f16, KV, qpos, window, scale, op);
+  }
+  return o;
+}
+
+// rows[b] = (start, end) of sequence b's rows in q; caches[b] = (k_cache, v_cache, key_pos).
+py::array attention_batch(py::array q, py::list caches, py::array row_starts, py::array q_pos, int64_t window,
+                          float scale, py::object out) {
+  checked<float>(q, "q", 3);
+  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
+  const int64_t B = int64_t(caches.size());
+  if (B == 0) throw py::value_error("attention_batch: no caches");
+  checked<int64_t>(row_starts, "row_starts", 1, {B + 1});
+  const int64_t* starts = cptr<int64_t>(row_starts);
+  if (starts[0] != 0 || starts[B] != T)
+    throw py::value_error("attention_batch: row_starts must run from 0 to the " + std::to_string(T) + " rows of q");
+  std::vector<int64_t> view_of_row(static_cast<size_t>(T), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    if (starts[b + 1] <= starts[b])
+      throw py::value_error("attention_batch: row_starts must increase (sequence " + std::to_string(b) +
+                            " has no rows)");
+    for (int64_t t = starts[b]; t < starts[b + 1]; ++t) view_of_row[size_t(t)] = b;
+  }
+  std::vector<py::array> keep;  // the (possibly re-viewed) arrays stay alive while the op runs
+  std::vector<ops::KVView> views;
+  bool kv_f16 = false;
+  int64_t KV = -1;
+  for (int64_t b = 0; b < B; ++b) {
+    py::tuple c = caches[size_t(b)].cast<py::tuple>();
+    if (c.size() != 3) throw py::value_error("attention_batch: each cache must be (k_cache, v_cache, key_pos)");
+    py::array k = c[0].cast<py::array>(), v = c[1].cast<py::array>(), kp = c[2].cast<py::array>();
+    const std::string which = "cache " + std::to_string(b) + ": ";
+    if (b == 0) {
+      check_heads(H, k);
+      kv_f16 = is_f16_cache(k);
+      KV = k.ndim() == 3 ? k.shape(0) : -1;
+    } else if (is_f16_cache(k) != kv_f16) {
+      throw py::value_error("attention_batch: " + which + "every cache must have the same dtype");
+    }
+    views.push_back(checked_kv(k, v, kp, D, KV, kv_f16, which));
+    keep.push_back(k);
+    keep.push_back(v);
+    keep.push_back(kp);
+  }
+  checked<int64_t>(q_pos, "q_pos", 1, {T});
+  if (window < 0) throw py::value_error("attention_batch: window must be >= 0");
+  py::array o = out_or_new(out, {T, H, D}, "out");
+  const float* qp = cptr<float>(q);
+  const int64_t* qpos = cptr<int64_t>(q_pos);
+  float* op = mptr<float>(o);
+  {
+    py::gil_scoped_release nogil;
+    ops::attention_batch(qp, T, H, D, views.data(), view_of_row.data(), kv_f16, KV, qpos, window, scale, op);
   }
   return o;
 }
@@ -178,6 +241,10 @@ void register_ops(py::module_& m) {
         py::arg("key_pos"), py::arg("q_pos"), py::arg("window"), py::arg("scale"),
         py::arg("out") = py::none(),
         "Causal (and, with window > 0, sliding-window) GQA attention over a KV cache.");
+  m.def("attention_batch", &attention_batch, py::arg("q"), py::arg("caches"), py::arg("row_starts"),
+        py::arg("q_pos"), py::arg("window"), py::arg("scale"), py::arg("out") = py::none(),
+        "attention() for several sequences in one call: rows row_starts[b]..row_starts[b+1] of q attend "
+        "within caches[b] = (k_cache, v_cache, key_pos).");
   m.def("to_f32", &to_f32, py::arg("src"), py::arg("wtype"), "Widen bf16/f16 bit patterns to float32.");
 }
 

@@ -10,6 +10,13 @@ namespace ops {
 void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, const void* v,
                bool kv_f16, int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos,
                int64_t window, float scale, float* out) {
+  const KVView view{k, v, key_pos, S};
+  attention_batch(q, T, H, D, &view, nullptr, kv_f16, KV, q_pos, window, scale, out);
+}
+
+void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVView* views,
+                     const int64_t* view_of_row, bool kv_f16, int64_t KV, const int64_t* q_pos,
+                     int64_t window, float scale, float* out) {
   const kernels::KernelTable& kt = kernels::active();
   const int64_t group = H / KV;  // query heads per KV head (GQA): heads kvh*group .. +group-1
   // A task is one token and a range of KV heads: the slots the token sees are found once per task
@@ -20,6 +27,10 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, c
   const int64_t tasks_per_token = KV / heads_per_task;
   pool.parallel_for(T * tasks_per_token, [&](int64_t task) {
     const int64_t t = task / tasks_per_token, kv0 = task % tasks_per_token * heads_per_task;
+    const KVView& view = views[view_of_row ? view_of_row[t] : 0];
+    const void *k = view.k, *v = view.v;
+    const int64_t* key_pos = view.key_pos;
+    const int64_t S = view.S;
     thread_local std::vector<float> scores, k32, v32;
     thread_local std::vector<int64_t> slots, rows;
     if (int64_t(slots.size()) < S) slots.resize(size_t(S));

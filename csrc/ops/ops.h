@@ -37,6 +37,20 @@ void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, c
                bool kv_f16, int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos,
                int64_t window, float scale, float* out);
 
+// One sequence's KV cache as attention reads it: k / v [KV, S, D] and the position of each slot.
+struct KVView {
+  const void* k;
+  const void* v;
+  const int64_t* key_pos;
+  int64_t S;
+};
+
+// attention() for the rows of several sequences in one call (a batched decode or prefill step):
+// row t of q attends within views[view_of_row[t]]. One pass over the thread pool for the batch.
+void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVView* views,
+                     const int64_t* view_of_row, bool kv_f16, int64_t KV, const int64_t* q_pos,
+                     int64_t window, float scale, float* out);
+
 // Widens n bf16 / f16 values to f32.
 void convert_to_f32(const uint16_t* src, WeightType type, int64_t n, float* dst);
 
