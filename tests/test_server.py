@@ -539,6 +539,44 @@ def test_sampling_fields_are_checked(served):
     assert _post(served, "/v1/chat/completions", {**chat, "top_k": -1, "logit_bias": {"5": -100}}).status_code == 200
 
 
+@pytest.mark.parametrize("change,param", [
+    ({"messages": [{"role": "user", "content": "hi", "tool_calls": [{"function": {"name": 5}}]}]},
+     "messages[0].tool_calls[0].function.name"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, "messages[0].content[0]"),
+    ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools[0].function.name"),
+    ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+    ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ({"max_tokens": 2.5}, "max_tokens"),
+    ({"max_completion_tokens": 0}, "max_completion_tokens"),
+    ({"presence_penalty": True}, "presence_penalty"),
+    ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ({"user": 17}, "user"),
+    ({"model": None}, "model"),
+])
+def test_wrong_types_are_400s_naming_the_field(served, change, param):
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **change}
+    err = _error(_post(served, "/v1/chat/completions", body), 400)
+    assert err["param"] == param and err["message"].startswith(param), err
+
+
+def test_unknown_fields_are_named_in_a_warning_header(served, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="exaone_cpu.server")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi", "mood": "happy"}], "max_tokens": 2,
+            "temprature": 0.5, "user": "someone", "metadata": {"a": "b"}, "store": False}
+    for stream in (False, True):
+        r = _post(served, "/v1/chat/completions", {**body, "stream": stream})
+        assert r.status_code == 200
+        assert r.headers["warning"] == '299 exaone-cpu "unknown fields ignored: temprature, messages[0].mood"'
+    assert any("temprature" in rec.getMessage() for rec in caplog.records)
+    known = _post(served, "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2, "user": "u"})
+    assert known.status_code == 200 and "warning" not in known.headers
+    r = _post(served, "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2, "top_n": 3})
+    assert r.status_code == 200 and "top_n" in r.headers["warning"]
+
+
 def test_server_defaults_come_from_generation_config(model, tokenizer):
     from exaone_cpu.sampling import GenerationDefaults
 

@@ -86,6 +86,16 @@ class Server:
         except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
             raise APIError(400, f"invalid JSON body: {e}") from None
 
+    @staticmethod
+    def headers(request: Request, params: CompletionParams) -> dict[str, str]:
+        """A Warning header (and a log line) naming the request's fields this server does not know:
+        they change nothing, and the client should hear it rather than guess."""
+        if not params.ignored:
+            return {}
+        names = ", ".join(params.ignored[:20]) + (", ..." if len(params.ignored) > 20 else "")
+        log.warning("%s %s: ignored unknown fields: %s", request.method, request.url.path, names)
+        return {"Warning": f'299 exaone-cpu "unknown fields ignored: {names}"'}
+
     def budget(self, prompt_tokens: int, params: CompletionParams) -> int:
         ctx = self.settings.ctx
         room = ctx - prompt_tokens
@@ -300,7 +310,7 @@ class Server:
             return JSONResponse({
                 "id": ident, "object": "chat.completion", "created": created, "model": req.params.model,
                 "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": logprobs_of(0)}],
-                "usage": self._usage(seq)})
+                "usage": self._usage(seq)}, headers=self.headers(request, req.params))
 
         async def sse() -> AsyncIterator[str]:
             try:
@@ -325,7 +335,7 @@ class Server:
                 seq.cancel()  # a client that disconnects frees its slot at once
                 self._log(request, 200, seq, started)
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
+        return StreamingResponse(sse(), media_type="text/event-stream", headers=self.headers(request, req.params))
 
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
@@ -361,7 +371,7 @@ class Server:
             self._log(request, 200, seq, started)
             out = body(text.text, seq.finish_reason, logprobs_of(0, 0))
             out["usage"] = self._usage(seq)
-            return JSONResponse(out)
+            return JSONResponse(out, headers=self.headers(request, params))
 
         async def sse() -> AsyncIterator[str]:
             try:
@@ -386,7 +396,7 @@ class Server:
                 seq.cancel()
                 self._log(request, 200, seq, started)
 
-        return StreamingResponse(sse(), media_type="text/event-stream")
+        return StreamingResponse(sse(), media_type="text/event-stream", headers=self.headers(request, params))
 
     @staticmethod
     def _error_event() -> str:

@@ -1,4 +1,4 @@
-"""OpenAI request validation and response shapes, kept apart from HTTP and from the engine."""
+"""OpenAI request validation (pydantic models) and response shapes, kept apart from HTTP and from the engine."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-ROLES = ("system", "developer", "user", "assistant", "tool")  # developer: OpenAI's newer name for system
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 MAX_STOP_CHARS = 1000
 MAX_TOP_K = 1 << 30
 # chat_template_kwargs a request may set: the variables EXAONE 4.0's template reads. Nothing else
@@ -43,23 +44,142 @@ def _bad(param: str, message: str) -> APIError:
     return APIError(400, f"{param}: {message}", param=param)
 
 
-def _number(body: dict, name: str, lo: float, hi: float, default: float | None) -> float | None:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise _bad(name, f"must be a number between {lo} and {hi}, got {value!r}")
-    return float(value)
+# ---- request models (pydantic): types and ranges declared once, errors naming the field -----------------------
+
+Float = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # an int or a float, not a bool or a string
+Int = Annotated[int, Field(strict=True)]
+Bool = Annotated[bool, Field(strict=True)]
+Str = Annotated[str, Field(strict=True)]
 
 
-def _int(body: dict, name: str, lo: int, default: int | None = None, *, hi: int = 1 << 62) -> int | None:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        shown = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a larger number"
-        raise _bad(name, f"must be an integer between {lo} and {hi}, got {shown}")
-    return value
+class _Model(BaseModel):
+    # unknown fields are kept to be named in the response's Warning header and the log, never dropped silently
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Model):
+    include_usage: Bool = False
+
+
+class FunctionCall(_Model):
+    name: Str
+    arguments: Any = "{}"
+
+
+class ToolCall(_Model):
+    id: Str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Model):
+    role: Literal["system", "developer", "user", "assistant", "tool"]  # developer: OpenAI's newer system
+    content: Any = None  # a string, a list of text parts or null: _message
+    tool_calls: list[ToolCall] | None = None
+    reasoning_content: Str | None = None
+    tool_call_id: Str | None = None
+    name: Str | None = None
+
+
+class FunctionDef(_Model):
+    name: Str
+    description: Str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: Bool | None = None
+
+
+class Tool(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class _Common(_Model):
+    model: Str
+    max_tokens: Int | None = Field(None, ge=1, le=1 << 62)
+    max_completion_tokens: Int | None = Field(None, ge=1, le=1 << 62)
+    n: Int = Field(1, ge=1, le=1)
+    stop: Any = None  # a string or up to 4 strings: _stop
+    stream: Bool = False
+    stream_options: StreamOptions | None = None
+    seed: Int | None = Field(None, ge=-(2**63), lt=2**64)
+    logit_bias: dict[str, Any] | None = None  # token id (a string) -> bias: _logit_bias
+    ignore_eos: Bool = False  # vLLM's extension, for benchmarks
+    temperature: Float | None = Field(None, ge=0.0, le=2.0)
+    top_p: Float | None = Field(None, gt=0.0, le=1.0)
+    top_k: Int | None = Field(None, ge=-1, le=MAX_TOP_K)  # -1: off, as vLLM
+    min_p: Float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: Float | None = Field(None, ge=0.01, le=100.0)
+    presence_penalty: Float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: Float | None = Field(None, ge=-2.0, le=2.0)
+    user: Str | None = None  # OpenAI's end-user id: nothing to do with it here
+    metadata: dict[str, Any] | None = None  # OpenAI's stored-completion tags: nothing is stored here
+    store: Bool | None = None
+
+
+class ChatBody(_Common):
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] | None = None
+    tool_choice: Any = "auto"
+    parallel_tool_calls: Bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    logprobs: Bool | None = False
+    top_logprobs: Int | None = Field(None, ge=0, le=20)
+
+
+class CompletionBody(_Common):
+    prompt: Any = None  # a string or token ids: parse_completion
+    logprobs: Int | None = Field(None, ge=0, le=20)
+
+
+class TokenizeBody(_Model):
+    content: Str
+    add_special: Bool = False
+    with_pieces: Bool = False
+
+
+class DetokenizeBody(_Model):
+    tokens: list[Any]
+
+
+def _param(loc: tuple) -> str:
+    """A pydantic error location as the field path clients know: messages[0].role, prompt[1]."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _validate(model: type[_Model], body: Any) -> _Model:
+    if not isinstance(body, dict):
+        raise APIError(400, "request body must be a JSON object", param="body")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        param = _param(first["loc"]) or "body"
+        shown = first.get("input")
+        got = f", got {shown!r:.60}" if isinstance(shown, (str, int, float, bool)) or shown is None else ""
+        if isinstance(shown, int) and not isinstance(shown, bool) and abs(shown) >= 10**30:
+            got = ", got a larger number"
+        raise _bad(param, f"{first['msg'][0].lower()}{first['msg'][1:]}{got}") from None
+
+
+def unknown_fields(request: _Model) -> list[str]:
+    """Fields of the request (and of its messages, tools, ...) this server does not know: they have no
+    effect, and the response says so (Warning header) as does the log."""
+    found = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, BaseModel):
+            found.extend(f"{where}{'.' if where else ''}{k}" for k in (value.model_extra or {}))
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{where}{'.' if where else ''}{name}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(request, "")
+    return found
 
 
 @dataclass
@@ -75,6 +195,7 @@ class CompletionParams:
     include_usage: bool
     logprobs: int | None = None  # top alternatives per token (0: the chosen token's only); None: off
     ignore_eos: bool = False  # vLLM's extension, for benchmarks
+    ignored: list[str] = field(default_factory=list)  # unknown request fields (no effect)
 
 
 # OpenAI fields this server does not implement, with the values that ask for nothing (accepted)
@@ -85,80 +206,69 @@ UNSUPPORTED = {
 }
 
 
-def parse_common(body: Any, served_model: str) -> CompletionParams:
-    if not isinstance(body, dict):
-        raise APIError(400, "request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("model", "is required and must be a string")
-    if model != served_model:
-        raise APIError(404, f"The model '{model}' does not exist; this server serves '{served_model}'",
-                       param="model", code="model_not_found")
-    max_tokens = _int(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = _int(body, "max_tokens", 1)
-    n = _int(body, "n", 1, 1)
-    if n != 1:
-        raise _bad("n", "only n=1 is supported")
-    stop = body.get("stop")
+def _stop(stop: Any) -> list[str]:
     if stop is None:
-        stop = []
-    elif isinstance(stop, str):
+        return []
+    if isinstance(stop, str):
         stop = [stop]
-    elif not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4):
+    if not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop) and len(stop) <= 4):
         raise _bad("stop", "must be a string or a list of up to 4 non-empty strings")
     if any(len(s) > MAX_STOP_CHARS for s in stop):
         raise _bad("stop", f"each stop string may have at most {MAX_STOP_CHARS} characters")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("stream", "must be a boolean")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise _bad("stream_options", "must be an object")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64):
-        raise _bad("seed", "must be a 64-bit integer")
-    logit_bias = body.get("logit_bias")
-    if logit_bias is not None:
-        if not isinstance(logit_bias, dict) or len(logit_bias) > 300:
-            raise _bad("logit_bias", "must be an object of at most 300 token ids (as strings) to biases")
-        parsed = {}
-        for key, value in logit_bias.items():
-            if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 9):
-                raise _bad("logit_bias", f"keys must be token ids, got {key!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
-                raise _bad("logit_bias", f"biases must be numbers between -100 and 100, got {value!r}")
-            parsed[int(key)] = float(value)
-        logit_bias = parsed or None
-    for name, off in UNSUPPORTED.items():
-        if name in body and body[name] not in off:
-            raise _bad(name, "is not supported by this server")
-    ignore_eos = body.get("ignore_eos", False)
-    if not isinstance(ignore_eos, bool):
-        raise _bad("ignore_eos", "must be a boolean")
-    top_p = _number(body, "top_p", 0.0, 1.0, None)
-    if top_p == 0.0:
-        raise _bad("top_p", "must be greater than 0 (use temperature 0 for greedy decoding)")
+    return stop
+
+
+def _logit_bias(bias: dict[str, Any] | None) -> dict[int, float] | None:
+    if bias is None:
+        return None
+    if len(bias) > 300:
+        raise _bad("logit_bias", "must be an object of at most 300 token ids (as strings) to biases")
+    parsed = {}
+    for key, value in bias.items():
+        if not (key.isascii() and key.isdigit() and len(key) <= 9):
+            raise _bad("logit_bias", f"keys must be token ids, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise _bad("logit_bias", f"biases must be numbers between -100 and 100, got {value!r}")
+        parsed[int(key)] = float(value)
+    return parsed or None
+
+
+def parse_common(body: Any, served_model: str, model: type[_Common]) -> tuple[_Common, CompletionParams]:
+    if isinstance(body, dict):
+        for name, off in UNSUPPORTED.items():  # before the types: these name what is not supported
+            if name in body and body[name] not in off:
+                raise _bad(name, "is not supported by this server")
+        if body.get("n", 1) != 1 and isinstance(body.get("n"), int) and not isinstance(body.get("n"), bool):
+            raise _bad("n", "only n=1 is supported")
+    request = _validate(model, body)
+    if request.model != served_model:
+        raise APIError(404, f"The model '{request.model}' does not exist; this server serves '{served_model}'",
+                       param="model", code="model_not_found")
+    if not request.model:
+        raise _bad("model", "is required and must be a string")
     sampling = {
-        "temperature": _number(body, "temperature", 0.0, 2.0, None),
-        "top_p": top_p,
-        "top_k": None if body.get("top_k") == -1 else _int(body, "top_k", 0, None, hi=MAX_TOP_K),  # -1: off
-        "min_p": _number(body, "min_p", 0.0, 1.0, None),
-        "repetition_penalty": _number(body, "repetition_penalty", 0.01, 100.0, None),
-        "presence_penalty": _number(body, "presence_penalty", -2.0, 2.0, None),
-        "frequency_penalty": _number(body, "frequency_penalty", -2.0, 2.0, None),
-        "seed": seed,
-        "logit_bias": logit_bias,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": None if request.top_k == -1 else request.top_k,
+        "min_p": request.min_p,
+        "repetition_penalty": request.repetition_penalty,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "seed": request.seed,
+        "logit_bias": _logit_bias(request.logit_bias),
     }
-    return CompletionParams(
-        model=model,
-        max_tokens=max_tokens,
+    ignored = [name for name in unknown_fields(request) if name not in UNSUPPORTED]
+    params = CompletionParams(
+        model=request.model,
+        max_tokens=request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens,
         sampling={k: v for k, v in sampling.items() if v is not None},
-        stop=stop,
-        stream=stream,
-        include_usage=bool(options.get("include_usage", False)),
-        ignore_eos=ignore_eos,
+        stop=_stop(request.stop),
+        stream=request.stream,
+        include_usage=request.stream_options is not None and request.stream_options.include_usage,
+        ignore_eos=request.ignore_eos,
+        ignored=ignored,
     )
+    return request, params
 
 
 @dataclass
@@ -170,14 +280,9 @@ class ChatRequest:
     template_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _message(i: int, m: Any) -> dict[str, Any]:
+def _message(i: int, m: Message) -> dict[str, Any]:
     where = f"messages[{i}]"
-    if not isinstance(m, dict):
-        raise _bad(where, "must be an object")
-    role = m.get("role")
-    if role not in ROLES:
-        raise _bad(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
-    content = m.get("content")
+    content = m.content
     if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
         parts = []
         for j, part in enumerate(content):
@@ -187,56 +292,41 @@ def _message(i: int, m: Any) -> dict[str, Any]:
         content = "".join(parts)
     if content is not None and not isinstance(content, str):
         raise _bad(f"{where}.content", "must be a string, a list of text parts or null")
-    if content is None and not (role == "assistant" and m.get("tool_calls")):
+    if content is None and not (m.role == "assistant" and m.tool_calls):
         raise _bad(f"{where}.content", "is required")
-    out: dict[str, Any] = {"role": "system" if role == "developer" else role, "content": content}
-    if role == "assistant" and m.get("tool_calls") is not None:
-        calls = m["tool_calls"]
-        if not isinstance(calls, list):
-            raise _bad(f"{where}.tool_calls", "must be a list")
-        out["tool_calls"] = [_tool_call(f"{where}.tool_calls[{j}]", c) for j, c in enumerate(calls)]
-    if role == "assistant" and isinstance(m.get("reasoning_content"), str):
-        out["reasoning_content"] = m["reasoning_content"]
-    if role == "tool" and m.get("tool_call_id") is not None:
-        out["tool_call_id"] = m["tool_call_id"]
+    out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content}
+    if m.role == "assistant" and m.tool_calls is not None:
+        out["tool_calls"] = [_tool_call(f"{where}.tool_calls[{j}]", c) for j, c in enumerate(m.tool_calls)]
+    if m.role == "assistant" and m.reasoning_content is not None:
+        out["reasoning_content"] = m.reasoning_content
+    if m.role == "tool" and m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
     return out
 
 
-def _tool_call(where: str, call: Any) -> dict[str, Any]:
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise _bad(where, "must have function.name")
-    args = fn.get("arguments", "{}")
+def _tool_call(where: str, call: ToolCall) -> dict[str, Any]:
+    args = call.function.arguments
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError:
             raise _bad(f"{where}.function.arguments", "is not valid JSON") from None
+    elif not isinstance(args, dict):
+        raise _bad(f"{where}.function.arguments", "must be a JSON string or an object")
     # The chat template serialises arguments itself, so it gets them as an object.
-    return {"id": call.get("id"), "type": "function", "function": {"name": fn["name"], "arguments": args}}
+    return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": args}}
 
 
 def parse_chat(body: Any, served_model: str) -> ChatRequest:
-    params = parse_common(body, served_model)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("messages", "must be a non-empty list")
-    messages = [_message(i, m) for i, m in enumerate(messages)]
-    tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list) or not all(
-            isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("function"), dict)
-            and isinstance(t["function"].get("name"), str) for t in tools
-        ):
-            raise _bad("tools", "must be a list of {type: 'function', function: {name, ...}} objects")
-    choice = body.get("tool_choice", "auto")
+    request, params = parse_common(body, served_model, ChatBody)
+    messages = [_message(i, m) for i, m in enumerate(request.messages)]
+    tools = None if request.tools is None else body["tools"]  # as sent: the template renders them
+    choice = request.tool_choice
     if choice == "none":
         tools = None
     elif choice not in ("auto", "required") and not (isinstance(choice, dict) and choice.get("type") == "function"):
         raise _bad("tool_choice", "must be 'none', 'auto', 'required' or a function choice")
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise _bad("chat_template_kwargs", "must be an object")
+    kwargs = request.chat_template_kwargs or {}
     for key, value in kwargs.items():
         kind = TEMPLATE_VARIABLES.get(key)
         if kind is None:
@@ -246,16 +336,10 @@ def parse_chat(body: Any, served_model: str) -> ChatRequest:
             raise _bad(f"chat_template_kwargs.{key}", f"must be a {kind.__name__}")
     thinking = kwargs.get("enable_thinking", False)
     extra = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
-    wants = body.get("logprobs", False)
-    if wants is not None and not isinstance(wants, bool):
-        raise _bad("logprobs", "must be a boolean")
-    top = _int(body, "top_logprobs", 0, None)
-    if top is not None:
-        if top > 20:
-            raise _bad("top_logprobs", f"must be between 0 and 20, got {top}")
-        if not wants:
-            raise _bad("top_logprobs", "needs logprobs: true")
-    params.logprobs = (top or 0) if wants else None
+    top = request.top_logprobs
+    if top is not None and not request.logprobs:
+        raise _bad("top_logprobs", "needs logprobs: true")
+    params.logprobs = (top or 0) if request.logprobs else None
     return ChatRequest(params, messages, tools or None, thinking, extra)
 
 
@@ -263,8 +347,8 @@ def parse_completion(body: Any, served_model: str, vocab: int) -> tuple[Completi
     """The request's params and its prompt: a string, or token ids (a list of ints, as OpenAI's API
     allows; a list holding one string or one id list is that prompt). Several prompts in one request
     are refused: one completion per request."""
-    params = parse_common(body, served_model)
-    prompt = body.get("prompt")
+    request, params = parse_common(body, served_model, CompletionBody)
+    prompt = request.prompt
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
     if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
@@ -272,16 +356,17 @@ def parse_completion(body: Any, served_model: str, vocab: int) -> tuple[Completi
     if isinstance(prompt, list):
         if not prompt:
             raise _bad("prompt", "must not be empty")
-        for i, t in enumerate(prompt):
-            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
-                raise _bad(f"prompt[{i}]", f"must be a token id in [0, {vocab}), got {t!r:.40}")
+        _token_ids("prompt", prompt, vocab)
     elif not isinstance(prompt, str) or not prompt:
         raise _bad("prompt", "must be a non-empty string or a list of token ids")
-    top = _int(body, "logprobs", 0, None)
-    if top is not None and top > 20:
-        raise _bad("logprobs", f"must be between 0 and 20, got {top}")
-    params.logprobs = top
+    params.logprobs = request.logprobs
     return params, prompt
+
+
+def _token_ids(name: str, ids: list[Any], vocab: int) -> None:
+    for i, t in enumerate(ids):
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+            raise _bad(f"{name}[{i}]", f"must be a token id in [0, {vocab}), got {t!r:.40}")
 
 
 def new_id(prefix: str) -> str:
@@ -298,31 +383,14 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
             "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
-def _bool(body: dict, name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise _bad(name, f"must be true or false, got {value!r:.60}")
-    return value
-
-
 def parse_tokenize(body: Any) -> tuple[str, bool, bool]:
     """POST /tokenize (llama-server's): {"content", "add_special", "with_pieces"}."""
-    if not isinstance(body, dict):
-        raise _bad("body", "must be a JSON object")
-    content = body.get("content")
-    if not isinstance(content, str):
-        raise _bad("content", "must be a string")
-    return content, _bool(body, "add_special", False), _bool(body, "with_pieces", False)
+    request = _validate(TokenizeBody, body)
+    return request.content, request.add_special, request.with_pieces
 
 
 def parse_detokenize(body: Any, vocab: int) -> list[int]:
     """POST /detokenize (llama-server's): {"tokens": [ids]}."""
-    if not isinstance(body, dict):
-        raise _bad("body", "must be a JSON object")
-    tokens = body.get("tokens")
-    if not isinstance(tokens, list):
-        raise _bad("tokens", "must be a list of token ids")
-    for i, t in enumerate(tokens):
-        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
-            raise _bad(f"tokens[{i}]", f"must be a token id in [0, {vocab}), got {t!r:.40}")
-    return tokens
+    request = _validate(DetokenizeBody, body)
+    _token_ids("tokens", request.tokens, vocab)
+    return request.tokens
