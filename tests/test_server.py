@@ -240,6 +240,34 @@ def test_a_conversation_computes_only_each_turns_new_tokens(served, model, token
     assert len(usages) == 1 and usages[0].prompt_tokens_details.cached_tokens >= 0
 
 
+def test_metrics_in_prometheus_text_format(served):
+    parser = pytest.importorskip("prometheus_client.parser")
+    client = served.client()
+    client.completions.create(model="tiny", prompt="Metrics count this " * 3, max_tokens=3, temperature=0)
+    client.completions.create(model="tiny", prompt="Metrics count this " * 3, max_tokens=3, temperature=0)
+    _post(served, "/v1/completions", {"model": "tiny", "prompt": "x", "temperature": 9})  # a 400
+    assert httpx.get(served.base + "/metrics").status_code == 401  # behind the API key like the rest
+    r = httpx.get(served.base + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in parser.text_string_to_metric_families(r.text)}
+    value = {f.name: f.samples[0].value for f in families.values() if f.samples}
+    responses = {(s.labels["route"], s.labels["status"]): s.value for s in families["exaone_http_responses"].samples}
+    assert responses[("/v1/completions", "200")] >= 2 and responses[("/v1/completions", "400")] >= 1
+    assert responses[("/metrics", "401")] >= 1
+    engine = served.server.config.app.state.server.engine
+    assert value["exaone_generation_tokens"] == engine.tokens_generated >= 6
+    assert value["exaone_prompt_tokens_computed"] == engine.prompt_tokens_computed
+    assert value["exaone_prefix_cache_hits"] >= 1 and value["exaone_prompt_tokens_cached"] >= 1
+    assert value["exaone_prefix_cache_budget_bytes"] == 64 << 20 and value["exaone_prefix_cache_bytes"] > 0
+    assert value["exaone_requests_running"] >= 0 and value["exaone_requests_waiting"] == 0
+    assert value["exaone_engine_steps"] == engine.steps and value["exaone_engine_busy_seconds"] > 0
+    assert families["exaone_time_to_first_token_seconds"].type == "histogram"
+    ttft = {s.name: s.value for s in families["exaone_time_to_first_token_seconds"].samples if "le" not in s.labels}
+    assert ttft["exaone_time_to_first_token_seconds_count"] >= 2 and ttft["exaone_time_to_first_token_seconds_sum"] > 0
+    buckets = [s.value for s in families["exaone_time_to_first_token_seconds"].samples if "le" in s.labels]
+    assert buckets == sorted(buckets) and buckets[-1] == ttft["exaone_time_to_first_token_seconds_count"]
+
+
 class SlowModel:
     """The real model, slowed to 20 ms a step, so a stream is still running when the test acts."""
 

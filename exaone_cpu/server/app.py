@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP API over a BatchEngine (Starlette; run by uvicorn).
 
 Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{id},
-POST /tokenize, POST /detokenize (llama-server's), GET /health.
+POST /tokenize, POST /detokenize (llama-server's), GET /metrics (Prometheus), GET /health.
 Text work (detokenising, reasoning split, stop strings, tool-call parsing) happens per request on the
 event loop; the engine thread only turns token ids into token ids.
 """
@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..parsing import REASONING, TOOL_CALL
@@ -30,7 +30,7 @@ from ..decoding import FINISH_ERROR, Decoding, TokenLogprob, eos_token_ids
 from ..sampling import GenerationDefaults
 from ..streaming import TextPipeline
 from ..tokenizer import Tokenizer
-from . import protocol
+from . import metrics, protocol
 from .engine import FINISH_CANCELLED, BatchEngine, EngineFailed, QueueFull, Sequence
 from .protocol import APIError, CompletionParams
 
@@ -57,6 +57,7 @@ class Server:
         self.settings = settings
         self.eos_ids = eos_token_ids(engine.model.config, settings.defaults, tokenizer)
         self._tokens: dict[int, tuple[str, list[int]]] = {}  # token id -> (text, bytes), for logprobs
+        self.counters = metrics.RequestCounters(ROUTES)
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -207,6 +208,11 @@ class Server:
         return [] if items is None else items[start : seq.passed]
 
     # ---- routes ---------------------------------------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        self.check_auth(request)
+        text = metrics.render(self.engine, self.counters, self.settings.model_name)
+        return PlainTextResponse(text, media_type=metrics.CONTENT_TYPE)
 
     async def health(self, request: Request) -> Response:
         active, waiting = self.engine.load
@@ -421,10 +427,36 @@ class Server:
         tokens = self._completion_tokens(seq)
         first = seq.first_token_at
         ttft = (first - started) if first is not None else float("nan")
+        self.counters.finished(seq.decoding.prompt_tokens, seq.cached_tokens, None if first is None else ttft)
         rate = (tokens - 1) / (end - first) if first is not None and tokens > 1 and end > first else float("nan")
         log.info("%s %s %d prompt_tokens=%d cached_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s "
                  "time=%.3fs", request.method, request.url.path, status, seq.decoding.prompt_tokens,
                  seq.cached_tokens, tokens, ttft, rate, end - started)
+
+
+ROUTES = ("/health", "/metrics", "/v1/models", "/v1/models/{model_id}", "/tokenize", "/detokenize",
+          "/v1/chat/completions", "/v1/completions")
+
+
+class CountResponses:
+    """ASGI middleware: every HTTP response's status, by route, for /metrics."""
+
+    def __init__(self, app, counters: metrics.RequestCounters):
+        self.app = app
+        self.counters = counters
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        route = "/v1/models/{model_id}" if path.startswith("/v1/models/") else path
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.counters.response(route, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
 
 def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettings) -> Starlette:
@@ -454,6 +486,7 @@ def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettin
     app = Starlette(
         routes=[
             Route("/health", server.health, methods=["GET"]),
+            Route("/metrics", server.metrics, methods=["GET"]),
             Route("/v1/models", server.models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", server.model, methods=["GET"]),
             Route("/tokenize", server.tokenize, methods=["POST"]),
@@ -463,9 +496,10 @@ def create_app(engine: BatchEngine, tokenizer: Tokenizer, settings: ServerSettin
         ],
         exception_handlers={APIError: api_error, 404: not_found, 405: not_found, Exception: unexpected},
         lifespan=lifespan,
-        middleware=[Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                               allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])]
-        if settings.cors_origins else [],
+        middleware=[Middleware(CountResponses, counters=server.counters)]
+        + ([Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                       allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])]
+           if settings.cors_origins else []),
     )
     app.state.server = server
     return app

@@ -99,6 +99,7 @@ class BatchEngine:
         self.max_batch_seen = 0
         self.prompt_tokens_computed = 0  # prompt tokens fed to the model (cached ones not counted)
         self.tokens_generated = 0
+        self.busy_seconds = 0.0  # in forward steps
         self.decode_step_seconds: float | None = None  # running average of a step without prompt tokens
         self.prompt_token_seconds: float | None = None  # running average cost of one prompt token in a step
         self.failure: BaseException | None = None  # what stopped the engine thread, if anything did
@@ -137,6 +138,12 @@ class BatchEngine:
         """(active sequences, waiting requests)."""
         with self._lock:
             return len(self._active), len(self._pending)
+
+    def kv_bytes(self) -> int:
+        """Bytes of the running sequences' KV caches."""
+        with self._lock:
+            caches = [s.cache for s in self._active]
+        return sum(c.nbytes for c in caches if c is not None and hasattr(c, "nbytes"))
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -252,6 +259,7 @@ class BatchEngine:
                     self._finish(s, FINISH_ERROR)
         else:
             self._measure(time.perf_counter() - started, len(decoding), prompt_tokens)
+        self.busy_seconds += time.perf_counter() - started
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
         self.prompt_tokens_computed += prompt_tokens
