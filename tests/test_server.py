@@ -760,7 +760,8 @@ MALFORMED = [
     ({"prompt": "x", "temperature": float("nan")}, "temperature"),
     ({"prompt": "x", "n": 2}, "n"),
     ({"prompt": "x", "logit_bias": {"1": float("inf")}}, "logit_bias"),
-    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": ["a", ""]}, "prompt[1]"),
+    ({"prompt": ["a"] * 65}, "prompt"),
     ({"prompt": "x", "stream": "yes"}, "stream"),
     ({"prompt": "x", "best_of": 3}, "best_of"),
 ]
@@ -916,9 +917,36 @@ def test_completions_take_token_id_prompts(served, model, tokenizer):
     assert by_ids.usage.prompt_tokens == len(ids)
     body = {"model": "tiny", "max_tokens": 2}
     assert _error(_post(served, "/v1/completions", {**body, "prompt": [1, 10**9]}), 400)["param"] == "prompt[1]"
-    assert _error(_post(served, "/v1/completions", {**body, "prompt": ["a", "b"]}), 400)["param"] == "prompt"
+    assert _error(_post(served, "/v1/completions", {**body, "prompt": [[1, 2], [3, 10**9]]}), 400)["param"] == \
+        "prompt[1][1]"
+    assert _error(_post(served, "/v1/completions", {**body, "prompt": ["a", 5]}), 400)["param"] == "prompt[1]"
     assert _error(_post(served, "/v1/completions", {**body, "prompt": []}), 400)["param"] == "prompt"
     assert _error(_post(served, "/v1/completions", {**body, "prompt": [1, True]}), 400)["param"] == "prompt[1]"
+
+
+def test_completions_with_several_prompts_answer_each_in_its_choice(served, model, tokenizer):
+    client = served.client()
+    texts = ["One small step", "안녕하세요 여러분", "def main():"]
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    expected = [greedy_text(model, tokenizer, i, 5) for i in ids]
+    for prompt in (texts, ids, [texts[0], ids[1], texts[2]]):
+        out = client.completions.create(model="tiny", prompt=prompt, max_tokens=5, temperature=0, logprobs=1)
+        assert [c.index for c in out.choices] == [0, 1, 2]
+        assert [c.text for c in out.choices] == expected
+        assert all(len(c.logprobs.tokens) == len(c.logprobs.token_logprobs) for c in out.choices)
+        assert out.usage.prompt_tokens == sum(len(i) for i in ids)
+        assert out.usage.completion_tokens == out.usage.total_tokens - out.usage.prompt_tokens >= 3
+    text, finish, usage = {0: "", 1: "", 2: ""}, {}, None
+    for chunk in client.completions.create(model="tiny", prompt=texts, max_tokens=5, temperature=0, stream=True,
+                                           stream_options={"include_usage": True}):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            text[c.index] += c.text
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    assert [text[i] for i in range(3)] == expected and sorted(finish) == [0, 1, 2]
+    assert usage.prompt_tokens == sum(len(i) for i in ids)
 
 
 def test_one_log_line_per_request_with_its_token_counts(served, tokenizer, caplog):

@@ -139,19 +139,28 @@ class Server:
     async def collect(self, request: Request, seq: Sequence, events: asyncio.Queue, text: TextPipeline) -> None:
         """Runs a non-streaming request to its end; a client that hangs up cancels it (its slot is free
         at the engine's next step)."""
+        await self.collect_all(request, [(seq, events, text)])
+
+    async def collect_all(self, request: Request, runs: list[tuple[Sequence, asyncio.Queue, TextPipeline]]) -> None:
+        """collect() for the sequences of one request (several prompts), run together."""
 
         async def watch() -> None:
             while (await request.receive())["type"] != "http.disconnect":
                 pass
-            seq.cancel()
+            for seq, _, _ in runs:
+                seq.cancel()
+
+        async def drain(seq: Sequence, events: asyncio.Queue, text: TextPipeline) -> None:
+            async for _ in self.run(seq, events, text):
+                pass
 
         watcher = asyncio.ensure_future(watch())
         try:
-            async for _ in self.run(seq, events, text):
-                pass
+            await asyncio.gather(*(drain(*run) for run in runs))
         finally:
             watcher.cancel()
-            seq.cancel()
+            for seq, _, _ in runs:
+                seq.cancel()
 
     async def run(self, seq: Sequence, events: asyncio.Queue, text: TextPipeline) -> AsyncIterator[str]:
         """Yields the raw text pieces until the sequence ends (the parsed deltas wait in `text`); returns
@@ -347,60 +356,90 @@ class Server:
         self.check_auth(request)
         params, given = protocol.parse_completion(await self.read_json(request), self.settings.model_name,
                                                   self.engine.model.config.vocab_size)
-        if isinstance(given, list):  # token ids, checked against the vocabulary
-            prompt = given
-        else:
-            try:
-                prompt = self.tokenizer.encode(given, add_special_tokens=False)
-            except Exception as e:  # noqa: BLE001 - e.g. a lone surrogate
-                raise APIError(400, f"prompt: cannot be tokenized: {e}", param="prompt") from None
-        if not prompt:
-            raise APIError(400, "prompt: encodes to no tokens", param="prompt")
-        seq, events = self.start(prompt, params)
-        text = TextPipeline(self.tokenizer, stop_strings=params.stop, skip_special_tokens=True, parse=False)
+        prompts = []
+        for i, one in enumerate(given):  # one choice per prompt, as OpenAI's API
+            name = "prompt" if len(given) == 1 else f"prompt[{i}]"
+            if isinstance(one, list):  # token ids, checked against the vocabulary
+                ids = one
+            else:
+                try:
+                    ids = self.tokenizer.encode(one, add_special_tokens=False)
+                except Exception as e:  # noqa: BLE001 - e.g. a lone surrogate
+                    raise APIError(400, f"{name}: cannot be tokenized: {e}", param=name) from None
+            if not ids:
+                raise APIError(400, f"{name}: encodes to no tokens", param=name)
+            prompts.append(ids)
+        runs: list[tuple[Sequence, asyncio.Queue, TextPipeline]] = []
+        try:
+            for ids in prompts:
+                seq, events = self.start(ids, params)
+                runs.append((seq, events, TextPipeline(self.tokenizer, stop_strings=params.stop,
+                                                       skip_special_tokens=True, parse=False)))
+        except APIError:
+            for seq, _, _ in runs:  # all of the request or none of it
+                seq.cancel()
+            raise
+        seqs = [seq for seq, _, _ in runs]
         ident, created = protocol.new_id("cmpl"), protocol.now()
         started = time.perf_counter()
 
-        def body(choice_text: str, finish: str | None, logprobs: dict | None = None) -> dict[str, Any]:
+        def body(index: int, choice_text: str, finish: str | None, logprobs: dict | None = None) -> dict[str, Any]:
             return {"id": ident, "object": "text_completion", "created": created, "model": params.model,
-                    "choices": [{"index": 0, "text": choice_text, "logprobs": logprobs, "finish_reason": finish}]}
+                    "choices": [{"index": index, "text": choice_text, "logprobs": logprobs, "finish_reason": finish}]}
 
-        def logprobs_of(start: int, offset: int) -> dict[str, Any] | None:
+        def logprobs_of(seq: Sequence, start: int, offset: int) -> dict[str, Any] | None:
             if params.logprobs is None:
                 return None
             return self.completion_logprobs(self.new_logprobs(seq, start), offset, params.logprobs > 0)
 
         if not params.stream:
-            await self.collect(request, seq, events, text)
-            if seq.finish_reason == FINISH_ERROR:
+            await self.collect_all(request, runs)
+            if any(seq.finish_reason == FINISH_ERROR for seq in seqs):
                 raise APIError(500, "generation failed")
-            self._log(request, 200, seq, started)
-            out = body(text.text, seq.finish_reason, logprobs_of(0, 0))
-            out["usage"] = self._usage(seq)
+            self._log(request, 200, seqs, started)
+            choices = [body(i, text.text, seq.finish_reason, logprobs_of(seq, 0, 0))["choices"][0]
+                       for i, (seq, _, text) in enumerate(runs)]
+            out = {**body(0, "", None), "choices": choices, "usage": self._usage(seqs)}
             return JSONResponse(out, headers=self.headers(request, params))
 
-        async def sse() -> AsyncIterator[str]:
+        async def pieces(index: int, seq: Sequence, events: asyncio.Queue, text: TextPipeline,
+                         out: asyncio.Queue) -> None:
+            """One choice's chunks onto the request's stream, then None."""
             try:
                 sent, offset = 0, 0
                 async for piece in self.run(seq, events, text):
                     if piece:
-                        yield "data: " + json.dumps(body(piece, None, logprobs_of(sent, offset)),
-                                                    ensure_ascii=False) + "\n\n"
+                        await out.put(body(index, piece, None, logprobs_of(seq, sent, offset)))
                         sent, offset = seq.passed, offset + len(piece)
-                if seq.finish_reason == FINISH_ERROR:
+                if seq.finish_reason != FINISH_ERROR:
+                    rest = logprobs_of(seq, sent, offset) if sent < seq.passed else None
+                    await out.put(body(index, "", seq.finish_reason, rest))
+            finally:
+                await out.put(None)
+
+        async def sse() -> AsyncIterator[str]:
+            out: asyncio.Queue = asyncio.Queue()
+            tasks = [asyncio.ensure_future(pieces(i, *run, out)) for i, run in enumerate(runs)]
+            try:
+                running = len(tasks)
+                while running:
+                    chunk = await out.get()
+                    if chunk is None:
+                        running -= 1
+                        continue
+                    yield "data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n"
+                if any(seq.finish_reason == FINISH_ERROR for seq in seqs):
                     yield self._error_event()
                     return
-                rest = logprobs_of(sent, offset) if sent < seq.passed else None
-                yield "data: " + json.dumps(body("", seq.finish_reason, rest), ensure_ascii=False) + "\n\n"
                 if params.include_usage:
-                    last = body("", None)
-                    last["choices"] = []
-                    last["usage"] = self._usage(seq)
-                    yield "data: " + json.dumps(last) + "\n\n"
+                    yield "data: " + json.dumps({**body(0, "", None), "choices": [], "usage": self._usage(seqs)}) + "\n\n"
                 yield "data: [DONE]\n\n"
             finally:
-                seq.cancel()
-                self._log(request, 200, seq, started)
+                for task in tasks:
+                    task.cancel()
+                for seq in seqs:
+                    seq.cancel()
+                self._log(request, 200, seqs, started)
 
         return StreamingResponse(sse(), media_type="text/event-stream", headers=self.headers(request, params))
 
@@ -410,28 +449,37 @@ class Server:
         return "data: " + json.dumps(APIError(500, "generation failed").body()) + "\n\ndata: [DONE]\n\n"
 
     @classmethod
-    def _usage(cls, seq: Sequence) -> dict[str, Any]:
-        return protocol.usage(seq.decoding.prompt_tokens, cls._completion_tokens(seq), seq.cached_tokens)
+    def _usage(cls, seqs: Sequence | list[Sequence]) -> dict[str, Any]:
+        seqs = seqs if isinstance(seqs, list) else [seqs]
+        return protocol.usage(sum(s.decoding.prompt_tokens for s in seqs), sum(cls._completion_tokens(s) for s in seqs),
+                              sum(s.cached_tokens for s in seqs))
 
     @staticmethod
     def _completion_tokens(seq: Sequence) -> int:
         # as the library counts them (and vLLM): a final stop token included
         return seq.decoding.completion_tokens
 
-    def _log(self, request: Request, status: int, seq: Sequence | None, started: float) -> None:
-        """One line per request: prompt, cached and completion tokens, time to first token, decode tok/s."""
+    def _log(self, request: Request, status: int, seqs: Sequence | list[Sequence] | None, started: float) -> None:
+        """One line per request: prompt, cached and completion tokens, time to first token, decode tok/s
+        (summed over the request's prompts; the first token of any of them)."""
         end = time.perf_counter()
-        if seq is None:
+        if seqs is None:
             log.info("%s %s %d time=%.3fs", request.method, request.url.path, status, end - started)
             return
-        tokens = self._completion_tokens(seq)
-        first = seq.first_token_at
+        seqs = seqs if isinstance(seqs, list) else [seqs]
+        for seq in seqs:
+            first = seq.first_token_at
+            self.counters.finished(seq.decoding.prompt_tokens, seq.cached_tokens,
+                                   None if first is None else first - started)
+        tokens = sum(self._completion_tokens(s) for s in seqs)
+        firsts = [s.first_token_at for s in seqs if s.first_token_at is not None]
+        first = min(firsts) if firsts else None
         ttft = (first - started) if first is not None else float("nan")
-        self.counters.finished(seq.decoding.prompt_tokens, seq.cached_tokens, None if first is None else ttft)
-        rate = (tokens - 1) / (end - first) if first is not None and tokens > 1 and end > first else float("nan")
+        rate = (tokens - len(firsts)) / (end - first) if first is not None and tokens > len(firsts) and end > first \
+            else float("nan")
         log.info("%s %s %d prompt_tokens=%d cached_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s "
-                 "time=%.3fs", request.method, request.url.path, status, seq.decoding.prompt_tokens,
-                 seq.cached_tokens, tokens, ttft, rate, end - started)
+                 "time=%.3fs", request.method, request.url.path, status, sum(s.decoding.prompt_tokens for s in seqs),
+                 sum(s.cached_tokens for s in seqs), tokens, ttft, rate, end - started)
 
 
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/models/{model_id}", "/tokenize", "/detokenize",

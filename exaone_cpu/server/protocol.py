@@ -343,24 +343,31 @@ def parse_chat(body: Any, served_model: str) -> ChatRequest:
     return ChatRequest(params, messages, tools or None, thinking, extra)
 
 
-def parse_completion(body: Any, served_model: str, vocab: int) -> tuple[CompletionParams, str | list[int]]:
-    """The request's params and its prompt: a string, or token ids (a list of ints, as OpenAI's API
-    allows; a list holding one string or one id list is that prompt). Several prompts in one request
-    are refused: one completion per request."""
+MAX_PROMPTS = 64  # prompts in one completions request (each is a sequence in the engine)
+
+
+def parse_completion(body: Any, served_model: str, vocab: int) -> tuple[CompletionParams, list[str | list[int]]]:
+    """The request's params and its prompts, each a string or token ids: OpenAI's API takes a string, a
+    list of token ids, a list of strings or a list of token-id lists (one choice per prompt)."""
     request, params = parse_common(body, served_model, CompletionBody)
     prompt = request.prompt
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
-        raise _bad("prompt", f"holds {len(prompt)} prompts; send one prompt per request")
-    if isinstance(prompt, list):
-        if not prompt:
-            raise _bad("prompt", "must not be empty")
-        _token_ids("prompt", prompt, vocab)
-    elif not isinstance(prompt, str) or not prompt:
-        raise _bad("prompt", "must be a non-empty string or a list of token ids")
+    if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and not isinstance(prompt[0], (str, list))):
+        prompts, names = [prompt], ["prompt"]
+    elif isinstance(prompt, list) and prompt:
+        prompts, names = prompt, [f"prompt[{i}]" for i in range(len(prompt))]
+        if len(prompts) > MAX_PROMPTS:
+            raise _bad("prompt", f"holds {len(prompts)} prompts; at most {MAX_PROMPTS} in one request")
+    else:
+        raise _bad("prompt", "must be a non-empty string, a list of token ids, or a list of those")
+    for one, name in zip(prompts, names):
+        if isinstance(one, list):
+            if not one:
+                raise _bad(name, "must not be empty")
+            _token_ids(name, one, vocab)
+        elif not isinstance(one, str) or not one:
+            raise _bad(name, "must be a non-empty string or a list of token ids")
     params.logprobs = request.logprobs
-    return params, prompt
+    return params, prompts
 
 
 def _token_ids(name: str, ids: list[Any], vocab: int) -> None:
