@@ -77,10 +77,12 @@ def time_to_first_token(base: str, prompt: list[int]) -> tuple[float, int]:
     return first, cached
 
 
-def stream_gaps(base: str, tokens: int, started: threading.Event) -> list[float]:
-    """Arrival times of a greedy stream's tokens; sets `started` after its 8th token."""
+def stream_gaps(base: str, tokens: int, started: threading.Event, words: list[int]) -> list[float]:
+    """Arrival times of a greedy stream's tokens; sets `started` after its 8th token. The stream is held
+    to whole-word tokens (logit_bias): a random model's tokens are often partial characters, which
+    arrive with the next whole piece, and the client would see two steps as one gap."""
     body = {"model": "bench", "prompt": random_prompt(16, 0), "max_tokens": tokens, "stream": True,
-            "temperature": 0, "ignore_eos": True}
+            "temperature": 0, "ignore_eos": True, "logit_bias": {str(t): 100 for t in words}}
     times = []
     with httpx.stream("POST", base + "/v1/completions", json=body, timeout=600) as r:
         for line in r.iter_lines():
@@ -91,12 +93,12 @@ def stream_gaps(base: str, tokens: int, started: threading.Event) -> list[float]
     return times
 
 
-def measure_stall(base: str, prompt_tokens: int, seed: int) -> tuple[float, float, float]:
+def measure_stall(base: str, prompt_tokens: int, seed: int, words: list[int]) -> tuple[float, float, float]:
     """(longest gap, median gap, time to first token of the long prompt) while it prefills."""
     started = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # long enough to outlast the prefill: the long prompt's first token, then as many again
-        running = pool.submit(stream_gaps, base, 400, started)
+        running = pool.submit(stream_gaps, base, 400, started, words)
         started.wait()
         ttft, _ = time_to_first_token(base, random_prompt(prompt_tokens, seed))
         times = running.result()
@@ -124,7 +126,9 @@ def main() -> None:
     model = exaone_cpu.load(args.model, threads=args.threads)
     engine = BatchEngine(model, parallel=max(levels + [2]), max_queue=max(levels + [2]), batch_tokens=args.batch_tokens,
                          cache_bytes=args.cache_mb << 20)
-    app = create_app(engine, Tokenizer.from_pretrained(args.model), ServerSettings("bench", ctx=4096))
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    app = create_app(engine, tokenizer, ServerSettings("bench", ctx=4096))
+    words = [t for w in (" the", " and", " of", " to") for t in tokenizer.encode(w, add_special_tokens=False)]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -147,7 +151,7 @@ def main() -> None:
         print(f"prefix: {args.prefix}-token prompt, time to first token {c:.3f} s, again {w:.3f} s "
               f"(cached_tokens {cached}): {w / c:.3f}x", flush=True)
     if args.stall:
-        results = [measure_stall(base, args.stall, 200 + r) for r in range(args.repeat)]
+        results = [measure_stall(base, args.stall, 200 + r, words) for r in range(args.repeat)]
         for longest, median, ttft in results:
             print(f"stall: {args.stall}-token prompt prefilled beside a stream: longest gap {longest * 1000:.0f} ms, "
                   f"median {median * 1000:.0f} ms ({longest / median:.2f}x); its time to first token {ttft:.2f} s",
