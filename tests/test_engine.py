@@ -151,6 +151,15 @@ def test_prefix_cache_budget_evicts_least_recently_used(model):
     assert cache.lookup(np.array(prompt_of(10, 1) + [7]), 20) == (None, 0)  # evicted
     hit, n = cache.lookup(np.array(prompt_of(10, 0)[:6] + [1, 2]), 20)
     assert n == 6 and hit.length == 6
+    # an entry that already holds the new one's tokens (and can give them back) makes it redundant
+    shorter = model.new_cache()
+    model.forward(prompt_of(10, 0)[:7], shorter)
+    keys = list(cache._entries)
+    cache.store(np.array(prompt_of(10, 0)[:7]), shorter)
+    if all(w is None for w in shorter.windows):
+        assert list(cache._entries) == keys  # nothing stored
+    else:  # kept: a longer entry's rings may have moved past what this one can give back
+        assert list(cache._entries)[-1] not in keys
     # an entry the new one extends is replaced by it
     longer = model.new_cache()
     model.forward(prompt_of(10, 2) + [5, 6], longer)

@@ -26,4 +26,5 @@ def test_sixteen_clients_with_hang_ups_and_hostile_requests(tmp_path):
     assert stats["engine_healthy"] and stats["slots_left"] == (0, 0)
     assert not stats["cross_talk"] and not stats["errors"] and not stats["hostile_failures"]
     assert stats["completed"] > 16 and stats["hung_up"] > 0 and stats["hostile"] > 0
+    assert stats["cache_hits"] > 16  # repeated prompts started from the prefix cache, and got their exact text
     assert stats["rss_growth_mb"] <= 10, stats["rss_samples_mb"]

@@ -72,7 +72,8 @@ def stream_text(http: httpx.Client, base: str, prompt: str, tokens: int, hang_up
 
 
 def run(model_dir: str, clients: int = 16, seconds: float = 60.0, tokens: int = 24, threads: int = 2,
-        parallel: int = 8, max_rss_growth: float = 10.0, baseline_at: float = 0.25, log=print) -> dict:
+        parallel: int = 8, max_rss_growth: float = 10.0, baseline_at: float = 0.25, cache_mb: int = 64,
+        log=print) -> dict:
     model = exaone_cpu.load(model_dir, threads=threads)
     tokenizer = Tokenizer.from_pretrained(model_dir)
     expected = {}
@@ -80,7 +81,9 @@ def run(model_dir: str, clients: int = 16, seconds: float = 60.0, tokens: int = 
         ids = model.generate(tokenizer.encode(p, add_special_tokens=False), max_new_tokens=tokens)
         ids = [t for t in ids if t not in model.config.eos_token_ids]
         expected[p] = tokenizer.decode(ids, skip_special_tokens=True)
-    engine = BatchEngine(model, parallel=parallel, max_queue=2 * clients)
+    # the prefix cache on, as serve runs it: every request after the first of a prompt starts from a copy
+    # of an earlier one's KV, and must still get exactly its text
+    engine = BatchEngine(model, parallel=parallel, max_queue=2 * clients, cache_bytes=cache_mb << 20)
     app = create_app(engine, tokenizer, ServerSettings("m", ctx=1024, max_body_bytes=64_000))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -154,6 +157,8 @@ def run(model_dir: str, clients: int = 16, seconds: float = 60.0, tokens: int = 
         time.sleep(0.05)
     stats["slots_left"] = engine.load
     stats["engine_healthy"] = engine.healthy
+    stats["cache_hits"], stats["cached_tokens"] = engine.prefix_cache.hits, engine.prefix_cache.cached_tokens
+    stats["cache_mb"] = round(engine.prefix_cache.nbytes / 2**20, 2)
     stats["rss_growth_mb"] = rss_mb() - rss_start
     server.should_exit = True
     stats["passed"] = (engine.healthy and not stats["cross_talk"] and not stats["errors"]
@@ -172,9 +177,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--max-rss-growth", type=float, default=10.0, metavar="MB")
+    ap.add_argument("--cache-mb", type=int, default=64, help="the prefix cache's budget (serve's --cache-mb)")
     args = ap.parse_args()
     stats = run(args.model, args.clients, args.seconds, args.tokens, args.threads, args.parallel,
-                args.max_rss_growth)
+                args.max_rss_growth, cache_mb=args.cache_mb)
     return 0 if stats["passed"] else 1
 
 

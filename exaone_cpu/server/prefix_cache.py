@@ -3,7 +3,8 @@ same system prompt, the conversation so far, the same prompt again) computes onl
 
 Each entry is a finished sequence's KVCache and the token ids it holds. A lookup copies the longest
 matching prefix out of an entry into a new cache (entries stay unchanged, so concurrent requests can
-share one); a finished sequence's cache is stored as a new entry and replaces the entries it extends.
+share one); a finished sequence's cache is stored as a new entry and replaces the entries it extends (and is
+dropped when an entry already extends it, in a model without sliding-window layers).
 Entries are evicted least recently used first when their bytes exceed the budget.
 
 Sliding-window layers keep a ring of the last window + prefill_chunk - 1 positions, so an entry whose
@@ -84,6 +85,13 @@ class PrefixCache:
         if nbytes > self.budget_bytes:
             return
         with self._lock:
+            for key, e in self._entries.items():  # already held by an entry that extends it: keep that one
+                # (only without sliding layers: a ring gives back just its last positions, so a longer
+                # entry may no longer hold what this one can give)
+                if len(e.token_ids) >= length and common_prefix_length(e.token_ids, ids) == length \
+                        and all(w is None for w in e.cache.windows):
+                    self._entries.move_to_end(key)
+                    return
             # an entry this one extends can give nothing this one cannot
             for key in [k for k, e in self._entries.items()
                         if len(e.token_ids) <= length and common_prefix_length(e.token_ids, ids) == len(e.token_ids)]:
