@@ -28,7 +28,7 @@ UNIT = EDGE / "exaone-cpu.service"
 TINY = REPO / "tests" / "fixtures" / "tiny-1.2b"
 SCRIPTS = sorted(EDGE.glob("*.sh"))
 NATIVE = platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
-PLACEHOLDERS = ("@USER@", "@VENV@", "@MODEL@", "@HOST@", "@PORT@", "@THREADS@", "@CTX@", "@PARALLEL@",
+PLACEHOLDERS = ("@USER@", "@VENV@", "@MODEL@", "@HOST@", "@PORT@", "@THREADS@", "@CTX@", "@PARALLEL@", "@CACHE_MB@",
                 "@MEMORY_MAX@")
 
 PI5_CPUINFO = """\
@@ -305,7 +305,7 @@ def test_unit_template_has_the_placeholders_and_keys():
     assert set(unit.sections()) == {"Unit", "Service", "Install"}
     s = unit["Service"]
     assert s["ExecStart"] == ("@VENV@/bin/exaone-cpu serve @MODEL@ --host @HOST@ --port @PORT@ "
-                              "--threads @THREADS@ --ctx @CTX@ --parallel @PARALLEL@")
+                              "--threads @THREADS@ --ctx @CTX@ --parallel @PARALLEL@ --cache-mb @CACHE_MB@")
     assert s["User"] == "@USER@"
     assert s["Restart"] == "on-failure"
     assert s["MemoryMax"] == "@MEMORY_MAX@"
@@ -344,31 +344,37 @@ def test_install_service_fills_every_placeholder(tmp_path):
     (venv / "bin" / "python").unlink()  # no python: skips the [server] import check
     model = fake_model(tmp_path / "model", 800 * 2**20)
     r = run(["bash", INSTALL_SERVICE, "--venv", venv, "--model", model, "--port", "8123", "--threads", "3",
-             "--ctx", "4096", "--parallel", "1", "--user", "exaone"])
+             "--ctx", "4096", "--parallel", "1", "--cache-mb", "128", "--user", "exaone"])
     assert r.returncode == 0, r.stderr
     assert not re.findall(r"@[A-Z_]+@", r.stdout)
     unit = read_unit(r.stdout)
     s = unit["Service"]
     assert s["ExecStart"] == (f"{venv}/bin/exaone-cpu serve {model} --host 127.0.0.1 --port 8123 "
-                              "--threads 3 --ctx 4096 --parallel 1")
+                              "--threads 3 --ctx 4096 --parallel 1 --cache-mb 128")
     assert s["User"] == s["Group"] == "exaone"
     assert s["ReadOnlyPaths"] == str(model)
-    # weights 800 MiB + KV of the tiny config at 4096 tokens + 256 MiB runtime, +25 %, in 256 MiB steps
+    # weights 800 MiB + KV of the tiny config at 4096 tokens + 128 MiB prefix cache + 256 MiB runtime, +25 %,
+    # in 256 MiB steps
     cfg = json.loads((TINY / "config.json").read_text())
     kv = 2 * 4 * cfg["num_key_value_heads"] * cfg["head_dim"] * cfg["num_hidden_layers"] * 4096
-    estimate = int((800 * 2**20 + kv) / 2**20 + 256)
+    estimate = int((800 * 2**20 + kv) / 2**20 + 128 + 256)
     assert s["MemoryMax"] == f"{(estimate * 5 // 4 + 255) // 256 * 256}M"
     assert f"estimated memory: {estimate} MiB" in r.stderr
     assert "sudo" in r.stderr and "--install" in r.stderr
 
     # the cache of a global layer doubles from 256 slots: --ctx 3000 may hold 4096 tokens
-    r3000 = run(["bash", INSTALL_SERVICE, "--venv", venv, "--model", model, "--ctx", "3000", "--parallel", "1"])
+    r3000 = run(["bash", INSTALL_SERVICE, "--venv", venv, "--model", model, "--ctx", "3000", "--parallel", "1",
+                 "--cache-mb", "128"])
     assert r3000.returncode == 0, r3000.stderr
     assert f"estimated memory: {estimate} MiB" in r3000.stderr
 
     r = run(["bash", INSTALL_SERVICE, "--venv", venv, "--model", model, "--memory-max", "3G"])
     assert r.returncode == 0, r.stderr
     assert read_unit(r.stdout)["Service"]["MemoryMax"] == "3G"
+    default = 256 if int(Path("/proc/meminfo").read_text().split()[1]) // 1024 < 6144 else 1024
+    assert f"--cache-mb {default}" in read_unit(r.stdout)["Service"]["ExecStart"]
+    bad = run(["bash", INSTALL_SERVICE, "--venv", venv, "--model", model, "--cache-mb", "-5"])
+    assert bad.returncode == 2 and "--cache-mb" in bad.stderr
 
 
 def test_install_service_keeps_ctx_within_the_model(tmp_path):

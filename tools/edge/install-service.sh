@@ -23,6 +23,7 @@ port=8000
 threads=""
 ctx=""
 parallel=""
+cache_mb=""
 memory_max=""
 api_key=""
 install=0
@@ -45,8 +46,11 @@ Options:
   --threads N         compute threads (default: nproc = $(nproc))
   --ctx N             context length per request (default: 4096 below 6 GiB of RAM, else 8192)
   --parallel N        sequences decoded together (default: 1 below 6 GiB of RAM, else 2)
+  --cache-mb N        prefix cache: KV of finished requests kept for later ones (default: 256 below
+                      6 GiB of RAM, else 1024; 0: off)
   --memory-max SIZE   systemd MemoryMax, e.g. 3G (default: estimated from the weights, the
-                      KV cache of ctx x parallel tokens and 0.25 GiB of runtime, plus 25 %)
+                      KV cache of ctx x parallel tokens, the prefix cache and 0.25 GiB of
+                      runtime, plus 25 %)
   --api-key KEY       require this key (written to $env_file, not into the unit)
   --install           install the unit (needs root); without it, only print the filled unit
   --no-start          with --install: do not enable and start the service
@@ -69,6 +73,7 @@ while [ $# -gt 0 ]; do
     --port) need_value $# "$1"; port="$2"; shift 2 ;;
     --threads) need_value $# "$1"; threads="$2"; shift 2 ;;
     --ctx) need_value $# "$1"; ctx="$2"; shift 2 ;;
+    --cache-mb) need_value $# "$1"; cache_mb="$2"; shift 2 ;;
     --parallel) need_value $# "$1"; parallel="$2"; shift 2 ;;
     --memory-max) need_value $# "$1"; memory_max="$2"; shift 2 ;;
     --api-key) need_value $# "$1"; api_key="$2"; shift 2 ;;
@@ -109,10 +114,13 @@ ctx_given="$ctx"
 if [ "$mem_total_mib" -lt 6144 ]; then
   [ -n "$ctx" ] || ctx=4096
   [ -n "$parallel" ] || parallel=1
+  [ -n "$cache_mb" ] || cache_mb=256
 else
   [ -n "$ctx" ] || ctx=8192
   [ -n "$parallel" ] || parallel=2
+  [ -n "$cache_mb" ] || cache_mb=1024
 fi
+[[ "$cache_mb" =~ ^[0-9]+$ ]] || bad_usage "--cache-mb must be a non-negative integer, got '$cache_mb'"
 for name in port threads ctx parallel; do
   is_count "${!name}" || bad_usage "--$name must be a positive integer, got '${!name}'"
 done
@@ -134,12 +142,12 @@ fi
          use 1024 or above (e.g. behind a reverse proxy)"
 
 # Memory estimate: weight files + KV cache (f32 K and V of every layer) for ctx x parallel tokens
-# + 0.25 GiB runtime (Python, numpy, tokenizer, server, activations; ~0.1 GiB measured), in MiB.
+# + the prefix cache's budget + 0.25 GiB runtime (Python, numpy, tokenizer, server, activations; ~0.1 GiB measured), in MiB.
 estimate_mib=""
 if [ -n "$py" ]; then
-  estimate_mib=$("$py" - "$model" "$ctx" "$parallel" <<'EOF' 2>/dev/null || true
+  estimate_mib=$("$py" - "$model" "$ctx" "$parallel" "$cache_mb" <<'EOF' 2>/dev/null || true
 import json, pathlib, sys
-model, ctx, parallel = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+model, ctx, parallel, cache_mb = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 c = json.loads((model / "config.json").read_text())
 layers = c["num_hidden_layers"]
 head_dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
@@ -152,7 +160,7 @@ while full < ctx:
 slots = sum(full if t == "full_attention" else min(full, window + 255) for t in types)
 kv = 2 * 4 * kv_heads * head_dim * slots * parallel
 weights = sum(p.stat().st_size for p in model.iterdir() if p.suffix == ".safetensors")
-print(int((weights + kv) / 2**20 + 256))
+print(int((weights + kv) / 2**20 + cache_mb + 256))
 EOF
 )
 fi
@@ -167,10 +175,11 @@ if [ -z "$memory_max" ]; then
 fi
 [[ "$memory_max" =~ ^[0-9]+[KMGT]?$ ]] || bad_usage "--memory-max must look like 3G or 2560M, got '$memory_max'"
 if [ -n "$estimate_mib" ]; then
-  info "estimated memory: ${estimate_mib} MiB (weights + KV cache of $parallel x $ctx tokens + runtime);" \
+  info "estimated memory: ${estimate_mib} MiB (weights + KV cache of $parallel x $ctx tokens + prefix cache" \
+       "of $cache_mb MiB + runtime);" \
        "MemoryMax=$memory_max; RAM ${mem_total_mib} MiB"
   [ "$estimate_mib" -lt "$mem_total_mib" ] \
-    || warn "the estimate exceeds this machine's RAM: lower --ctx or --parallel, or use an int4 model"
+    || warn "the estimate exceeds this machine's RAM: lower --ctx, --parallel or --cache-mb, or use an int4 model"
 fi
 if [ "$host" != 127.0.0.1 ] && [ "$host" != localhost ] && [ "$host" != ::1 ] && [ -z "$api_key" ] \
    && ! grep -qs '^EXAONE_CPU_API_KEY=.' "$env_file"; then
@@ -179,7 +188,8 @@ fi
 
 unit=$(sed -e "s|@USER@|$user|g" -e "s|@VENV@|$venv|g" -e "s|@MODEL@|$model|g" -e "s|@HOST@|$host|g" \
            -e "s|@PORT@|$port|g" -e "s|@THREADS@|$threads|g" -e "s|@CTX@|$ctx|g" \
-           -e "s|@PARALLEL@|$parallel|g" -e "s|@MEMORY_MAX@|$memory_max|g" "$template" \
+           -e "s|@PARALLEL@|$parallel|g" -e "s|@CACHE_MB@|$cache_mb|g" -e "s|@MEMORY_MAX@|$memory_max|g" \
+           "$template" \
        | grep -v '^#')  # the template's how-to comments do not belong in the installed unit
 left=$(grep -o '@[A-Z_]*@' <<<"$unit" | sort -u | tr '\n' ' ' || true)
 [ -z "$left" ] || die "placeholders left unfilled: $left"
