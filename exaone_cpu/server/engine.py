@@ -262,7 +262,9 @@ class BatchEngine:
         self.busy_seconds += time.perf_counter() - started
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
-        self.prompt_tokens_computed += prompt_tokens
+        # a prompt's last token may ride in a decode slot (one token left): counted as the prompt's
+        self.prompt_tokens_computed += sum(max(0, min(len(ids), s.decoding.prompt_tokens - length))
+                                           for s, ids, length in zip(batch, feeds, lengths))
         for s, row in results:
             if row is None:
                 continue
