@@ -166,6 +166,13 @@ def test_prefix_cache_budget_evicts_least_recently_used(model):
     assert len(cache) == 2
     with pytest.raises(ValueError, match="budget"):
         PrefixCache(-1)
+    few = PrefixCache(1 << 30, max_entries=2)  # the entry count is bounded too (lookups compare each)
+    for seed in range(4):
+        c = model.new_cache()
+        model.forward(prompt_of(10, seed), c)
+        few.store(np.array(prompt_of(10, seed)), c)
+    assert len(few) == 2 and few.lookup(np.array(prompt_of(10, 0) + [1]), 20) == (None, 0)
+    assert few.lookup(np.array(prompt_of(10, 3) + [1]), 20)[1] == 10
 
 
 def test_cancelled_and_failed_sequences_free_their_slots(model, engine_of):

@@ -35,10 +35,12 @@ class PrefixCache:
     """LRU store of KV caches under a byte budget (0: keep nothing). Used by the engine thread; the
     counters may be read from any thread."""
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, max_entries: int = 256):
         if budget_bytes < 0:
             raise ValueError(f"the prefix cache budget must be >= 0 bytes, got {budget_bytes}")
         self.budget_bytes = int(budget_bytes)
+        # a lookup compares the prompt with every entry: bounded however small a model's entries are
+        self.max_entries = max(1, int(max_entries))
         self._entries: collections.OrderedDict[int, _Entry] = collections.OrderedDict()  # oldest first
         self._next_key = 0
         self._lock = threading.Lock()
@@ -99,7 +101,7 @@ class PrefixCache:
             self._entries[self._next_key] = _Entry(ids, cache, nbytes)
             self._next_key += 1
             self.nbytes += nbytes
-            while self.nbytes > self.budget_bytes:
+            while self.nbytes > self.budget_bytes or len(self._entries) > self.max_entries:
                 self.nbytes -= self._entries.popitem(last=False)[1].nbytes
 
     def clear(self) -> None:
