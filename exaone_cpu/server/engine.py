@@ -143,7 +143,7 @@ class BatchEngine:
         """Bytes of the running sequences' KV caches."""
         with self._lock:
             caches = [s.cache for s in self._active]
-        return sum(c.nbytes for c in caches if c is not None and hasattr(c, "nbytes"))
+        return sum(c.nbytes for c in caches if c is not None)
 
     # ---- the loop -----------------------------------------------------------------------------
 

@@ -35,6 +35,11 @@ class Histogram:
             self.sum += value
             self.count += 1
 
+    def snapshot(self) -> tuple[list[int], float, int]:
+        """(cumulative bucket counts, sum, count), read together."""
+        with self._lock:
+            return list(self.counts), self.sum, self.count
+
 
 class RequestCounters:
     """HTTP responses by route and status, and the request-level histograms."""
@@ -58,6 +63,11 @@ class RequestCounters:
             self.cached_tokens += cached_tokens
         if ttft is not None:
             self.time_to_first_token.observe(ttft)
+
+    def snapshot(self) -> tuple[list[tuple[tuple[str, int], int]], int, int]:
+        """(responses by (route, status), prompt tokens, cached tokens), read together."""
+        with self._lock:
+            return sorted(self.responses.items()), self.prompt_tokens, self.cached_tokens
 
 
 def _line(name: str, value: float, labels: dict[str, Any] | None = None) -> str:
@@ -90,9 +100,7 @@ def render(engine: BatchEngine, requests: RequestCounters, model_name: str) -> s
         out.extend(_line(name, value, labels) for value, labels in samples)
 
     model = {"model": model_name}
-    with requests._lock:
-        responses = sorted(requests.responses.items())
-        prompt_tokens, cached_tokens = requests.prompt_tokens, requests.cached_tokens
+    responses, prompt_tokens, cached_tokens = requests.snapshot()
     metric("exaone_http_responses_total", "counter", "HTTP responses by route and status code.",
            [(n, {"route": route, "status": status}) for (route, status), n in responses])
     active, waiting = engine.load
@@ -126,8 +134,7 @@ def render(engine: BatchEngine, requests: RequestCounters, model_name: str) -> s
     metric("exaone_kv_cache_bytes", "gauge", "Bytes of the running sequences' KV caches.",
            [(engine.kv_bytes(), model)])
     h = requests.time_to_first_token
-    with h._lock:
-        counts, total, count = list(h.counts), h.sum, h.count
+    counts, total, count = h.snapshot()
     out.append("# HELP exaone_time_to_first_token_seconds Time from a request's arrival to its first token.")
     out.append("# TYPE exaone_time_to_first_token_seconds histogram")
     for bound, n in zip(h.buckets, counts):
