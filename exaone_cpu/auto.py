@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .constraints import OutputFormat, TokenConstraint, build_grammar, marker_token_ids
 from .decoding import TokenStream
 from .hub import resolve_model
 from .loading import load
@@ -183,7 +184,10 @@ class CausalLM:
         Supported: max_new_tokens / max_length, min_new_tokens, do_sample, temperature, top_k, top_p,
         min_p, repetition_penalty, eos_token_id, stop_strings (with tokenizer=), streamer (an object with
         put/end such as transformers' TextStreamer; batch 1), and seed= (an exaone_cpu extension: there is
-        no torch.manual_seed to set). Defaults come from the checkpoint's generation_config.json. Rows of
+        no torch.manual_seed to set). Structured output (exaone_cpu extensions, with tokenizer=):
+        json_schema= (a dict, JSON text or pydantic model class), regex=, grammar= (llguidance's Lark
+        syntax) or choices= constrain the new text, which ends where it is complete (exaone_cpu.constraints).
+        Defaults come from the checkpoint's generation_config.json. Rows of
         a batch are generated one after another; the shorter ones are padded with pad_token_id after
         their eos, as transformers does.
         """
@@ -200,6 +204,10 @@ class CausalLM:
             raise ValueError("padded inputs (attention_mask with zeros) are not supported")
         sampling = self._sampling(do_sample, {k: kwargs.pop(k) for k in list(kwargs) if k in
                                               ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")})
+        fmt = OutputFormat.create(**{k: kwargs.pop(k) for k in list(kwargs)
+                                     if k in ("json_schema", "regex", "grammar", "choices")})
+        if fmt is not None and tokenizer is None:
+            raise ValueError("json_schema / regex / grammar / choices need tokenizer= (as stop_strings do)")
         unknown = set(kwargs) - _IGNORED_GENERATE_OPTIONS
         if unknown:
             raise ValueError(f"generate() got unsupported arguments: {', '.join(sorted(unknown))}")
@@ -222,8 +230,12 @@ class CausalLM:
                 budget = max_new_tokens
             else:
                 budget = max((max_length if max_length is not None else g.max_length) - len(row), 0)
+            constraint = None
+            if fmt is not None:
+                grammar = build_grammar(fmt, token_ids=marker_token_ids(tokenizer))
+                constraint = TokenConstraint(tokenizer, grammar, self.config.vocab_size, eos)
             outputs.append(self._generate_row(row, budget, sampling, eos, min_new_tokens or 0,
-                                              stop_strings, tokenizer, streamer))
+                                              stop_strings, tokenizer, streamer, constraint))
             sampling = dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + 1)
 
         width = max(len(o) for o in outputs)
@@ -236,10 +248,11 @@ class CausalLM:
         return _same_kind(batch, input_ids, kind)
 
     def _generate_row(self, row: np.ndarray, max_new_tokens: int, sampling: SamplingParams, eos: list[int],
-                      min_new_tokens: int, stop_strings: list[str] | None, tokenizer: Any, streamer: Any) -> np.ndarray:
+                      min_new_tokens: int, stop_strings: list[str] | None, tokenizer: Any, streamer: Any,
+                      constraint: TokenConstraint | None) -> np.ndarray:
         room = self.config.max_position_embeddings - len(row)
         stream = TokenStream(self.model, row, max_new_tokens=min(max_new_tokens, room), sampling=sampling,
-                             stop_token_ids=eos, min_new_tokens=min_new_tokens)
+                             stop_token_ids=eos, min_new_tokens=min_new_tokens, constraint=constraint)
         if streamer is not None:
             streamer.put(row[None, :])
         detok = IncrementalDetokenizer(tokenizer) if stop_strings else None

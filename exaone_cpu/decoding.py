@@ -23,6 +23,7 @@ import numpy as np
 from .sampling import Sampler, SamplingParams, logprobs
 
 if TYPE_CHECKING:
+    from .constraints import TokenConstraint
     from .kv_cache import KVCache
     from .model import Model
 
@@ -65,12 +66,14 @@ class Decoding:
 
     stop_token_ids end the sequence (the token is recorded, stop_token says which); min_new_tokens
     forbids them until that many tokens were generated. logprobs=N records a TokenLogprob per token
-    with the top N alternatives (0: the chosen token's only; None: nothing).
+    with the top N alternatives (0: the chosen token's only; None: nothing). constraint (a
+    constraints.TokenConstraint) masks every token outside its grammar before sampling, and the
+    sequence stops ("stop", no stop token) where the grammar is complete.
     """
 
     def __init__(self, prompt_ids: np.ndarray, vocab_size: int, *, max_new_tokens: int,
                  sampling: SamplingParams | None = None, stop_token_ids: Iterable[int] = (),
-                 min_new_tokens: int = 0, logprobs: int | None = None):
+                 min_new_tokens: int = 0, logprobs: int | None = None, constraint: TokenConstraint | None = None):
         prompt = np.asarray(prompt_ids, np.int64).reshape(-1)
         if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
             raise ValueError(f"top logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {logprobs}")
@@ -89,6 +92,7 @@ class Decoding:
         self.logprobs: list[TokenLogprob] | None = None if logprobs is None else []
         self.finish_reason: str | None = None if self.max_new_tokens > 0 else FINISH_LENGTH
         self.stop_token: int | None = None
+        self.constraint = constraint
 
     @property
     def token_ids(self) -> np.ndarray:
@@ -126,8 +130,11 @@ class Decoding:
         if self.finished:
             raise RuntimeError(f"the sequence already finished ({self.finish_reason})")
         early = self.completion_tokens < self.min_new_tokens and self._stop_array.size
-        token = self.sampler.sample(logits, banned=self._stop_array if early else None)
+        allowed = None if self.constraint is None else self.constraint.mask()
+        token = self.sampler.sample(logits, banned=self._stop_array if early else None, allowed=allowed)
         self.sampler.accept(token)
+        if self.constraint is not None:
+            self.constraint.consume(token)
         if self.logprobs is not None:
             value, top = logprobs(logits, token, self.top_logprobs)
             self.logprobs.append(TokenLogprob(token, value, tuple(top)))
@@ -139,6 +146,8 @@ class Decoding:
         self._n += 1
         if token in self.stop_token_ids:
             self.finish_reason, self.stop_token = FINISH_STOP, token
+        elif self.constraint is not None and self.constraint.done:
+            self.finish_reason = FINISH_STOP
         elif self.completion_tokens >= self.max_new_tokens:
             self.finish_reason = FINISH_LENGTH
         return token
@@ -210,13 +219,14 @@ class TokenStream:
                  max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
                  stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
                  prompt_cache: PromptCache | None = None, logprobs: int | None = None,
-                 on_prefill: Callable[[int, int], None] | None = None):
+                 on_prefill: Callable[[int, int], None] | None = None, constraint: TokenConstraint | None = None):
         self.model = model
         prompt = model.check_token_ids(prompt_ids)
         room = model.config.max_position_embeddings - len(prompt)
         limit = room if max_new_tokens is None else min(int(max_new_tokens), room)
         self.decoding = Decoding(prompt, model.config.vocab_size, max_new_tokens=limit, sampling=sampling,
-                                 stop_token_ids=stop_token_ids, min_new_tokens=min_new_tokens, logprobs=logprobs)
+                                 stop_token_ids=stop_token_ids, min_new_tokens=min_new_tokens, logprobs=logprobs,
+                                 constraint=constraint)
         self._prompt_cache = prompt_cache
         self.on_prefill = on_prefill  # (done, total) prompt tokens, after each prefill chunk
         self._cache: KVCache | None = None

@@ -26,6 +26,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .constraints import (
+    OutputFormat,
+    TokenConstraint,
+    build_grammar,
+    llguidance_available,
+    marker_token_ids,
+    tool_choice_name,
+)
 from .decoding import (
     FINISH_ABORT,
     FINISH_STOP,
@@ -34,14 +42,14 @@ from .decoding import (
     TokenStream,
     eos_token_ids,
 )
+from .hub import resolve_model
+from .loading import load
 from .parsing import Conversation, ParsedOutput
 from .sampling import (
     GenerationDefaults,
     SamplingParams,
     load_generation_config,
 )
-from .hub import resolve_model
-from .loading import load
 from .streaming import TextPipeline
 from .tokenizer import Tokenizer
 
@@ -53,6 +61,7 @@ THINK_START = "<think>"
 THINK_END = "</think>"
 
 _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
+_FORMAT_OPTIONS = frozenset(("json_schema", "regex", "grammar", "choices"))
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class GenerationParams:
     stop_token_ids None: the model's eos ids (config.json and generation_config.json); () never stops
     on a token. Stop tokens end generation but are not part of the text; stop strings end it and cut
     the text where they begin. min_new_tokens forbids the stop tokens until that many were generated.
+    output_format (from the options json_schema=, regex=, grammar=, choices=) constrains the answer,
+    tool_choice and parallel_tool_calls the tool calls (exaone_cpu.constraints; needs llguidance).
     """
 
     max_new_tokens: int | None = None
@@ -71,8 +82,12 @@ class GenerationParams:
     stop_strings: tuple[str, ...] = ()
     min_new_tokens: int = 0
     skip_special_tokens: bool = False
+    output_format: OutputFormat | None = None
+    tool_choice: str | dict = "auto"
+    parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
+        tool_choice_name(self.tool_choice)  # a bad one is an error now
         for name in ("max_new_tokens", "min_new_tokens"):
             value = getattr(self, name)
             if value is None and name == "max_new_tokens":
@@ -96,9 +111,14 @@ class GenerationParams:
         given), max_new_tokens and stop strings are the starting point (its max_length, transformers'
         total-length limit, is not used). Its eos ids join config.json's as stop tokens in Generator.
         """
-        unknown = set(options) - _SAMPLING_FIELDS - {f.name for f in dataclasses.fields(cls)}
+        unknown = set(options) - _SAMPLING_FIELDS - _FORMAT_OPTIONS - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise TypeError(f"unknown generation options: {', '.join(sorted(unknown))}")
+        fmt = OutputFormat.create(**{k: options.pop(k) for k in list(options) if k in _FORMAT_OPTIONS})
+        if fmt is not None:
+            if options.get("output_format") is not None:
+                raise TypeError("pass either output_format= or json_schema= / regex= / grammar= / choices=, not both")
+            options["output_format"] = fmt
         sampling_options = {k: options.pop(k) for k in list(options) if k in _SAMPLING_FIELDS}
         options = {k: v for k, v in options.items() if v is not None}
         if "sampling" in options and any(v is not None for v in sampling_options.values()):
@@ -308,23 +328,40 @@ class Generator:
         tail = self.tokenizer.decode(list(prompt_ids[-4:]))
         return tail.rstrip().endswith(THINK_START)
 
+    def constraint(self, params: GenerationParams, *, thinking: bool = False, tools: Sequence[dict] | None = None,
+                   stop_token_ids: Sequence[int] = ()) -> TokenConstraint | None:
+        """The TokenConstraint a generation with these params follows, or None: params.output_format
+        for the answer (after the reasoning when `thinking`), params.tool_choice for calls of `tools`.
+        With tool_choice "auto" calls are constrained when llguidance is installed, parsed either way."""
+        choice = params.tool_choice
+        if params.output_format is None and (choice == "auto" and (not tools or not llguidance_available())):
+            return None
+        grammar = build_grammar(params.output_format, thinking=thinking, tools=tools, tool_choice=choice,
+                                parallel_tool_calls=params.parallel_tool_calls,
+                                token_ids=marker_token_ids(self.tokenizer))
+        if grammar is None:
+            return None
+        return TokenConstraint(self.tokenizer, grammar, self.model.config.vocab_size, stop_token_ids)
+
     def stream(self, prompt_ids: Sequence[int] | np.ndarray, params: GenerationParams | None = None, *,
                prompt_cache: PromptCache | None = None, thinking: bool | None = None,
-               on_finish: Callable[[GenerationResult], None] | None = None,
+               tools: Sequence[dict] | None = None, on_finish: Callable[[GenerationResult], None] | None = None,
                on_prefill: Callable[[int, int], None] | None = None, **options: Any) -> GenerationStream:
         """Streams the continuation of prompt_ids. thinking: whether the prompt opened a reasoning block,
-        for parsing (None: looked up in the prompt's last tokens). on_prefill(done, total): called
-        as the prompt's tokens are computed, chunk by chunk (a long prompt takes seconds)."""
+        for parsing and constraints (None: looked up in the prompt's last tokens). tools: the tools the
+        prompt offers (encode_chat's), whose calls are constrained (see constraint()). on_prefill(done,
+        total): called as the prompt's tokens are computed, chunk by chunk (a long prompt takes seconds)."""
         params = self.params(params, **options)
         ids = self.model.check_token_ids(prompt_ids)
         stops = self.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
+        if thinking is None:
+            thinking = self.prompt_opens_reasoning(ids)
+        constraint = self.constraint(params, thinking=thinking, tools=tools, stop_token_ids=stops)
         tokens = TokenStream(
             self.model, ids, max_new_tokens=params.max_new_tokens, sampling=params.sampling,
             stop_token_ids=stops, min_new_tokens=params.min_new_tokens, prompt_cache=prompt_cache,
-            on_prefill=on_prefill,
+            on_prefill=on_prefill, constraint=constraint,
         )
-        if thinking is None:
-            thinking = self.prompt_opens_reasoning(ids)
         return GenerationStream(
             tokens, self.tokenizer, stop_strings=params.stop_strings,
             skip_special_tokens=params.skip_special_tokens, thinking=thinking, on_finish=on_finish,
@@ -346,7 +383,7 @@ class ChatSession:
 
     Each reply is added to the conversation when its stream finishes (a stream left unfinished is
     closed, keeping the partial reply, when the next message is sent). Options given to the session
-    apply to every turn; options given to send() to that turn.
+    apply to every turn; options given to send() to that turn (json_schema=, tool_choice= ... too).
     """
 
     def __init__(self, generator: Generator, *, system: str | None = None, tools: list[dict] | None = None,
@@ -394,7 +431,7 @@ class ChatSession:
             self.last_result = result
 
         self._stream = self.generator.stream(
-            ids, prompt_cache=self.prompt_cache, thinking=thinking, on_finish=record,
+            ids, prompt_cache=self.prompt_cache, thinking=thinking, tools=self.tools, on_finish=record,
             **{**self.options, **options},
         )
         return self._stream

@@ -20,6 +20,7 @@ import numpy as np
 from . import _core
 from .checkpoint import CheckpointError, Tensor
 from .config import Exaone4Config
+from .constraints import OutputFormat, TokenConstraint, build_grammar, marker_token_ids
 from .decoding import TokenStream
 from .kv_cache import KV_DTYPES, KVCache, LayerCache
 from .quant import QuantLinear, WeightQuantizer, project
@@ -213,14 +214,19 @@ class Model:
 
     def generate(self, token_ids: Sequence[int] | np.ndarray, max_new_tokens: int = 128, *,
                  eos_token_id: int | Iterable[int] | None = None, stop_at_eos: bool = True,
-                 return_logits: bool = False, sampling: SamplingParams | None = None, **sampling_options):
+                 return_logits: bool = False, sampling: SamplingParams | None = None, tokenizer=None,
+                 json_schema=None, regex: str | None = None, grammar: str | None = None,
+                 choices: Sequence[str] | None = None, **sampling_options):
         """Continuation of token_ids: a list of up to max_new_tokens new token ids, stopping after an
         eos id (the config's unless eos_token_id is given; never when stop_at_eos=False).
         With return_logits, also the raw logits [new_tokens, vocab] each token was chosen from.
 
         Greedy unless `sampling` (a SamplingParams) or its fields as keywords (temperature=, top_k=,
         top_p=, min_p=, repetition_penalty=, presence_penalty=, frequency_penalty=, seed=) say
-        otherwise. For text, streaming and stop strings see exaone_cpu.generation.Generator.
+        otherwise. json_schema= (a dict, JSON text or pydantic model class), regex=, grammar=
+        (llguidance's Lark syntax) or choices= constrain the new tokens' text (with tokenizer=, the
+        model's exaone_cpu Tokenizer; see exaone_cpu.constraints); generation ends where it is complete.
+        For text, streaming and stop strings see exaone_cpu.generation.Generator.
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
@@ -237,8 +243,16 @@ class Model:
             eos = set(self.config.eos_token_ids)
         else:
             eos = {eos_token_id} if isinstance(eos_token_id, (int, np.integer)) else set(eos_token_id)
+        stops = eos if stop_at_eos else ()
+        fmt = OutputFormat.create(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
+        constraint = None
+        if fmt is not None:
+            if tokenizer is None:
+                raise ValueError("json_schema / regex / grammar / choices need tokenizer= (the model's Tokenizer)")
+            constraint = TokenConstraint(tokenizer, build_grammar(fmt, token_ids=marker_token_ids(tokenizer)),
+                                         self.config.vocab_size, stops)
         stream = TokenStream(self, prompt, max_new_tokens=max_new_tokens, sampling=sampling,
-                             stop_token_ids=eos if stop_at_eos else ())
+                             stop_token_ids=stops, constraint=constraint)
         new_tokens: list[int] = []
         steps: list[np.ndarray] = []
         for token in stream:
