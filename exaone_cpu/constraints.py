@@ -13,7 +13,7 @@ What is constrained, in the order the model writes it (EXAONE 4.0's chat templat
     llguidance's syntax, or one of a list of strings), or free text;
   * tools: a call is `<tool_call>{"name": NAME, "arguments": ARGS}</tool_call>` (the special tokens
     around a JSON object, as the template renders calls), NAME one of the tools and ARGS valid for its
-    `parameters` schema; several calls are separated by "\\n". tool_choice "auto": text (which cannot
+    `parameters` schema; several calls are separated by "\\n" (the template's) or nothing. tool_choice "auto": text (which cannot
     spell "<tool_call>" out of pieces) then optionally calls, or the OutputFormat's answer or calls;
     "required": one or more calls; {"type": "function", "function": {"name": N}}: one call of N;
     "none": no call. parallel_tool_calls=False allows one call at most.
@@ -187,12 +187,21 @@ def _answer_grammar(fmt: OutputFormat) -> dict:
         entry = json.loads(llg.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS))["grammars"][0]
     elif fmt.kind == "regex":
         entry = json.loads(llg.LLMatcher.grammar_from_regex(fmt.value))["grammars"][0]
-    elif fmt.kind == "grammar":
-        entry = {"lark_grammar": fmt.value}
+    elif fmt.kind == "grammar":  # Lark, or llama.cpp's GBNF converted to it
+        try:
+            entry = {"lark_grammar": _gbnf_to_lark(fmt.value)}
+        except Exception as e:  # noqa: BLE001 - the converter's own errors, whatever their type
+            raise ConstraintError(f"grammar: {e}") from None
     else:
         entry = {"lark_grammar": "start: " + " | ".join(json.dumps(c, ensure_ascii=False) for c in fmt.value)}
     entry["name"] = "answer"
     return entry
+
+
+def _gbnf_to_lark(text: str) -> str:
+    from llguidance.gbnf_to_lark import any_to_lark  # Lark passes through unchanged
+
+    return any_to_lark(text)
 
 
 def build_grammar(fmt: OutputFormat | None, *, thinking: bool = False, tools: Sequence[dict] | None = None,
@@ -232,7 +241,7 @@ def build_grammar(fmt: OutputFormat | None, *, thinking: bool = False, tools: Se
         entry = json.loads(_llguidance().LLMatcher.grammar_from_json_schema(call_schema, defaults=JSON_OPTIONS))
         grammars.append({**entry["grammars"][0], "name": "call"})
         rules.append(f"call: <[{token_ids[TOOL_CALL_START]}]> @call <[{token_ids[TOOL_CALL_END]}]>")
-        rules.append('calls: call ("\\n" call)*' if parallel_tool_calls else "calls: call")
+        rules.append('calls: call ("\\n"? call)*' if parallel_tool_calls else "calls: call")
         if forced is not None:
             body = "call"
         elif tool_choice == "required":
@@ -294,6 +303,28 @@ def check_grammar(grammar: str, vocabulary: Any = None) -> None:
     error = llg.LLMatcher.validate_grammar(grammar, vocabulary)
     if error and not error.startswith("WARNING"):
         raise ConstraintError(f"invalid structured-output constraint: {error.strip()}")
+
+
+def make_constraint(tokenizer: Any, vocab_size: int, fmt: OutputFormat | None, *, thinking: bool = False,
+                    tools: Sequence[dict] | None = None, tool_choice: Any = "auto", parallel_tool_calls: bool = True,
+                    stop_token_ids: Iterable[int] = ()) -> TokenConstraint | None:
+    """The TokenConstraint of one generation, or None when nothing is constrained: `fmt` for the
+    answer (after the reasoning when `thinking`), tool_choice for calls of `tools`. With tool_choice
+    "auto" calls are constrained when llguidance is installed (and only parsed when it is not)."""
+    optional = fmt is None and tool_choice == "auto"  # nothing asked for: constrain calls where we can
+    if optional and (not tools or not llguidance_available()):
+        return None
+    try:
+        markers = marker_token_ids(tokenizer)
+    except ConstraintError:
+        if optional:
+            return None
+        raise
+    grammar = build_grammar(fmt, thinking=thinking, tools=tools, tool_choice=tool_choice,
+                            parallel_tool_calls=parallel_tool_calls, token_ids=markers)
+    if grammar is None:
+        return None
+    return TokenConstraint(tokenizer, grammar, vocab_size, stop_token_ids)
 
 
 _MASK_WORKER: ThreadPoolExecutor | None = None

@@ -26,14 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .constraints import (
-    OutputFormat,
-    TokenConstraint,
-    build_grammar,
-    llguidance_available,
-    marker_token_ids,
-    tool_choice_name,
-)
+from .constraints import OutputFormat, TokenConstraint, make_constraint, tool_choice_name
 from .decoding import (
     FINISH_ABORT,
     FINISH_STOP,
@@ -330,18 +323,10 @@ class Generator:
 
     def constraint(self, params: GenerationParams, *, thinking: bool = False, tools: Sequence[dict] | None = None,
                    stop_token_ids: Sequence[int] = ()) -> TokenConstraint | None:
-        """The TokenConstraint a generation with these params follows, or None: params.output_format
-        for the answer (after the reasoning when `thinking`), params.tool_choice for calls of `tools`.
-        With tool_choice "auto" calls are constrained when llguidance is installed, parsed either way."""
-        choice = params.tool_choice
-        if params.output_format is None and (choice == "auto" and (not tools or not llguidance_available())):
-            return None
-        grammar = build_grammar(params.output_format, thinking=thinking, tools=tools, tool_choice=choice,
-                                parallel_tool_calls=params.parallel_tool_calls,
-                                token_ids=marker_token_ids(self.tokenizer))
-        if grammar is None:
-            return None
-        return TokenConstraint(self.tokenizer, grammar, self.model.config.vocab_size, stop_token_ids)
+        """The TokenConstraint a generation with these params follows, or None (constraints.make_constraint)."""
+        return make_constraint(self.tokenizer, self.model.config.vocab_size, params.output_format,
+                               thinking=thinking, tools=tools, tool_choice=params.tool_choice,
+                               parallel_tool_calls=params.parallel_tool_calls, stop_token_ids=stop_token_ids)
 
     def stream(self, prompt_ids: Sequence[int] | np.ndarray, params: GenerationParams | None = None, *,
                prompt_cache: PromptCache | None = None, thinking: bool | None = None,

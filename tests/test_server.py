@@ -30,6 +30,7 @@ if not real_tokenizer_available():
 import uvicorn  # noqa: E402
 
 import exaone_cpu  # noqa: E402
+from exaone_cpu import constraints  # noqa: E402
 from exaone_cpu.server.app import ServerSettings, create_app  # noqa: E402
 from exaone_cpu.server.engine import BatchEngine  # noqa: E402
 from exaone_cpu.tokenizer import Tokenizer  # noqa: E402
@@ -448,7 +449,9 @@ THINK = {"chat_template_kwargs": {"enable_thinking": True}}
     ("What is 2+2?", {"extra_body": THINK, "stop": ["4. 안"]}),
     ("hi", {"stop": ["반갑", "Hel"]}),
 ])
-def test_streamed_deltas_add_up_to_the_message(scripted, user, extra):
+def test_streamed_deltas_add_up_to_the_message(scripted, user, extra, monkeypatch):
+    if "MALFORMED" in user:  # the parser's side: a server without llguidance does not constrain calls
+        monkeypatch.setattr(constraints, "llguidance_available", lambda: False)
     client = scripted.client()
     request = dict(model="scripted", messages=[{"role": "user", "content": user}], **extra)
     whole = client.chat.completions.create(**request).choices[0]
@@ -459,7 +462,8 @@ def test_streamed_deltas_add_up_to_the_message(scripted, user, extra):
     assert finish == whole.finish_reason
 
 
-def test_tool_markup_without_tools_stays_content(scripted):
+def test_tool_markup_without_tools_stays_content(scripted, monkeypatch):
+    monkeypatch.setattr(constraints, "llguidance_available", lambda: False)  # calls parsed, not constrained
     client = scripted.client()
     request = dict(model="scripted", messages=[{"role": "user", "content": "Call get_weather for me"}],
                    tools=[WEATHER_TOOL], tool_choice="none")
@@ -561,7 +565,7 @@ def test_sampling_fields_are_checked(served):
     chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     for field, value in [("top_p", 0), ("top_p", 1.5), ("min_p", -0.1), ("repetition_penalty", 0), ("top_k", -2),
                          ("logit_bias", {"abc": 1}), ("logit_bias", {"5": 500}), ("logit_bias", {"999999": 1}),
-                         ("seed", 2**70), ("top_logprobs", 3), ("echo", True), ("response_format", {"type": "json_object"}),
+                         ("seed", 2**70), ("top_logprobs", 3), ("echo", True),
                          ("logprobs", "yes")]:
         assert _error(_post(served, "/v1/chat/completions", {**chat, field: value}), 400)["param"] == field, field
     assert _post(served, "/v1/chat/completions", {**chat, "top_k": -1, "logit_bias": {"5": -100}}).status_code == 200
@@ -811,7 +815,7 @@ def _mutated_request(rng):
     fields = ["model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
               "stream_options", "logprobs", "top_logprobs", "logit_bias", "n", "presence_penalty",
               "repetition_penalty", "tools", "tool_choice", "chat_template_kwargs", "messages", "prompt",
-              "response_format", "unknown_field"]
+              "response_format", "json_schema", "grammar", "unknown_field"]
     for _ in range(rng.randint(1, 3)):
         field = rng.choice(fields)
         if field == "messages" and chat and rng.random() < 0.5:
@@ -961,3 +965,110 @@ def test_one_log_line_per_request_with_its_token_counts(served, tokenizer, caplo
     cached = out.usage.prompt_tokens_details.cached_tokens
     assert f"prompt_tokens={n} cached_tokens={cached} completion_tokens={out.usage.completion_tokens}" in lines[0]
     assert "ttft=" in lines[0] and "tok/s" in lines[0] and "nan" not in lines[0].split("ttft=")[1].split()[0]
+
+
+# ---- structured output: response_format, llama-server's json_schema / grammar, tool_choice ---------------
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                                           "kind": {"enum": ["cat", "dog"]}},
+          "required": ["name", "age", "kind"], "additionalProperties": False}
+ADD_TOOL = {"type": "function", "function": {
+    "name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                                                   "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+                                  "required": ["a", "b"], "additionalProperties": False}}}
+BOUNDED_WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                                          "required": ["city"], "additionalProperties": False}}}
+
+
+def test_response_format_json_schema_and_json_object(served):
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    client = served.client()
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    for seed in range(8):
+        out = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "A pet, as JSON"}],
+                                             response_format=fmt, temperature=1.0, seed=seed, max_tokens=200)
+        assert out.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(out.choices[0].message.content), PERSON)
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "A pet"}], response_format=fmt, temperature=1.0, seed=3,
+        max_tokens=200, stream=True) if c.choices)
+    jsonschema.validate(json.loads(streamed), PERSON)
+    out = client.completions.create(model="tiny", prompt="JSON:", max_tokens=60, temperature=0,
+                                    extra_body={"response_format": {"type": "json_object"}})
+    assert out.choices[0].text.startswith("{")
+    # llama-server's fields: a JSON schema, a GBNF grammar
+    out = client.completions.create(model="tiny", prompt="JSON:", max_tokens=200, temperature=1.0, seed=1,
+                                    extra_body={"json_schema": PERSON})
+    jsonschema.validate(json.loads(out.choices[0].text), PERSON)
+    out = client.completions.create(model="tiny", prompt="Answer:", max_tokens=20, temperature=1.0, seed=1,
+                                    extra_body={"grammar": 'root ::= ("yes" | "no") "!"'})
+    assert out.choices[0].text in ("yes!", "no!") and out.choices[0].finish_reason == "stop"
+
+
+def test_tool_choice_is_enforced(served):
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    client = served.client()
+    messages = [{"role": "user", "content": "Add 2 and 3, or get the weather"}]
+    tools = [ADD_TOOL, BOUNDED_WEATHER]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    for seed in range(6):
+        out = client.chat.completions.create(model="tiny", messages=messages, tools=tools, tool_choice="required",
+                                             parallel_tool_calls=False, temperature=1.0, seed=seed, max_tokens=120)
+        choice = out.choices[0]
+        assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
+        call = choice.message.tool_calls[0].function
+        jsonschema.validate(json.loads(call.arguments), schemas[call.name])
+    named = {"type": "function", "function": {"name": "add"}}
+    out = client.chat.completions.create(model="tiny", messages=messages, tools=tools, tool_choice=named,
+                                         temperature=1.0, seed=9, max_tokens=120)
+    assert [c.function.name for c in out.choices[0].message.tool_calls] == ["add"]
+
+
+def test_streamed_tool_calls_equal_the_whole_ones(served):
+    pytest.importorskip("llguidance")
+    client = served.client()
+    request = dict(model="tiny", messages=[{"role": "user", "content": "Weather?"}], tools=[ADD_TOOL, BOUNDED_WEATHER],
+                   tool_choice="required", temperature=1.0, max_tokens=120)
+    most = 0
+    for seed in range(4):
+        whole = client.chat.completions.create(seed=seed, **request).choices[0]
+        calls: dict[int, dict] = {}
+        finish = None
+        for chunk in client.chat.completions.create(seed=seed, stream=True, **request):
+            finish = chunk.choices[0].finish_reason or finish
+            for d in chunk.choices[0].delta.tool_calls or []:
+                call = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+                call["id"] = d.id or call["id"]
+                call["name"] += (d.function.name or "") if d.function else ""
+                call["arguments"] += (d.function.arguments or "") if d.function else ""
+        assert finish == whole.finish_reason  # parallel calls: the random model may go on to the budget
+        assert [(calls[i]["name"], calls[i]["arguments"]) for i in sorted(calls)] == \
+               [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
+        assert all(calls[i]["id"] for i in calls) and sorted(calls) == list(range(len(calls)))
+        most = max(most, len(calls))
+    assert most >= 2
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema.schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objectx"}}}},
+     "response_format.json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}},
+     "response_format.json_schema"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"grammar": "root ::= ("}, "grammar"),
+    ({"grammar": "start: nope"}, "grammar"),
+    ({"json_schema": {"type": "object"}, "grammar": 'root ::= "a"'}, "grammar"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [ADD_TOOL], "tool_choice": {"type": "function", "function": {"name": "mul"}}}, "tool_choice"),
+    ({"tools": [ADD_TOOL], "tool_choice": {"type": "function"}}, "tool_choice"),
+])
+def test_invalid_structured_output_requests_are_400s(served, extra, param):
+    pytest.importorskip("llguidance")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **extra}
+    error = _error(_post(served, "/v1/chat/completions", body), 400)
+    assert error["param"] == param, error

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..constraints import ConstraintError, TokenConstraint, guide_vocabulary, llguidance_available, make_constraint
 from ..parsing import REASONING, TOOL_CALL
 from ..decoding import FINISH_ERROR, Decoding, TokenLogprob, eos_token_ids
 from ..sampling import GenerationDefaults
@@ -58,6 +59,8 @@ class Server:
         self.eos_ids = eos_token_ids(engine.model.config, settings.defaults, tokenizer)
         self._tokens: dict[int, tuple[str, list[int]]] = {}  # token id -> (text, bytes), for logprobs
         self.counters = metrics.RequestCounters(ROUTES)
+        if llguidance_available():  # llguidance's token trie, built once (~0.6 s) before the first request
+            guide_vocabulary(tokenizer, engine.model.config.vocab_size)
 
     # ---- plumbing -------------------------------------------------------------------------------
 
@@ -110,16 +113,32 @@ class Server:
                            f"context of {ctx} tokens", param="max_tokens", code="context_length_exceeded")
         return params.max_tokens
 
-    def start(self, prompt_ids: list[int], params: CompletionParams) -> tuple[Sequence, asyncio.Queue]:
-        """Queues a sequence; its tokens and finish reason arrive on the returned queue."""
+    def constraint(self, params: CompletionParams, stop_token_ids: tuple[int, ...], *, thinking: bool = False,
+                   tools: list[dict] | None = None) -> TokenConstraint | None:
+        """The request's structured-output constraint (response_format, tool_choice), or None; a 400
+        naming the field when it is invalid."""
+        try:
+            return make_constraint(self.tokenizer, self.engine.model.config.vocab_size, params.output_format,
+                                   thinking=thinking, tools=tools, tool_choice=params.tool_choice,
+                                   parallel_tool_calls=params.parallel_tool_calls, stop_token_ids=stop_token_ids)
+        except ConstraintError as e:
+            param = params.format_param or "tools"
+            raise APIError(400, f"{param}: {e}", param=param) from None
+
+    def start(self, prompt_ids: list[int], params: CompletionParams, *, thinking: bool = False,
+              tools: list[dict] | None = None) -> tuple[Sequence, asyncio.Queue]:
+        """Queues a sequence; its tokens and finish reason arrive on the returned queue. thinking and
+        tools: what the prompt opened and offers, for the constraint."""
         max_tokens = self.budget(len(prompt_ids), params)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
+        stops = () if params.ignore_eos else self.eos_ids
+        constraint = self.constraint(params, stops, thinking=thinking, tools=tools)
         try:
             decoding = Decoding(
                 np.asarray(prompt_ids, np.int64), self.engine.model.config.vocab_size, max_new_tokens=max_tokens,
                 sampling=self.settings.defaults.sampling_params(**params.sampling),
-                stop_token_ids=() if params.ignore_eos else self.eos_ids, logprobs=params.logprobs)
+                stop_token_ids=stops, logprobs=params.logprobs, constraint=constraint)
         except ValueError as e:  # e.g. a logit_bias id outside the vocabulary
             name = next((k for k in params.sampling if k in str(e)), None)
             raise APIError(400, str(e), param=name) from None
@@ -274,7 +293,7 @@ class Server:
         except Exception as e:  # the template's raise_exception and friends
             raise APIError(400, f"messages could not be rendered with the chat template: {e}",
                            param="messages") from None
-        seq, events = self.start(prompt, req.params)
+        seq, events = self.start(prompt, req.params, thinking=req.enable_thinking, tools=req.tools)
         tools = req.tools is not None
         text = TextPipeline(self.tokenizer, stop_strings=req.params.stop, skip_special_tokens=True,
                             thinking=req.enable_thinking, tools=tools)

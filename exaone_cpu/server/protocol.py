@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..constraints import ConstraintError, OutputFormat, schema_dict
+
 MAX_STOP_CHARS = 1000
 MAX_TOP_K = 1 << 30
 # chat_template_kwargs a request may set: the variables EXAONE 4.0's template reads. Nothing else
@@ -93,6 +95,19 @@ class Tool(_Model):
     function: FunctionDef
 
 
+class JsonSchemaFormat(_Model):
+    name: Str = "response"
+    description: Str | None = None
+    schema_: Any = Field(None, alias="schema")  # a JSON schema (an object, or true / false)
+    strict: Bool | None = None
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    schema_: Any = Field(None, alias="schema")  # llama-server: {"type": "json_object", "schema": {...}}
+
+
 class _Common(_Model):
     model: Str
     max_tokens: Int | None = Field(None, ge=1, le=1 << 62)
@@ -111,6 +126,9 @@ class _Common(_Model):
     repetition_penalty: Float | None = Field(None, ge=0.01, le=100.0)
     presence_penalty: Float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: Float | None = Field(None, ge=-2.0, le=2.0)
+    response_format: ResponseFormat | None = None
+    json_schema: Any = None  # llama-server's: a JSON schema
+    grammar: Str | None = None  # llama-server's: GBNF (or llguidance's Lark)
     user: Str | None = None  # OpenAI's end-user id: nothing to do with it here
     metadata: dict[str, Any] | None = None  # OpenAI's stored-completion tags: nothing is stored here
     store: Bool | None = None
@@ -196,11 +214,15 @@ class CompletionParams:
     logprobs: int | None = None  # top alternatives per token (0: the chosen token's only); None: off
     ignore_eos: bool = False  # vLLM's extension, for benchmarks
     ignored: list[str] = field(default_factory=list)  # unknown request fields (no effect)
+    output_format: OutputFormat | None = None  # response_format / json_schema / grammar
+    format_param: str | None = None  # the request field output_format came from
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
 
 
 # OpenAI fields this server does not implement, with the values that ask for nothing (accepted)
 UNSUPPORTED = {
-    "echo": (False, None), "suffix": (None, ""), "best_of": (None, 1), "response_format": (None, {"type": "text"}),
+    "echo": (False, None), "suffix": (None, ""), "best_of": (None, 1),
     "functions": (None,), "function_call": (None,), "audio": (None,), "modalities": (None, ["text"]),
     "prediction": (None,), "service_tier": (None, "auto", "default"),
 }
@@ -231,6 +253,34 @@ def _logit_bias(bias: dict[str, Any] | None) -> dict[int, float] | None:
             raise _bad("logit_bias", f"biases must be numbers between -100 and 100, got {value!r}")
         parsed[int(key)] = float(value)
     return parsed or None
+
+
+def _output_format(request: _Common) -> tuple[OutputFormat | None, str | None]:
+    """The constraint on the answer: OpenAI's response_format, or llama-server's json_schema / grammar."""
+    given = [name for name in ("json_schema", "grammar") if getattr(request, name) is not None]
+    rf = request.response_format
+    if rf is not None and rf.type != "text":
+        given.insert(0, "response_format")
+    if len(given) > 1:
+        raise _bad(given[1], f"give one of response_format, json_schema, grammar (got {', '.join(given)})")
+    if not given:
+        return None, None
+    name = given[0]
+    try:
+        if name == "grammar":
+            return OutputFormat.create(grammar=request.grammar), name
+        if name == "json_schema":
+            return OutputFormat("json_schema", schema_dict(request.json_schema, name)), name
+        if rf.type == "json_schema":
+            name = "response_format.json_schema"
+            if rf.json_schema is None or rf.json_schema.schema_ is None:
+                raise _bad(f"{name}.schema", "is required with type json_schema")
+            return OutputFormat("json_schema", schema_dict(rf.json_schema.schema_, f"{name}.schema")), name
+        if rf.schema_ is not None:
+            return OutputFormat("json_schema", schema_dict(rf.schema_, "response_format.schema")), name
+        return OutputFormat("json_object"), name
+    except ConstraintError as e:
+        raise _bad(name, str(e)) from None
 
 
 def parse_common(body: Any, served_model: str, model: type[_Common]) -> tuple[_Common, CompletionParams]:
@@ -268,6 +318,7 @@ def parse_common(body: Any, served_model: str, model: type[_Common]) -> tuple[_C
         ignore_eos=request.ignore_eos,
         ignored=ignored,
     )
+    params.output_format, params.format_param = _output_format(request)
     return request, params
 
 
@@ -323,9 +374,18 @@ def parse_chat(body: Any, served_model: str) -> ChatRequest:
     tools = None if request.tools is None else body["tools"]  # as sent: the template renders them
     choice = request.tool_choice
     if choice == "none":
-        tools = None
-    elif choice not in ("auto", "required") and not (isinstance(choice, dict) and choice.get("type") == "function"):
-        raise _bad("tool_choice", "must be 'none', 'auto', 'required' or a function choice")
+        tools = None  # the prompt does not offer them: no call to make, none parsed
+    elif choice not in ("auto", "required") and not (isinstance(choice, dict) and choice.get("type") == "function"
+                                                      and isinstance(choice.get("function"), dict)
+                                                      and isinstance(choice["function"].get("name"), str)):
+        raise _bad("tool_choice", "must be 'none', 'auto', 'required' or "
+                                  "{'type': 'function', 'function': {'name': ...}}")
+    elif tools is None and choice != "auto":
+        raise _bad("tool_choice", f"{choice!r:.80} needs tools")
+    elif isinstance(choice, dict) and choice["function"]["name"] not in [t.function.name for t in request.tools]:
+        raise _bad("tool_choice", f"names the function {choice['function']['name']!r:.80}, which is not among the tools")
+    params.tool_choice = "auto" if choice == "none" else choice
+    params.parallel_tool_calls = request.parallel_tool_calls
     kwargs = request.chat_template_kwargs or {}
     for key, value in kwargs.items():
         kind = TEMPLATE_VARIABLES.get(key)
