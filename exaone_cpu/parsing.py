@@ -18,11 +18,18 @@ the final message. The rules:
     an unterminated one likewise, and `truncated`.
   * whitespace: each section (reasoning, content) loses its leading and trailing whitespace, as
     str.strip() would.
+  * stream_calls (for output whose calls a grammar keeps well-formed, exaone_cpu.constraints): a
+    call is streamed as it is written: ("tool_call_begin", {"id", "name"}) once its body has read
+    `{"name": "...", "arguments": `, then ("tool_call_arguments", text) as the arguments grow (a tail
+    that may be the call object's closing brace is held back), then ("tool_call", call) at
+    </tool_call>. Its `arguments` are the text as written (what was streamed); a call cut off by the
+    end of generation keeps the arguments written so far, with an entry in `errors` and `truncated`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +41,12 @@ TOOL_CALL_END = "</tool_call>"
 END_OF_TURN = "[|endofturn|]"
 
 REASONING, CONTENT, TOOL_CALL = "reasoning", "content", "tool_call"  # delta kinds
+TOOL_CALL_BEGIN, TOOL_CALL_ARGUMENTS = "tool_call_begin", "tool_call_arguments"  # with stream_calls
+
+# the opening of a call's body up to its arguments: {"name": "...", "arguments":
+_CALL_HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\\x00-\x1f]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+_HELD = " \t\r\n}"  # what may still turn out to close the call object rather than its arguments
+MAX_CALL_HEADER = 1024  # characters of a call's body in which its header must be complete to be streamed
 
 
 @dataclass
@@ -112,9 +125,14 @@ class OutputParser:
     Work per piece is bounded by the piece (plus a marker's length): nothing is rescanned.
     """
 
-    def __init__(self, thinking: bool = False, tools: bool = True):
+    def __init__(self, thinking: bool = False, tools: bool = True, stream_calls: bool = False):
         self.thinking = thinking
         self.tools = tools
+        self.stream_calls = stream_calls
+        self._open: dict | None = None  # the call being streamed (stream_calls)
+        self._stream_buf = ""  # body text held back: it may start </tool_call>
+        self._head: str | None = ""  # the body until its header is complete (None: not streamed)
+        self._args_held = ""  # argument text held back: it may close the call object
         self.output = ParsedOutput(reasoning="" if thinking else None)
         self._state = _START
         self._buf = ""  # undecided text
@@ -203,6 +221,7 @@ class OutputParser:
                     self._emit(CONTENT, buf[:at])
                     self._state, self._buf = _TOOL_CALL, buf[at + len(TOOL_CALL_START):]
                     self._call, self._call_tail = [], ""
+                    self._stream_buf, self._head, self._args_held = "", "", ""
                     continue
                 keep = 0 if final or not self.tools else _partial_suffix(buf, TOOL_CALL_START)
                 self._emit(CONTENT, buf[: len(buf) - keep])
@@ -212,6 +231,12 @@ class OutputParser:
             window = self._call_tail + buf
             end = window.find(TOOL_CALL_END)
             if end < 0:
+                if final and self.stream_calls:
+                    self._call_text(buf, final=True)
+                if final and self._open is not None:
+                    self._close_streamed_call("".join(self._call) + buf, complete=False)
+                    self._state, self._buf = _CONTENT, ""
+                    return
                 if final:
                     body = "".join(self._call) + buf
                     raw = TOOL_CALL_START + body
@@ -223,11 +248,20 @@ class OutputParser:
                 self._call.append(buf)
                 self._call_tail = window[-(len(TOOL_CALL_END) - 1):]
                 self._buf = ""
+                self._call_text(buf)
                 return
             cut = end - len(self._call_tail)  # the end marker's start, relative to buf (may be < 0)
             body = "".join(self._call)
             body = body[: len(body) + cut] if cut < 0 else body + buf[:cut]
             rest = buf[cut + len(TOOL_CALL_END):]
+            if self.stream_calls:  # the rest of the body: what was held, less the marker's start
+                held = self._stream_buf + buf[: max(cut, 0)]
+                self._stream_buf = ""
+                self._call_text(held[: len(held) + cut] if cut < 0 else held, final=True)
+            if self._open is not None:
+                self._close_streamed_call(body, complete=True)
+                self._state, self._buf = _CONTENT, rest
+                continue
             call, error = _tool_call(body.strip())
             if call is None:
                 self.output.errors.append(error)
@@ -236,6 +270,63 @@ class OutputParser:
                 self.output.tool_calls.append(call)
                 self._out.append((TOOL_CALL, call))
             self._state, self._buf = _CONTENT, rest
+
+
+    # ---- calls streamed as they are written (stream_calls) ----
+
+    def _call_text(self, text: str, final: bool = False) -> None:
+        """More of the open call's body for streaming; a tail that may start </tool_call> is held
+        (unless final: the body is complete)."""
+        if not self.stream_calls:
+            return
+        pending = self._stream_buf + text
+        hold = 0 if final else _partial_suffix(pending, TOOL_CALL_END)
+        self._stream_buf = pending[len(pending) - hold:] if hold else ""
+        ready = pending[: len(pending) - hold]
+        if self._open is None:
+            if self._head is None:
+                return
+            self._head += ready
+            m = _CALL_HEADER.match(self._head)
+            if m is None:
+                if len(self._head) > MAX_CALL_HEADER:  # not the form a grammar writes: parsed at the end
+                    self._head = None
+                return
+            try:
+                name = json.loads('"' + m.group(1) + '"')
+            except ValueError:
+                self._head = None
+                return
+            self._open = {"id": new_tool_call_id(), "type": "function", "function": {"name": name, "arguments": ""}}
+            self._out.append((TOOL_CALL_BEGIN, {"id": self._open["id"], "name": name}))
+            ready, self._head = self._head[m.end():], None
+        self._args_held += ready
+        if not self._open["function"]["arguments"]:  # whitespace before the arguments is not theirs
+            self._args_held = self._args_held.lstrip()
+        self._send_arguments(self._args_held.rstrip(_HELD))
+
+    def _send_arguments(self, piece: str) -> None:
+        if piece:
+            self._out.append((TOOL_CALL_ARGUMENTS, piece))
+            self._open["function"]["arguments"] += piece
+            self._args_held = self._args_held[len(piece):]
+
+    def _close_streamed_call(self, body: str, complete: bool) -> None:
+        """Ends the open call at </tool_call> (complete) or where the generation ended."""
+        held = self._args_held.rstrip()
+        if complete and held.endswith("}"):  # the call object's closing brace
+            held = held[:-1].rstrip()
+        self._send_arguments(held)
+        call, self._open = self._open, None
+        if complete:
+            _, error = _tool_call(body.strip())
+            if error is not None:
+                self.output.errors.append(error)
+        else:
+            self.output.errors.append(f"unterminated tool call (output truncated?): {body[:200]!r}")
+            self.output.truncated = True
+        self.output.tool_calls.append(call)
+        self._out.append((TOOL_CALL, call))
 
 
 def parse_output(text: str, thinking: bool = False, tools: bool = True) -> ParsedOutput:

@@ -133,6 +133,7 @@ class TextPipeline:
         text = TextPipeline(tokenizer, stop_strings=["Observation:"], thinking=False, tools=True)
         piece = text.add(token)        # the raw text now safe to emit ("" while something is held back)
         text.take_deltas()             # [("reasoning" | "content", str) | ("tool_call", dict), ...]
+                                       # (stream_calls: also "tool_call_begin" / "tool_call_arguments")
         text.finish()                  # at the end; text.output is the ParsedOutput the deltas add up to
 
     `text` is exactly the concatenation of the pieces add() and finish() returned; the streamed deltas
@@ -141,10 +142,10 @@ class TextPipeline:
     """
 
     def __init__(self, tokenizer: Any, *, stop_strings: Iterable[str] = (), skip_special_tokens: bool = False,
-                 thinking: bool = False, tools: bool = True, parse: bool = True):
+                 thinking: bool = False, tools: bool = True, parse: bool = True, stream_calls: bool = False):
         self.detokenizer = IncrementalDetokenizer(tokenizer, skip_special_tokens=skip_special_tokens)
         self.stops = StopMatcher(stop_strings)
-        self.parser = OutputParser(thinking=thinking, tools=tools)
+        self.parser = OutputParser(thinking=thinking, tools=tools, stream_calls=stream_calls)
         self.parse = parse  # False: raw text only (plain completions), no deltas
         self._pieces: list[str] = []
         self._deltas: list[tuple[str, Any]] = []

@@ -222,3 +222,73 @@ def test_hostile_outputs_parse():
                  "<tool_call>" + "[" * 100000 + "]" * 100000 + "</tool_call>"):
         out = parse_output(text, tools=True)
         assert out.content == text and len(out.errors) == 1 and not out.tool_calls
+
+
+# ---- calls streamed as they are written (stream_calls) ----------------------------------------------------------
+
+STREAM_FRAGMENTS = FRAGMENTS + [
+    '<tool_call>{"name": "get_weather", "arguments": {"city": "서울 }", "n": [1, {"k": "}}"}]}}</tool_call>',
+    '<tool_call>{"name": "f\\"q", "arguments": {}}</tool_call>', '<tool_call>{"name": "h", "arguments": "a b"}',
+    '<tool_call>{"name": "h", "arguments": {"a": ', '  }  ', "</tool_call>\n"]
+
+
+def _stream_collect(deltas):
+    """Calls rebuilt from begin / argument deltas, and the completed calls."""
+    built, done = [], []
+    for kind, value in deltas:
+        if kind == "tool_call_begin":
+            built.append({"id": value["id"], "name": value["name"], "arguments": ""})
+        elif kind == "tool_call_arguments":
+            built[-1]["arguments"] += value
+        elif kind == TOOL_CALL:
+            done.append(value)
+    return built, done
+
+
+def test_streamed_calls_add_up_to_the_calls_for_any_split():
+    import numpy as np
+
+    rng = np.random.default_rng(13)
+    streamed = 0
+    for _ in range(600):
+        text = "".join(STREAM_FRAGMENTS[i] for i in rng.integers(0, len(STREAM_FRAGMENTS), int(rng.integers(0, 8))))
+        whole = OutputParser(stream_calls=True)
+        whole_deltas = whole.feed(text) + whole.finish()
+        parser = OutputParser(stream_calls=True)
+        deltas = [d for piece in _split(text, rng) for d in parser.feed(piece)] + parser.finish()
+        out = parser.output
+        assert (out.content, out.errors, out.truncated) == (whole.output.content, whole.output.errors,
+                                                            whole.output.truncated), repr(text)
+        assert [c["function"] for c in out.tool_calls] == [c["function"] for c in whole.output.tool_calls]
+        built, done = _stream_collect(deltas)
+        # every streamed call adds up to a completed one, with the same id; unstreamed ones arrive whole
+        by_id = {c["id"]: c for c in done}
+        for call in built:
+            assert by_id[call["id"]]["function"] == {"name": call["name"], "arguments": call["arguments"]}, repr(text)
+        assert done == out.tool_calls
+        assert [c["name"] for c in built] == [c["name"] for c in _stream_collect(whole_deltas)[0]], repr(text)
+        streamed += len(built)
+    assert streamed > 100
+
+
+def test_a_streamed_call_is_the_text_as_written():
+    parser = OutputParser(stream_calls=True)
+    body = '{"name": "add", "arguments": {"a": -0, "b": [1,2]}}'
+    deltas = []
+    for ch in "<tool_call>" + body + "</tool_call>":  # one character at a time
+        deltas += parser.feed(ch)
+    deltas += parser.finish()
+    built, done = _stream_collect(deltas)
+    assert built[0]["name"] == "add" and built[0]["arguments"] == '{"a": -0, "b": [1,2]}'
+    assert done[0]["function"]["arguments"] == '{"a": -0, "b": [1,2]}' and not parser.output.errors
+    # the argument pieces came before the end: all but the held closing braces
+    pieces = [v for k, v in deltas if k == "tool_call_arguments"]
+    assert "".join(pieces[:-1]) == '{"a": -0, "b": [1,2]' and pieces[-1] == "}"
+
+
+def test_a_streamed_call_cut_off_keeps_what_was_written():
+    parser = OutputParser(stream_calls=True)
+    deltas = parser.feed('<tool_call>{"name": "add", "arguments": {"a": 1') + parser.finish()
+    built, done = _stream_collect(deltas)
+    assert done[0]["function"] == {"name": "add", "arguments": '{"a": 1'}
+    assert parser.output.truncated and parser.output.errors and parser.output.content == ""

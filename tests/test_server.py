@@ -410,29 +410,36 @@ def test_tool_call_round_trip(scripted):
     assert second.choices[0].message.content == "It is 21 degrees in Seoul."
     assert second.choices[0].finish_reason == "stop"
 
-    # streamed: no tool-call markup leaks into content; the calls arrive as a delta
-    streamed_calls, content = [], []
+    # streamed: no tool-call markup leaks into content; the calls arrive as OpenAI's incremental deltas:
+    # index, id and name first, then pieces of the arguments
+    content, calls = _streamed_message(client, model="scripted", messages=messages[:1], tools=[WEATHER_TOOL])[::2]
+    assert content == "" and len(calls) == 2 and calls == [(c.function.name, c.function.arguments) for c in
+                                                           first.choices[0].message.tool_calls]
+    pieces = 0
     for chunk in client.chat.completions.create(model="scripted", messages=messages[:1], tools=[WEATHER_TOOL],
                                                 stream=True):
-        delta = chunk.choices[0].delta
-        content.append(delta.content or "")
-        streamed_calls += delta.tool_calls or []
+        for d in chunk.choices[0].delta.tool_calls or []:
+            assert (d.id is not None) == (d.function.name is not None)  # id and name come once, first
+            pieces += 1
         finish = chunk.choices[0].finish_reason
-    assert "".join(content) == "" and len(streamed_calls) == 2 and finish == "tool_calls"
+    assert pieces > 4 and finish == "tool_calls"
     none = client.chat.completions.create(model="scripted", messages=messages[:1], tools=[WEATHER_TOOL],
                                           tool_choice="none")
     assert none.choices[0].message.tool_calls is None
 
 
 def _streamed_message(client, **request):
-    content, reasoning, calls, finish = [], [], [], None
+    """content, reasoning, [(name, arguments)] of the calls reassembled by index, finish reason."""
+    content, reasoning, calls, finish = [], [], {}, None
     for chunk in client.chat.completions.create(stream=True, **request):
         delta = chunk.choices[0].delta
         content.append(delta.content or "")
         reasoning.append((delta.model_extra or {}).get("reasoning_content") or "")
-        calls += [(c.function.name, c.function.arguments) for c in delta.tool_calls or []]
+        for d in delta.tool_calls or []:
+            name, arguments = calls.get(d.index, ("", ""))
+            calls[d.index] = (name + (d.function.name or ""), arguments + (d.function.arguments or ""))
         finish = chunk.choices[0].finish_reason or finish
-    return "".join(content), "".join(reasoning), calls, finish
+    return "".join(content), "".join(reasoning), [calls[i] for i in sorted(calls)], finish
 
 
 THINK = {"chat_template_kwargs": {"enable_thinking": True}}
@@ -1033,24 +1040,24 @@ def test_streamed_tool_calls_equal_the_whole_ones(served):
     client = served.client()
     request = dict(model="tiny", messages=[{"role": "user", "content": "Weather?"}], tools=[ADD_TOOL, BOUNDED_WEATHER],
                    tool_choice="required", temperature=1.0, max_tokens=120)
-    most = 0
+    most, pieces = 0, 0
     for seed in range(4):
         whole = client.chat.completions.create(seed=seed, **request).choices[0]
-        calls: dict[int, dict] = {}
-        finish = None
-        for chunk in client.chat.completions.create(seed=seed, stream=True, **request):
-            finish = chunk.choices[0].finish_reason or finish
-            for d in chunk.choices[0].delta.tool_calls or []:
-                call = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
-                call["id"] = d.id or call["id"]
-                call["name"] += (d.function.name or "") if d.function else ""
-                call["arguments"] += (d.function.arguments or "") if d.function else ""
-        assert finish == whole.finish_reason  # parallel calls: the random model may go on to the budget
-        assert [(calls[i]["name"], calls[i]["arguments"]) for i in sorted(calls)] == \
-               [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
-        assert all(calls[i]["id"] for i in calls) and sorted(calls) == list(range(len(calls)))
-        most = max(most, len(calls))
-    assert most >= 2
+        # the official client's own reassembly of the streamed chunks
+        with client.chat.completions.stream(seed=seed, **request) as stream:
+            for event in stream:
+                pieces += event.type == "tool_calls.function.arguments.delta"
+            try:
+                final = stream.get_final_completion().choices[0]
+            except openai.LengthFinishReasonError as e:  # it refuses to parse, but holds what it built
+                final = e.completion.choices[0]
+        assert final.finish_reason == whole.finish_reason  # parallel calls: the random model may reach the budget
+        streamed = [(c.id, c.function.name, c.function.arguments) for c in final.message.tool_calls or []]
+        assert [s[1:] for s in streamed] == [(c.function.name, c.function.arguments)
+                                             for c in whole.message.tool_calls or []]
+        assert all(s[0] for s in streamed) and len({s[0] for s in streamed}) == len(streamed)
+        most = max(most, len(streamed))
+    assert most >= 2 and pieces > 4 * most  # several calls, their arguments in many pieces
 
 
 @pytest.mark.parametrize("extra,param", [

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from ..constraints import ConstraintError, TokenConstraint, guide_vocabulary, llguidance_available, make_constraint
-from ..parsing import REASONING, TOOL_CALL
+from ..parsing import REASONING, TOOL_CALL, TOOL_CALL_ARGUMENTS, TOOL_CALL_BEGIN
 from ..decoding import FINISH_ERROR, Decoding, TokenLogprob, eos_token_ids
 from ..sampling import GenerationDefaults
 from ..streaming import TextPipeline
@@ -295,15 +295,27 @@ class Server:
                            param="messages") from None
         seq, events = self.start(prompt, req.params, thinking=req.enable_thinking, tools=req.tools)
         tools = req.tools is not None
+        # calls a grammar keeps well-formed stream as they are written (OpenAI's argument deltas)
         text = TextPipeline(self.tokenizer, stop_strings=req.params.stop, skip_special_tokens=True,
-                            thinking=req.enable_thinking, tools=tools)
+                            thinking=req.enable_thinking, tools=tools,
+                            stream_calls=tools and seq.decoding.constraint is not None)
         ident, created = protocol.new_id("chatcmpl"), protocol.now()
         started = time.perf_counter()
         calls = 0  # tool calls streamed so far
+        streaming: set[str] = set()  # ids of the calls sent piece by piece
 
-        def delta_of(kind: str, value: Any) -> dict[str, Any]:
+        def delta_of(kind: str, value: Any) -> dict[str, Any] | None:
             nonlocal calls
+            if kind == TOOL_CALL_BEGIN:
+                calls += 1
+                streaming.add(value["id"])
+                return {"tool_calls": [{"index": calls - 1, "id": value["id"], "type": "function",
+                                        "function": {"name": value["name"], "arguments": ""}}]}
+            if kind == TOOL_CALL_ARGUMENTS:
+                return {"tool_calls": [{"index": calls - 1, "function": {"arguments": value}}]}
             if kind == TOOL_CALL:
+                if value["id"] in streaming:  # already sent
+                    return None
                 calls += 1
                 return {"tool_calls": [dict(value, index=calls - 1)]}
             return {"reasoning_content" if kind == REASONING else "content": value}
@@ -352,8 +364,10 @@ class Server:
                 sent = 0  # tokens whose logprobs went out: with the first delta after them
                 async for _ in self.run(seq, events, text):
                     for kind, value in text.take_deltas():
-                        yield chunk(delta_of(kind, value), logprobs=logprobs_of(sent))
-                        sent = seq.passed
+                        delta = delta_of(kind, value)
+                        if delta is not None:
+                            yield chunk(delta, logprobs=logprobs_of(sent))
+                            sent = seq.passed
                 if seq.finish_reason == FINISH_ERROR:
                     yield self._error_event()
                     return
