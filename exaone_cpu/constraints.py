@@ -361,6 +361,7 @@ class TokenConstraint:
         self._bits = np.zeros(self._words, np.int32)
         self._pending: Future | None = None
         self.mask_seconds = 0.0  # time spent computing masks (on the worker)
+        self.wait_seconds = 0.0  # time the sampling thread waited for a mask (what the overlap did not hide)
         self.masks = 0
         self._advanced()
 
@@ -387,7 +388,9 @@ class TokenConstraint:
         """The allowed ids of the next position: a uint32 bitmask (a view, valid until consume())."""
         if self._pending is None:
             raise RuntimeError("the constraint is done: no further token is allowed")
+        start = time.perf_counter()
         self._pending.result()
+        self.wait_seconds += time.perf_counter() - start
         return self._bits.view(np.uint32)
 
     def consume(self, token: int) -> None:
