@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -139,3 +140,28 @@ def test_generate_streams_the_answer(model_dir, generator, tmp_path):
 def test_generate_reports_bad_input(tmp_path):
     run = cli("generate", str(tmp_path / "missing"), "hi", cwd=tmp_path)
     assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_generate_with_structured_output(model_dir, generator, tmp_path):
+    pytest.importorskip("llguidance")
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9},
+                                               "ok": {"type": "boolean"}},
+              "required": ["n", "ok"], "additionalProperties": False}
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    run = cli("generate", str(model_dir), "JSON please", "--json-schema", str(path), "--temperature", "1",
+              "--seed", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    prompt = generator.encode_chat([{"role": "user", "content": "JSON please"}])
+    expected = generator.generate(prompt, json_schema=schema, temperature=1.0, seed=2)
+    assert run.stdout == expected.text + "\n"
+    value = json.loads(run.stdout)
+    assert set(value) == {"n", "ok"} and 0 <= value["n"] <= 9
+
+    choice = cli("generate", str(model_dir), "Pick", "--choice", "left", "--choice", "right", "--temperature", "1",
+                 cwd=tmp_path)
+    assert choice.returncode == 0 and choice.stdout in ("left\n", "right\n"), choice.stderr
+    gbnf = cli("generate", str(model_dir), "Digits", "--grammar", 'root ::= [0-9] [0-9] "!"', cwd=tmp_path)
+    assert gbnf.returncode == 0 and re.fullmatch(r"[0-9]{2}!\n", gbnf.stdout), gbnf.stderr
+    bad = cli("generate", str(model_dir), "x", "--regex", "[a-", cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid structured-output constraint" in bad.stderr

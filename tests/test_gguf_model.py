@@ -3,6 +3,7 @@ here the way llama.cpp's converter writes EXAONE 4 (tests/model_factory.write_gg
 the Hugging Face checkpoint gives: the same logits for float weights, the file's own values bit for
 bit for transcoded blocks, the same token ids."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -272,6 +273,11 @@ def test_generator_and_cli_run_a_gguf_file_like_its_checkpoint(tmp_path, capsys)
         results.append(g.generate(g.encode_chat(messages), max_new_tokens=8))
     a, b = results
     assert a.token_ids == b.token_ids and a.text == b.text
+    if importlib.util.find_spec("llguidance") is not None:  # structured output from the GGUF vocabulary
+        schema = {"type": "object", "properties": {"k": {"enum": ["x", "y"]}}, "required": ["k"]}
+        a, b = (exaone_cpu.Generator.from_pretrained(source).generate(g.encode_chat(messages), json_schema=schema,
+                                                                      temperature=1.0, seed=4) for source in (src, path))
+        assert a.token_ids == b.token_ids and json.loads(b.text)["k"] in ("x", "y")
     for source in (src, path):
         assert cli.main(["generate", str(source), "Hi", "--max-new-tokens", "5", "--temperature", "0"]) == 0
     out = capsys.readouterr().out

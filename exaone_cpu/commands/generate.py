@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..parsing import tool_call_text
@@ -69,6 +70,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--think", action="store_true", help="reasoning mode: the model thinks in a <think> block first")
     g.add_argument("--stats", action="store_true",
                    help="print token counts, cached prompt tokens and speeds to stderr after each answer")
+    c = parser.add_argument_group(
+        "structured output",
+        'The answer must match (needs llguidance: pip install "exaone_cpu[structured]"); give at most one. '
+        "With --think the reasoning stays free and the constraint applies to the answer after it.")
+    c.add_argument("--json-schema", default=None, metavar="SCHEMA",
+                   help="a JSON schema, as JSON text or the path of a .json file")
+    c.add_argument("--grammar", default=None, metavar="GRAMMAR",
+                   help="a grammar in llguidance's Lark syntax or llama.cpp's GBNF, as text or the path of a file")
+    c.add_argument("--regex", default=None, metavar="REGEX", help="a regular expression (Rust syntax)")
+    c.add_argument("--choice", action="append", default=None, metavar="TEXT",
+                   help="the answer is one of these (repeatable)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,10 +107,27 @@ def sampling_options(args: argparse.Namespace, thinking: bool) -> dict[str, Any]
         "frequency_penalty": args.frequency_penalty,
         "seed": args.seed,
         "stop_strings": tuple(args.stop) if args.stop else None,
+        "json_schema": _text_or_file(args.json_schema, "--json-schema"),
+        "grammar": _text_or_file(args.grammar, "--grammar"),
+        "regex": args.regex,
+        "choices": args.choice,
     }
     if thinking and all(options[k] is None for k in ("temperature", "top_p", "top_k", "min_p")):
         options.update(REASONING_SAMPLING)
     return {k: v for k, v in options.items() if v is not None}
+
+
+def _text_or_file(value: str | None, option: str) -> str | None:
+    """An option's value, or the text of the file it names."""
+    if value is None:
+        return None
+    path = Path(value)
+    try:
+        if len(value) < 4096 and path.is_file():
+            return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"{option}: cannot read {value}: {e}") from None
+    return value
 
 
 def check_arguments(args: argparse.Namespace) -> None:
