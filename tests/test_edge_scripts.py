@@ -140,7 +140,8 @@ def test_help_and_unknown_options(script):
 
 def test_install_help_names_the_options():
     out = run(["bash", INSTALL, "--help"]).stdout
-    for option in ("--venv DIR", "--source SPEC", "--no-server", "--offline", "--python PY", "--check-only",
+    for option in ("--venv DIR", "--source SPEC", "--no-server", "--no-structured", "--offline", "--python PY",
+                   "--check-only",
                    "~/.local/share/exaone_cpu/venv", str(REPO)):
         assert option in out, option
 
@@ -284,6 +285,8 @@ def test_install_end_to_end(tmp_path):
     for command in ("generate", "chat", "serve", "quantize"):
         assert command in cli.stdout
     assert run([venv / "bin" / "python", "-c", "import starlette, uvicorn"], cwd=tmp_path).returncode == 0
+    # llguidance has wheels for x86-64 and aarch64 Linux with glibc 2.31+: structured output is there
+    assert re.search(r"^structured output: llguidance [0-9.]+$", r.stdout, re.M), r.stdout[-2000:]
 
 
 # ---- the systemd unit ------------------------------------------------------------------------------

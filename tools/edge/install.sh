@@ -17,6 +17,7 @@ venv="$HOME/.local/share/exaone_cpu/venv"
 source_spec="$REPO_DIR"
 python="python3"
 server=1
+structured=1
 offline=0
 check_only=0
 find_links=()
@@ -37,6 +38,9 @@ Options:
                     (default: the repository this script is in: $REPO_DIR)
   --python PY       Python interpreter for the venv, 3.$MIN_PYTHON_MINOR or newer (default: python3)
   --no-server       skip the [server] extra (starlette, uvicorn): no 'exaone-cpu serve'
+  --no-structured   do not try llguidance (structured output: JSON schemas, grammars, enforced
+                    tool calls); tried by default as a prebuilt wheel only, and skipped with a
+                    warning where none exists (32-bit ARM, musl, glibc before 2.31)
   --offline         install without the package index: pip --no-index --no-build-isolation;
                     dependencies and build tools (scikit-build-core, pybind11, cmake) must come
                     from --find-links directories or an already populated pip configuration
@@ -65,6 +69,7 @@ while [ $# -gt 0 ]; do
     --find-links) [ $# -ge 2 ] || bad_usage "--find-links needs a directory"; find_links+=("$2"); shift 2 ;;
     --find-links=*) find_links+=("${1#*=}"); shift ;;
     --no-server) server=0; shift ;;
+    --no-structured) structured=0; shift ;;
     --offline) offline=1; shift ;;
     --check-only) check_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -321,6 +326,16 @@ fi
 "$venv/bin/exaone-cpu" --help >/dev/null || die "$venv/bin/exaone-cpu does not run"
 if [ "$server" = 1 ]; then
   "$vpy" -c 'import starlette, uvicorn' 2>/dev/null || die "the [server] extra is missing (starlette, uvicorn)"
+fi
+
+# Structured output: llguidance is Rust; its wheels cover x86-64 and aarch64 Linux with glibc 2.31+,
+# and a board without one would need a Rust toolchain, so only a prebuilt wheel is tried.
+if [ "$structured" = 1 ]; then
+  if "$vpy" -m pip install "${pip_opts[@]}" --only-binary=:all: "llguidance>=1.0" >/dev/null 2>&1; then
+    echo "structured output: llguidance $("$vpy" -c 'import llguidance; print(llguidance.__version__)')"
+  else
+    warn "no llguidance wheel for this platform: structured output (json_schema, grammars, enforced tool calls) is unavailable; everything else works"
+  fi
 fi
 
 # ---- next steps -------------------------------------------------------------------------------
