@@ -357,6 +357,10 @@ class TokenConstraint:
             raise ConstraintError(f"invalid structured-output constraint: {self.matcher.get_error()}")
         self.vocab_size = vocab_size
         self.stop_token_ids = tuple(sorted({int(t) for t in stop_token_ids if 0 <= int(t) < vocab_size}))
+        # llguidance allows its tokenizer's eos where the grammar may end; the stop tokens are ours to say
+        eos = getattr(vocabulary, "eos_token", None)
+        self._foreign_eos = eos if eos is not None and 0 <= eos < vocab_size and eos not in self.stop_token_ids \
+            else None
         self._words = (vocab_size + 31) // 32
         self._bits = np.zeros(self._words, np.int32)
         self._pending: Future | None = None
@@ -369,6 +373,9 @@ class TokenConstraint:
         start = time.perf_counter()
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         words = self._bits.view(np.uint32)
+        if self._foreign_eos is not None:
+            t = self._foreign_eos
+            words[t >> 5] &= np.uint32(~(1 << (t & 31)) & 0xFFFFFFFF)
         for t in self.stop_token_ids:  # the grammar's own end-of-sequence bit is replaced by ours
             if self.accepting:
                 words[t >> 5] |= np.uint32(1 << (t & 31))

@@ -353,3 +353,14 @@ def test_facade_generate(gen, tmp_path):
     assert re.fullmatch(r"[a-c]{2,5}!", tok.decode(out[0, ids.shape[1]:]))
     with pytest.raises(ValueError, match="need tokenizer="):
         model.generate(ids, max_new_tokens=5, choices=["a"])
+
+
+def test_stop_tokens_are_the_callers(gen, prompt):
+    # without stop tokens (eos ignored) the grammar's end is where generation stops, never an eos token
+    for seed in range(10):
+        r = gen.generate(prompt, choices=["yes", "no"], stop_token_ids=(), temperature=1.0, seed=seed,
+                         logit_bias={361: 30.0})
+        assert r.text in ("yes", "no") and 361 not in r.token_ids
+    r = gen.generate(prompt, grammar='start: "a"+', stop_token_ids=(), temperature=1.0, seed=1, max_new_tokens=12,
+                     logit_bias={361: 30.0})
+    assert r.finish_reason == "length" and set(r.text) == {"a"} and 361 not in r.token_ids

@@ -1015,6 +1015,19 @@ def test_response_format_json_schema_and_json_object(served):
     assert out.choices[0].text in ("yes!", "no!") and out.choices[0].finish_reason == "stop"
 
 
+def test_response_format_after_reasoning(served):
+    jsonschema = pytest.importorskip("jsonschema")
+    pytest.importorskip("llguidance")
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
+    out = served.client().chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Think, then JSON"}], response_format=fmt,
+        temperature=1.0, seed=5, max_tokens=200, logit_bias={"355": 11},  # ends the random model's reasoning soon
+        extra_body={"chat_template_kwargs": {"enable_thinking": True}})
+    message = out.choices[0].message
+    assert out.choices[0].finish_reason == "stop" and message.model_extra["reasoning_content"] is not None
+    jsonschema.validate(json.loads(message.content), PERSON)
+
+
 def test_tool_choice_is_enforced(served):
     jsonschema = pytest.importorskip("jsonschema")
     pytest.importorskip("llguidance")
