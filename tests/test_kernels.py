@@ -76,6 +76,11 @@ def test_isa_environment_override():
     env["EXAONE_CPU_ISA"] = "bogus"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=HERE)
     assert bad.returncode != 0 and "bogus" in bad.stderr
+    if "avx2" in ISAS:  # an AVX2-only laptop's kernels, integer ones included, on any AVX2 machine
+        env["EXAONE_CPU_ISA"] = "avx2"
+        both = "import exaone_cpu; from exaone_cpu import _core; print(exaone_cpu.isa(), _core.quant_isa())"
+        assert subprocess.run([sys.executable, "-c", both], env=env, capture_output=True, text=True, check=True,
+                              cwd=HERE).stdout.split() == ["avx2", "avx2"]
 
 
 @pytest.mark.parametrize("wtype", ["F32", "BF16", "F16"])

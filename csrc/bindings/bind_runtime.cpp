@@ -33,11 +33,13 @@ void register_runtime(py::module_& m) {
   m.def("set_num_threads", [](int n) { ThreadPool::global().set_num_threads(n); }, py::arg("n"),
         "Threads used by every op (the calling thread included).");
   m.def("get_num_threads", [] { return ThreadPool::global().num_threads(); });
-  m.def("isa", [] { return std::string(kernels::active().name); }, "Name of the kernels in use.");
+  m.def("isa", [] { return std::string(kernels::active_name()); },
+        "Name of the kernels in use (as set_isa takes it).");
   m.def("available_isas", &kernels::available_isas,
         "Kernel variants this build has and this CPU can run, best last.");
   m.def("set_isa", &kernels::set_isa, py::arg("name"),
-        "Force a kernel variant ('scalar', 'avx2', 'neon'); ValueError if this CPU cannot run it.");
+        "Force a kernel variant ('scalar', 'avx2', 'avxvnni', 'avx512', 'neon'; 'avx2' with the plain "
+        "AVX2 integer kernels); ValueError if this CPU cannot run it.");
   m.def("_pool_selftest", &pool_selftest, py::arg("jobs"), py::arg("max_tasks"));
 }
 

@@ -1,4 +1,5 @@
 #include "dispatch.h"
+#include "quant.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -91,18 +92,23 @@ CpuFeatures detect() {
 const KernelTable* table_by_name(const std::string& name) {
   if (name == "scalar") return &scalar_table();
   if (name == "avx2") return cpu_features().avx2 ? avx2_table() : nullptr;
+  if (name == "avxvnni") return quant_avxvnni_table() ? avx2_table() : nullptr;
   if (name == "avx512") return cpu_features().avx512 ? avx512_table() : nullptr;
   if (name == "neon") return cpu_features().neon ? neon_table() : nullptr;
   return nullptr;
 }
 
-const KernelTable* best() {
-  for (const char* name : {"avx512", "avx2", "neon"})
-    if (const KernelTable* t = table_by_name(name)) return t;
-  return &scalar_table();
-}
+constexpr const char* kNames[] = {"scalar", "avx2", "avxvnni", "avx512", "neon"};  // best last, per family
 
 std::atomic<const KernelTable*> g_active{nullptr};
+std::atomic<IntDot> g_int_dot{IntDot::kBest};
+std::atomic<const char*> g_name{nullptr};  // the name the active choice was made by
+
+IntDot int_dot_of(const std::string& name) {
+  if (name == "avx2") return IntDot::kPlain;
+  if (name == "avxvnni") return IntDot::kAvxVnni;
+  return IntDot::kBest;
+}
 
 }  // namespace
 
@@ -122,8 +128,8 @@ const CpuFeatures& cpu_features() {
 }
 
 std::vector<std::string> available_isas() {
-  std::vector<std::string> names{"scalar"};
-  for (const char* name : {"avx2", "avx512", "neon"})
+  std::vector<std::string> names;
+  for (const char* name : kNames)
     if (table_by_name(name)) names.push_back(name);
   return names;
 }
@@ -136,8 +142,20 @@ void set_isa(const std::string& name) {
     throw std::invalid_argument("ISA '" + name + "' is not available on this CPU/build (available: " +
                                 have + ")");
   }
+  const char* literal = kNames[0];
+  for (const char* n : kNames)
+    if (name == n) literal = n;
+  g_int_dot.store(int_dot_of(name));
+  g_name.store(literal);
   g_active.store(t);
 }
+
+const char* active_name() {
+  active();
+  return g_name.load(std::memory_order_acquire);
+}
+
+IntDot int_dot() { return g_int_dot.load(std::memory_order_acquire); }
 
 const KernelTable& active() {
   const KernelTable* t = g_active.load(std::memory_order_acquire);
@@ -146,7 +164,7 @@ const KernelTable& active() {
   if (env && *env) {
     set_isa(env);  // throws on a bad value rather than silently running another path
   } else {
-    g_active.store(best());
+    set_isa(available_isas().back());  // the best this CPU runs
   }
   return *g_active.load();
 }
