@@ -22,6 +22,9 @@
 #   FORMATS="int4:Q4_0 int8:Q8_0 bf16:F16" (bf16 runs MODEL itself, the others MODEL-int4 / -int8;
 #   gguf:Q4_K_M runs the GGUF file itself in both engines)
 #   EXAONE_ARGS: more options for exaone-cpu bench, e.g. "--kv-dtype f16" (llama.cpp's cache is f16)
+#   LLAMA_BENCH=$BENCH/llama.cpp-build/bin/llama-bench: another build, e.g. an AVX2-only one
+#     (-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF), against ours run with
+#     EXAONE_CPU_ISA=avx2 (the plain AVX2 kernels, integer ones included)
 set -euo pipefail
 
 BENCH=${BENCH:-/work/bench}
@@ -30,7 +33,7 @@ PAIRS=${1:-5}
 THREADS=${THREADS:-2}
 EXAONE_CPU=${EXAONE_CPU:-exaone-cpu}
 FORMATS=${FORMATS:-"int4:Q4_0 int8:Q8_0 bf16:F16"}
-LLAMA_BENCH=$BENCH/llama.cpp-build/bin/llama-bench
+LLAMA_BENCH=${LLAMA_BENCH:-$BENCH/llama.cpp-build/bin/llama-bench}
 NAME=$(basename "$MODEL")
 RES=${RES:-$BENCH/results/paired-$(date +%Y%m%d-%H%M%S)}
 
