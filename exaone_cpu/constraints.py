@@ -87,13 +87,11 @@ class OutputFormat:
 
     @classmethod
     def create(cls, *, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
-               choices: Sequence[str] | None = None, json_object: bool = False) -> OutputFormat | None:
+               choices: Sequence[str] | None = None) -> OutputFormat | None:
         """At most one of the options; None when none is given. json_schema: a dict, a JSON string or
         a pydantic model class (its model_json_schema())."""
         given = {name: value for name, value in (("json_schema", json_schema), ("regex", regex), ("grammar", grammar),
                                                    ("choices", choices)) if value is not None}
-        if json_object:
-            given["json_object"] = True
         if len(given) > 1:
             raise ConstraintError(f"give at most one of json_schema, regex, grammar, choices; got {', '.join(given)}")
         if not given:
@@ -101,8 +99,6 @@ class OutputFormat:
         kind, value = next(iter(given.items()))
         if kind == "json_schema":
             return cls(kind, schema_dict(value, "json_schema"))
-        if kind == "json_object":
-            return cls(kind)
         if kind in ("regex", "grammar"):
             if not isinstance(value, str) or not value:
                 raise ConstraintError(f"{kind} must be a non-empty string")
