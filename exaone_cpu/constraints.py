@@ -292,15 +292,6 @@ def marker_token_ids(tokenizer: Any) -> dict[str, int]:
     return ids
 
 
-def check_grammar(grammar: str, vocabulary: Any = None) -> None:
-    """ConstraintError with llguidance's message when the grammar (a schema, regex or Lark text inside)
-    is invalid."""
-    llg = _llguidance()
-    error = llg.LLMatcher.validate_grammar(grammar, vocabulary)
-    if error and not error.startswith("WARNING"):
-        raise ConstraintError(f"invalid structured-output constraint: {error.strip()}")
-
-
 def make_constraint(tokenizer: Any, vocab_size: int, fmt: OutputFormat | None, *, thinking: bool = False,
                     tools: Sequence[dict] | None = None, tool_choice: Any = "auto", parallel_tool_calls: bool = True,
                     stop_token_ids: Iterable[int] = ()) -> TokenConstraint | None:
@@ -347,18 +338,17 @@ class TokenConstraint:
     def __init__(self, tokenizer: Any, grammar: str, vocab_size: int, stop_token_ids: Iterable[int] = ()):
         llg = _llguidance()
         vocabulary = guide_vocabulary(tokenizer, vocab_size)
-        check_grammar(grammar, vocabulary)
+        # an invalid schema, regex or grammar leaves the matcher in its error state, with the reason
         self.matcher = llg.LLMatcher(vocabulary, grammar, log_level=0)
         if self.matcher.is_error():
-            raise ConstraintError(f"invalid structured-output constraint: {self.matcher.get_error()}")
+            raise ConstraintError(f"invalid structured-output constraint: {self.matcher.get_error().strip()}")
         self.vocab_size = vocab_size
         self.stop_token_ids = tuple(sorted({int(t) for t in stop_token_ids if 0 <= int(t) < vocab_size}))
         # llguidance allows its tokenizer's eos where the grammar may end; the stop tokens are ours to say
         eos = getattr(vocabulary, "eos_token", None)
         self._foreign_eos = eos if eos is not None and 0 <= eos < vocab_size and eos not in self.stop_token_ids \
             else None
-        self._words = (vocab_size + 31) // 32
-        self._bits = np.zeros(self._words, np.int32)
+        self._bits = np.zeros((vocab_size + 31) // 32, np.int32)
         self._pending: Future | None = None
         self.mask_seconds = 0.0  # time spent computing masks (on the worker)
         self.wait_seconds = 0.0  # time the sampling thread waited for a mask (what the overlap did not hide)
@@ -369,14 +359,11 @@ class TokenConstraint:
         start = time.perf_counter()
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         words = self._bits.view(np.uint32)
-        if self._foreign_eos is not None:
-            t = self._foreign_eos
-            words[t >> 5] &= np.uint32(~(1 << (t & 31)) & 0xFFFFFFFF)
-        for t in self.stop_token_ids:  # the grammar's own end-of-sequence bit is replaced by ours
-            if self.accepting:
-                words[t >> 5] |= np.uint32(1 << (t & 31))
-            else:
-                words[t >> 5] &= np.uint32(~(1 << (t & 31)) & 0xFFFFFFFF)
+        # the grammar's own end-of-sequence bit is replaced by ours: the stop tokens where it may end
+        for t, allowed in ([(self._foreign_eos, False)] if self._foreign_eos is not None else []) + \
+                [(t, self.accepting) for t in self.stop_token_ids]:
+            bit = np.uint32(1 << (t & 31))
+            words[t >> 5] = (words[t >> 5] | bit) if allowed else (words[t >> 5] & ~bit)
         self.mask_seconds += time.perf_counter() - start
         self.masks += 1
 
