@@ -43,7 +43,7 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     prefill_chunk: tokens per forward step during prefill (bounds activation memory).
     quant: "int8" or "int4" quantizes a float checkpoint's projections as it loads (see
     exaone_cpu.quant and docs/quantization.md), with group_size (32, 64, 128; 0 = per-row, int8
-    only; default 128 for int8, 64 for int4), asym (int4 scale + min) and head ("int8" default,
+    only; default 32 for int8 (as Q8_0), 64 for int4), asym (int4 scale + min) and head ("int8" default,
     "int4" or "bf16": the embedding / lm_head).
     kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
     attention reads, faster decoding at long context, as llama.cpp's default cache).

@@ -36,7 +36,7 @@ QUANT_METHOD = "exaone_cpu"
 FORMAT_VERSION = 2
 GROUP_SIZES = (32, 64, 128)
 HEAD_CHOICES = ("int8", "int4", "bf16")
-DEFAULT_GROUP_SIZE = {8: 128, 4: 64}
+DEFAULT_GROUP_SIZE = {8: 32, 4: 64}
 DEFAULT_SHARD_BYTES = 400 * 1024 * 1024
 
 # Decoder projections (body format); the embedding and lm_head use the head format; every other
@@ -54,7 +54,7 @@ def _role(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """What to quantize to. bits 8 or 4; group_size 32/64/128 (0: per-row, int8 only; None: 128
+    """What to quantize to. bits 8 or 4; group_size 32/64/128 (0: per-row, int8 only; None: 32
     for int8, 64 for int4); asym: int4 with scale + min; head: format of the embedding / lm_head."""
 
     bits: int

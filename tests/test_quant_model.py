@@ -29,12 +29,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 CAUSAL = ["tiny-1.2b", "tiny-32b", "tiny-1.2b-bf16"]
 
 # fixture -> quant -> (min top-1 agreement, max mean KL) over prompt and prompt2 (60 positions).
-# Measured (int8 g128, int4 g64, head int8): tiny-1.2b 98.3% / 2.9e-3 and 53% / 0.26;
-# tiny-32b 93.3% / 1.0e-2 and 47% / 0.99; tiny-1.2b-bf16 93.3% / 2.6e-3 and 53% / 0.25.
+# Measured (int8 g32, int4 g64, head int8): tiny-1.2b 100% / 2.1e-3 and 53% / 0.26;
+# tiny-32b 95% / 8.2e-3 and 47% / 0.99; tiny-1.2b-bf16 100% / 2.1e-3 and 53% / 0.25.
 QUALITY = {
-    "tiny-1.2b": {"int8": (0.93, 6e-3), "int4": (0.40, 0.40)},
-    "tiny-32b": {"int8": (0.88, 2.1e-2), "int4": (0.33, 1.5)},
-    "tiny-1.2b-bf16": {"int8": (0.88, 5.5e-3), "int4": (0.40, 0.40)},
+    "tiny-1.2b": {"int8": (0.93, 4.5e-3), "int4": (0.40, 0.40)},
+    "tiny-32b": {"int8": (0.88, 1.7e-2), "int4": (0.33, 1.5)},
+    "tiny-1.2b-bf16": {"int8": (0.93, 4.5e-3), "int4": (0.40, 0.40)},
 }
 
 
@@ -89,11 +89,11 @@ POSITION = 1 / 192  # one of the 96 + 96 reference positions, in top-1 agreement
 # id -> (load options, measured top-1 agreement, measured mean KL) on tiny-trained over prompt and
 # prompt2. For comparison, the float32 weights rounded to bf16: 99.48 % / 1.8e-5.
 TRAINED_MEASURED = {
-    "int8-g128": ({"quant": "int8"}, 0.9948, 2.75e-4),
+    "int8-g32": ({"quant": "int8"}, 0.9948, 2.01e-4),
     "int8-g64": ({"quant": "int8", "group_size": 64}, 0.9948, 2.86e-4),
-    "int8-g32": ({"quant": "int8", "group_size": 32}, 0.9948, 2.01e-4),
+    "int8-g128": ({"quant": "int8", "group_size": 128}, 0.9948, 2.75e-4),
     "int8-per-row": ({"quant": "int8", "group_size": 0}, 0.9896, 3.02e-4),
-    "int8-head-bf16": ({"quant": "int8", "head": "bf16"}, 0.9948, 2.28e-4),
+    "int8-head-bf16": ({"quant": "int8", "head": "bf16"}, 0.9948, 1.56e-4),
     "int4-g32": ({"quant": "int4", "group_size": 32}, 0.9219, 1.68e-2),
     "int4-g64": ({"quant": "int4"}, 0.9323, 1.85e-2),
     "int4-g128": ({"quant": "int4", "group_size": 128}, 0.9062, 1.88e-2),
@@ -176,6 +176,87 @@ def test_scale_search_beats_absmax_on_trained_logits(tmp_path, fmt, group_size):
     _, kl_search = quality(exaone_cpu.load(searched), ref)
     _, kl_plain = quality(exaone_cpu.load(plain), ref)
     assert kl_search < 0.9 * kl_plain, f"mean KL {kl_search:.3g} with the search, {kl_plain:.3g} with absmax"
+
+
+# ---- against llama.cpp at the same bits ---------------------------------------------------------
+# The defaults against llama.cpp's formats of the same or more bits per weight, on the same weights:
+# int8 (G32, f16 scales: 8.5 bits per weight) against Q8_0 (8.5), int4 (G64: 4.25) against Q4_0
+# (4.5); llama.cpp's rounding is the `gguf` package's reference quantize -> dequantize. Two
+# measures: the weights alone (both dequantized, run in float32), and the engines as users run
+# them: ours quantized at load, llama.cpp's as a GGUF file run by exaone_cpu, which multiplies it
+# as llama.cpp does (activations in int8 blocks of 32, so that error is the same on both sides).
+# Measured mean KL, ours / llama.cpp's (weights alone; engine):
+#   random hidden 96, 3 layers: int8 2.1e-3 / 2.5e-3; 3.62e-3 / 3.56e-3 — int4 0.43 / 0.53; 0.43 / 0.53
+#   tiny-trained:               int8 7.1e-5 / 8.1e-5; 2.0e-4 / 2.4e-4 — int4 1.8e-2 / 2.7e-2; 1.9e-2 / 2.7e-2
+# On the random checkpoint the int8 activations' error (the same for both) is most of the int8
+# engine figure: over 5 random checkpoints (hidden 96-256) ours / Q8_0 was 0.97-1.02 there, with the
+# weights alone 13-20 % closer (squared weight error on Gaussian weights: 0.81x Q8_0's).
+SAME_BITS = {"int8": "Q8_0", "int4": "Q4_0"}
+
+
+def random_checkpoint(directory):
+    from model_factory import write_tiny_exaone
+
+    return write_tiny_exaone(directory, seed=1, dtype="F32", link_tokenizer=False, vocab_size=512, hidden=96,
+                             layers=3)
+
+
+def rounded_checkpoint(src, dst, rounded):
+    """src with every quantized weight (projections, embedding / lm_head) replaced by rounded(name,
+    w) as float32."""
+    from exaone_cpu.checkpoint import load_checkpoint_tensors
+
+    dst.mkdir()
+    shutil.copy(src / "config.json", dst)
+    tensors = {}
+    for name, t in load_checkpoint_tensors(src).items():
+        w = t.to_f32()
+        tensors[name] = np.ascontiguousarray(rounded(name, w) if quant._role(name) else w, dtype=np.float32)
+    save_file(tensors, dst / "model.safetensors")
+    return dst
+
+
+def ours_rounded(bits):
+    spec = QuantSpec(bits=bits)
+    return lambda name, w: QuantLinear.quantize(w, _core.WeightType.F32, spec.format_for(quant._role(name)),
+                                                spec.group_size).dequantize()
+
+
+def gguf_rounded(kind):
+    import gguf
+
+    q = gguf.GGMLQuantizationType[kind]
+    return lambda name, w: gguf.quants.dequantize(gguf.quants.quantize(w, q), q).reshape(w.shape)
+
+
+@pytest.mark.parametrize("which", ["random", "trained"])
+@pytest.mark.parametrize("q", ["int8", "int4"])
+def test_defaults_at_least_as_accurate_as_llama_cpp_at_the_same_bits(tmp_path, which, q):
+    pytest.importorskip("gguf")
+    from model_factory import write_gguf
+
+    kind = SAME_BITS[q]
+    if which == "trained":
+        src, ref = FIXTURES / TRAINED, reference(TRAINED)
+    else:
+        src = random_checkpoint(tmp_path / "random")
+        rng = np.random.default_rng(0)
+        prompts = [rng.integers(0, 512, 96) for _ in range(2)]
+        f32 = exaone_cpu.load(src)  # equals transformers to ~1e-5 (test_model)
+        ref = {"prompt": prompts[0], "prompt2": prompts[1], "logits": f32.logits(prompts[0]),
+               "logits2": f32.logits(prompts[1])}
+    bits = int(q[3:])
+    _, ours = quality(exaone_cpu.load(rounded_checkpoint(src, tmp_path / "ours", ours_rounded(bits))), ref)
+    _, theirs = quality(exaone_cpu.load(rounded_checkpoint(src, tmp_path / "theirs", gguf_rounded(kind))), ref)
+    print(f"{which} {q}: weights alone {ours:.3g} / {kind} {theirs:.3g}")
+    assert ours <= theirs, f"weights alone: {q} mean KL {ours:.3g}, {kind} {theirs:.3g}"
+    _, ours = quality(exaone_cpu.load(src, quant=q), ref)
+    _, theirs = quality(exaone_cpu.load(write_gguf(src, tmp_path / f"{kind}.gguf", kind)), ref)
+    print(f"{which} {q}: engine {ours:.3g} / {kind} {theirs:.3g}")
+    # int8 on random weights: the shared activation error dominates (see above), parity within 5 %
+    slack = 1.05 if (which, q) == ("random", "int8") else 1.0
+    assert ours <= slack * theirs, f"engine: {q} mean KL {ours:.3g}, {kind} {theirs:.3g}"
+
 
 def test_quantized_model_structure():
     model = exaone_cpu.load(FIXTURES / "tiny-1.2b", quant="int4")

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", type=int, choices=(8, 4), required=True, help="weight bits of the projections")
     parser.add_argument("--group-size", type=int, default=None, metavar="N",
                         help="weights per f16 scale: 32, 64 or 128, or 0 for one scale per row (int8 only); "
-                             "default 128 for int8, 64 for int4")
+                             "default 32 for int8, 64 for int4")
     parser.add_argument("--head", choices=("int8", "int4", "bf16"), default="int8",
                         help="format of the embedding / lm_head (default int8)")
     parser.add_argument("--asym", action="store_true", help="int4 with a scale and a min per group")
