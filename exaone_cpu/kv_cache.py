@@ -7,7 +7,16 @@ import numpy as np
 
 from .config import Exaone4Config
 
-KV_DTYPES = {"f32": np.float32, "f16": np.float16}
+KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int8": np.int8}
+
+
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 rows of x [..., D] with one f32 scale each: x ≈ scale * q, scale = max|x| / 127, q
+    rounded to nearest even (a zero row gets scale 0)."""
+    amax = np.abs(x).max(axis=-1)
+    scale = (amax / np.float32(127.0)).astype(np.float32)
+    inv = np.divide(np.float32(1.0), scale, out=np.zeros_like(scale), where=scale > 0)
+    return np.rint(x * inv[..., None]).astype(np.int8), scale
 
 
 class LayerCache:
@@ -18,42 +27,63 @@ class LayerCache:
     def __init__(self, kv_heads: int, head_dim: int, capacity: int, ring: bool, dtype=np.float32):
         self.ring = ring
         # [kv_heads, slots, head_dim]: each KV head's keys are contiguous for the attention kernel;
-        # float32, or float16 (half the bytes attention reads; K/V rounded to nearest f16)
+        # float32, float16 (half the bytes attention reads; K/V rounded to nearest f16), or int8
+        # with an f32 scale per head and position in k_scale / v_scale [kv_heads, slots]
         self.k = np.zeros((kv_heads, capacity, head_dim), dtype)
         self.v = np.zeros((kv_heads, capacity, head_dim), dtype)
+        self.k_scale = self.v_scale = None
+        if self.quantized:
+            self.k_scale = np.zeros((kv_heads, capacity), np.float32)
+            self.v_scale = np.zeros((kv_heads, capacity), np.float32)
         self.pos = np.full(capacity, -1, np.int64)  # absolute position held by each slot
+
+    @property
+    def quantized(self) -> bool:
+        return self.k.dtype == np.int8
 
     def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
         """Writes the K/V [T, kv_heads, head_dim] of consecutive positions (one forward step of one
         sequence)."""
         k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
         if self.ring:
-            slots = positions % len(self.pos)
-            self.k[:, slots] = k
-            self.v[:, slots] = v
-            self.pos[slots] = positions
-            return
-        start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
-        if end > len(self.pos):
-            self._grow(max(end, 2 * len(self.pos)))
-        self.k[:, start:end] = k
-        self.v[:, start:end] = v
-        self.pos[start:end] = positions
+            where = positions % len(self.pos)
+        else:
+            start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
+            if end > len(self.pos):
+                self._grow(max(end, 2 * len(self.pos)))
+            where = slice(start, end)
+        if self.quantized:
+            self.k[:, where], self.k_scale[:, where] = quantize_rows(k)
+            self.v[:, where], self.v_scale[:, where] = quantize_rows(v)
+        else:
+            self.k[:, where] = k
+            self.v[:, where] = v
+        self.pos[where] = positions
 
     def _grow(self, capacity: int) -> None:
-        for name in ("k", "v"):
+        for name in ("k", "v", "k_scale", "v_scale"):
             old = getattr(self, name)
-            new = np.zeros((old.shape[0], capacity, old.shape[2]), old.dtype)
+            if old is None:
+                continue
+            new = np.zeros((old.shape[0], capacity) + old.shape[2:], old.dtype)
             new[:, : old.shape[1]] = old
             setattr(self, name, new)
         pos = np.full(capacity, -1, np.int64)
         pos[: len(self.pos)] = self.pos
         self.pos = pos
 
-    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def view(self) -> tuple:
         """K, V [kv_heads, slots, head_dim] and the position of each slot (-1: empty), every slot
-        of the buffer (the kernel skips empty ones; a slice would not be contiguous)."""
+        of the buffer (the kernel skips empty ones; a slice would not be contiguous); for an int8
+        cache also the scales [kv_heads, slots]: what _core.attention / attention_batch take."""
+        if self.quantized:
+            return self.k, self.v, self.pos, self.k_scale, self.v_scale
         return self.k, self.v, self.pos
+
+    @property
+    def nbytes(self) -> int:
+        scales = 0 if self.k_scale is None else self.k_scale.nbytes + self.v_scale.nbytes
+        return self.k.nbytes + self.v.nbytes + self.pos.nbytes + scales
 
     def truncate(self, length: int) -> None:
         """Forgets every position >= length (their slots become empty)."""
@@ -64,15 +94,20 @@ class LayerCache:
         `capacity` positions; a ring copied whole)."""
         out = LayerCache.__new__(LayerCache)
         out.ring = self.ring
+        names = ("k", "v") + (("k_scale", "v_scale") if self.quantized else ())
+        out.k_scale = out.v_scale = None
         if self.ring:
-            out.k, out.v, out.pos = self.k.copy(), self.v.copy(), self.pos.copy()
+            for name in names:
+                setattr(out, name, getattr(self, name).copy())
+            out.pos = self.pos.copy()
         else:
             slots = max(capacity, length, 1)
-            out.k = np.zeros((self.k.shape[0], slots, self.k.shape[2]), self.k.dtype)
-            out.v = np.zeros_like(out.k)
+            for name in names:
+                a = getattr(self, name)
+                b = np.zeros((a.shape[0], slots) + a.shape[2:], a.dtype)
+                b[:, :length] = a[:, :length]
+                setattr(out, name, b)
             out.pos = np.full(slots, -1, np.int64)
-            out.k[:, :length] = self.k[:, :length]
-            out.v[:, :length] = self.v[:, :length]
             out.pos[:length] = self.pos[:length]
         out.truncate(length)
         return out
@@ -122,7 +157,7 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(c.k.nbytes + c.v.nbytes + c.pos.nbytes for c in self.layers)
+        return sum(c.nbytes for c in self.layers)
 
     def truncate(self, length: int) -> bool:
         """Goes back to the state after the first `length` tokens, so the next forward continues at

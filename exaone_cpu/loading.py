@@ -45,8 +45,9 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     exaone_cpu.quant and docs/quantization.md), with group_size (32, 64, 128; 0 = per-row, int8
     only; default 32 for int8 (as Q8_0), 64 for int4), asym (int4 scale + min) and head ("int8" default,
     "int4" or "bf16": the embedding / lm_head).
-    kv_dtype: "f32" (default: exact) or "f16" (K/V rounded to f16: half the memory and the bytes
-    attention reads, faster decoding at long context, as llama.cpp's default cache).
+    kv_dtype: "f32" (default: exact), "f16" (K/V rounded to f16: half the memory and the bytes
+    attention reads, faster decoding at long context, as llama.cpp's default cache) or "int8" (each
+    head's K/V row of a position as int8 with an f32 scale: 0.27x f32's bytes).
     path may also be a Hugging Face Hub repo id (exaone_cpu.hub: from the local cache first;
     local_files_only=True or HF_HUB_OFFLINE=1 never touch the network); gguf= picks a file of a
     GGUF repo (or directory) by name or quant type, e.g. "Q4_K_M".

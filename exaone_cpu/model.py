@@ -126,8 +126,9 @@ class Model:
         for cache, rows in caches:
             cache.store(positions[rows], k[rows], v[rows])
         if len(caches) == 1:
-            k_all, v_all, key_pos = caches[0][0].view()  # [kv_heads, slots, head_dim], [slots]
-            _core.attention(q, k_all, v_all, key_pos, positions, c.window(i) or 0, self.attention_scale, out=attn)
+            k_all, v_all, key_pos, *scales = caches[0][0].view()  # [kv_heads, slots, head_dim], [slots]
+            _core.attention(q, k_all, v_all, key_pos, positions, c.window(i) or 0, self.attention_scale, attn,
+                            *scales)
         else:  # every sequence's rows in one call: one pass over the thread pool
             starts = np.array([rows.start for _, rows in caches] + [T], np.int64)
             _core.attention_batch(q, [cache.view() for cache, _ in caches], starts, positions, c.window(i) or 0,

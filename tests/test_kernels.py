@@ -254,7 +254,63 @@ def test_attention_f16_cache(isa, T, D):
     assert_close(out, expected, rtol=4e-6, what=f"f16 cache {isa} T={T} D={D}")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def int8_rows(x):
+    """x [KV, S, D] as int8 rows with one scale each (kv_cache.quantize_rows), and their values."""
+    from exaone_cpu.kv_cache import quantize_rows
+
+    q, scale = quantize_rows(x)
+    return q, scale, q.astype(np.float32) * scale[..., None]
+
+
+@pytest.mark.parametrize("T", [1, 3, 20])
+@pytest.mark.parametrize("D", [8, 17, 64])
+@pytest.mark.parametrize("window", [0, 7])
+def test_attention_int8_cache(isa, T, D, window):
+    """An int8 cache is attended exactly as the f32 rows it stands for (codes times scales)."""
+    S, H, KV = 90, 4, 2
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k, ks, kf = int8_rows(rng.standard_normal((KV, S, D)).astype(np.float32))
+    v, vs, vf = int8_rows(rng.standard_normal((KV, S, D)).astype(np.float32))
+    key_pos = np.full(S, -1, np.int64)
+    key_pos[: S - 5] = (np.arange(S - 5) + 40) % (S - 5)
+    q_pos = np.arange(S - 5 - T, S - 5, dtype=np.int64)
+    out = np.full((T, H, D), np.nan, np.float32)
+    _core.attention(q, k, v, key_pos, q_pos, window, D**-0.5, out=out, k_scale=ks, v_scale=vs)
+    expected = numpy_attention(q, kf, vf, key_pos, q_pos, window, D**-0.5)
+    assert_close(out, expected, rtol=4e-6, what=f"int8 cache {isa} T={T} D={D}")
+
+
+def test_int8_rows_round_to_nearest_with_the_row_max_at_127():
+    rng_ = np.random.default_rng(5)
+    x = rng_.standard_normal((3, 11, 16)).astype(np.float32) * rng_.uniform(0.01, 10, (3, 11, 1)).astype(np.float32)
+    x[1, 4] = 0.0  # a zero row: scale 0, codes 0
+    q, scale, back = int8_rows(x)
+    assert q.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == (3, 11)
+    assert scale[1, 4] == 0 and not q[1, 4].any()
+    live = scale > 0
+    assert (np.abs(q).max(-1)[live] == 127).all()
+    assert (np.abs(back - x) <= scale[..., None] / 2 * (1 + 1e-6)).all()
+
+
+def test_attention_int8_cache_checks_its_scales():
+    q = np.ones((1, 4, 8), np.float32)
+    k = np.ones((2, 5, 8), np.int8)
+    s = np.ones((2, 5), np.float32)
+    pos = np.arange(5, dtype=np.int64)
+    qp = np.array([4], np.int64)
+    with pytest.raises(ValueError, match="needs k_scale and v_scale"):
+        _core.attention(q, k, k, pos, qp, 0, 1.0)
+    with pytest.raises(ValueError, match="k_scale"):
+        _core.attention(q, k, k, pos, qp, 0, 1.0, k_scale=s[:, :4], v_scale=s)
+    with pytest.raises(ValueError, match="v_scale"):
+        _core.attention(q, k, k, pos, qp, 0, 1.0, k_scale=s, v_scale=s.astype(np.float64))
+    with pytest.raises(ValueError, match="only for an int8 cache"):
+        _core.attention(q, k.astype(np.float32), k.astype(np.float32), pos, qp, 0, 1.0, k_scale=s, v_scale=s)
+    with pytest.raises(ValueError, match="float32 arrays"):
+        _core.attention(q, k, k, pos, qp, 0, 1.0, k_scale=[1.0] * 10, v_scale=s)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8])
 @pytest.mark.parametrize("window", [0, 3])
 def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
     """Rows of several sequences (decode rows and prompt chunks) in one call, each in its own cache."""
@@ -264,14 +320,20 @@ def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
     caches, positions, expected = [], [], []
     row = 0
     for n, S in zip(lengths, slots):
-        k = rng.standard_normal((KV, S, D)).astype(dtype)
-        v = rng.standard_normal((KV, S, D)).astype(dtype)
+        k = rng.standard_normal((KV, S, D)).astype(np.float32)
+        v = rng.standard_normal((KV, S, D)).astype(np.float32)
+        scales = ()
+        if dtype == np.int8:
+            (k, ks, _), (v, vs, _) = int8_rows(k), int8_rows(v)
+            scales = (ks, vs)
+        else:
+            k, v = k.astype(dtype), v.astype(dtype)
         key_pos = np.full(S, -1, np.int64)
         key_pos[: S - 2] = np.arange(S - 2)
         q_pos = np.arange(S - 2 - n, S - 2, dtype=np.int64)
-        caches.append((k, v, key_pos))
+        caches.append((k, v, key_pos) + scales)
         positions.append(q_pos)
-        expected.append(_core.attention(q[row : row + n], k, v, key_pos, q_pos, window, D**-0.5))
+        expected.append(_core.attention(q[row : row + n], k, v, key_pos, q_pos, window, D**-0.5, None, *scales))
         row += n
     starts = np.cumsum([0] + lengths).astype(np.int64)
     out = np.full_like(q, np.nan)
@@ -282,10 +344,10 @@ def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
     with pytest.raises(ValueError, match="row_starts"):
         _core.attention_batch(q, caches[:3], starts, np.concatenate(positions), window, 1.0)
     other = np.float16 if dtype == np.float32 else np.float32
-    mixed = caches[:3] + [tuple(a.astype(other) if a.dtype != np.int64 else a for a in caches[3])]
+    mixed = caches[:3] + [tuple(a.astype(other) if a.dtype != np.int64 else a for a in caches[3][:3])]
     with pytest.raises(ValueError, match="cache 3"):
         _core.attention_batch(q, mixed, starts, np.concatenate(positions), window, 1.0)
-    short = caches[:1] + [(caches[1][0], caches[1][1], caches[1][2][:-1])] + caches[2:]
+    short = caches[:1] + [(caches[1][0], caches[1][1], caches[1][2][:-1]) + caches[1][3:]] + caches[2:]
     with pytest.raises(ValueError, match="cache 1: key_pos"):
         _core.attention_batch(q, short, starts, np.concatenate(positions), window, 1.0)
 

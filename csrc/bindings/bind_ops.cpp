@@ -101,29 +101,55 @@ void rope(py::array x, py::array positions, py::array inv_freq, float attention_
   ops::rope(xp, T, heads, D, pp, fp, attention_scaling);
 }
 
-// A KV cache's k / v [kv_heads, slots, D] (f32, or f16 as numpy float16 or its uint16 bits) and
-// key_pos [slots], checked against the queries' D and the f16-ness of the first cache.
-ops::KVView checked_kv(py::array& k, py::array& v, const py::array& key_pos, int64_t D, int64_t KV,
-                       bool kv_f16, const std::string& which) {
-  if (kv_f16) {
+// The element type of a KV cache from its k array: float32, float16 (numpy float16 or its uint16
+// bits) or int8 (with scales).
+ops::KVType kv_type_of(const py::array& k) {
+  if (py::isinstance<py::array_t<float>>(k)) return ops::KVType::F32;
+  if (k.dtype().kind() == 'i' && k.itemsize() == 1) return ops::KVType::I8;
+  return ops::KVType::F16;
+}
+
+// A KV cache's k / v [kv_heads, slots, D] (f32, f16, or int8 with k_scale / v_scale [kv_heads,
+// slots] f32) and key_pos [slots], checked against the queries' D and the first cache's type.
+ops::KVView checked_kv(py::array& k, py::array& v, const py::array& key_pos, const py::object& k_scale,
+                       const py::object& v_scale, int64_t D, int64_t KV, ops::KVType type,
+                       const std::string& which) {
+  const bool scaled = !k_scale.is_none() || !v_scale.is_none();
+  if (scaled != (type == ops::KVType::I8))
+    throw py::value_error("attention: " + which + (scaled ? "k_scale / v_scale are only for an int8 cache"
+                                                          : "an int8 cache needs k_scale and v_scale"));
+  ops::KVView view{};
+  if (type == ops::KVType::F16) {
     if ((k.dtype().kind() != 'f' && k.dtype().kind() != 'u') || k.itemsize() != 2)
-      throw py::value_error("attention: " + which + "k_cache must be float32 or float16, got " +
+      throw py::value_error("attention: " + which + "k_cache must be float32, float16 or int8, got " +
                             std::string(py::str(k.dtype())));
     if (v.itemsize() != 2 || k.dtype().kind() != v.dtype().kind())
-      throw py::value_error("attention: " + which + "k_cache and v_cache must both be float32 or both float16");
+      throw py::value_error("attention: " + which + "k_cache and v_cache must have the same dtype");
     k = k.dtype().kind() == 'f' ? k.view("uint16") : k;
     v = v.dtype().kind() == 'f' ? v.view("uint16") : v;
     checked<uint16_t>(k, (which + "k_cache (f16)").c_str(), 3, {KV, -1, D});
     checked<uint16_t>(v, (which + "v_cache (f16)").c_str(), 3, {KV, k.shape(1), D});
+  } else if (type == ops::KVType::I8) {
+    checked<int8_t>(k, (which + "k_cache (int8)").c_str(), 3, {KV, -1, D});
+    checked<int8_t>(v, (which + "v_cache (int8)").c_str(), 3, {KV, k.shape(1), D});
+    if (!py::isinstance<py::array>(k_scale) || !py::isinstance<py::array>(v_scale))
+      throw py::value_error("attention: " + which + "an int8 cache needs k_scale and v_scale as float32 arrays");
+    py::array ks = k_scale.cast<py::array>(), vs = v_scale.cast<py::array>();
+    checked<float>(ks, (which + "k_scale").c_str(), 2, {KV, k.shape(1)});
+    checked<float>(vs, (which + "v_scale").c_str(), 2, {KV, k.shape(1)});
+    view.k_scale = cptr<float>(ks);
+    view.v_scale = cptr<float>(vs);
   } else {
     checked<float>(k, (which + "k_cache").c_str(), 3, {KV, -1, D});
     checked<float>(v, (which + "v_cache").c_str(), 3, {KV, k.shape(1), D});
   }
   checked<int64_t>(key_pos, (which + "key_pos").c_str(), 1, {k.shape(1)});
-  return ops::KVView{k.data(), v.data(), cptr<int64_t>(key_pos), k.shape(1)};
+  view.k = k.data();
+  view.v = v.data();
+  view.key_pos = cptr<int64_t>(key_pos);
+  view.S = k.shape(1);
+  return view;
 }
-
-bool is_f16_cache(const py::array& k) { return !py::isinstance<py::array_t<float>>(k); }
 
 void check_heads(int64_t H, const py::array& k) {
   if (k.ndim() != 3 || k.shape(0) < 1) return;  // checked_kv names the shape
@@ -133,13 +159,13 @@ void check_heads(int64_t H, const py::array& k) {
 }
 
 py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py::array q_pos,
-                    int64_t window, float scale, py::object out) {
+                    int64_t window, float scale, py::object out, py::object k_scale, py::object v_scale) {
   checked<float>(q, "q", 3);
   const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
   check_heads(H, k);
-  const bool kv_f16 = is_f16_cache(k);
+  const ops::KVType type = kv_type_of(k);
   const int64_t KV = k.ndim() == 3 ? k.shape(0) : -1;
-  const ops::KVView view = checked_kv(k, v, key_pos, D, KV, kv_f16, "");
+  const ops::KVView view = checked_kv(k, v, key_pos, k_scale, v_scale, D, KV, type, "");
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention: window must be >= 0");
   py::array o = out_or_new(out, {T, H, D}, "out");
@@ -148,7 +174,7 @@ py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py
   float* op = mptr<float>(o);
   {
     py::gil_scoped_release nogil;
-    ops::attention_batch(qp, T, H, D, &view, nullptr, kv_f16, KV, qpos, window, scale, op);
+    ops::attention(qp, T, H, D, view, type, KV, qpos, window, scale, op);
   }
   return o;
 }
@@ -171,26 +197,32 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
                             " has no rows)");
     for (int64_t t = starts[b]; t < starts[b + 1]; ++t) view_of_row[size_t(t)] = b;
   }
-  std::vector<py::array> keep;  // the (possibly re-viewed) arrays stay alive while the op runs
+  std::vector<py::object> keep;  // the (possibly re-viewed) arrays stay alive while the op runs
   std::vector<ops::KVView> views;
-  bool kv_f16 = false;
+  ops::KVType type = ops::KVType::F32;
   int64_t KV = -1;
   for (int64_t b = 0; b < B; ++b) {
     py::tuple c = caches[size_t(b)].cast<py::tuple>();
-    if (c.size() != 3) throw py::value_error("attention_batch: each cache must be (k_cache, v_cache, key_pos)");
+    if (c.size() != 3 && c.size() != 5)
+      throw py::value_error("attention_batch: each cache must be (k_cache, v_cache, key_pos) or, int8, "
+                            "(k_cache, v_cache, key_pos, k_scale, v_scale)");
     py::array k = c[0].cast<py::array>(), v = c[1].cast<py::array>(), kp = c[2].cast<py::array>();
+    py::object ks = c.size() == 5 ? py::object(c[3]) : py::object(py::none());
+    py::object vs = c.size() == 5 ? py::object(c[4]) : py::object(py::none());
     const std::string which = "cache " + std::to_string(b) + ": ";
     if (b == 0) {
       check_heads(H, k);
-      kv_f16 = is_f16_cache(k);
+      type = kv_type_of(k);
       KV = k.ndim() == 3 ? k.shape(0) : -1;
-    } else if (is_f16_cache(k) != kv_f16) {
+    } else if (kv_type_of(k) != type) {
       throw py::value_error("attention_batch: " + which + "every cache must have the same dtype");
     }
-    views.push_back(checked_kv(k, v, kp, D, KV, kv_f16, which));
+    views.push_back(checked_kv(k, v, kp, ks, vs, D, KV, type, which));
     keep.push_back(k);
     keep.push_back(v);
     keep.push_back(kp);
+    keep.push_back(ks);
+    keep.push_back(vs);
   }
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention_batch: window must be >= 0");
@@ -200,7 +232,7 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
   float* op = mptr<float>(o);
   {
     py::gil_scoped_release nogil;
-    ops::attention_batch(qp, T, H, D, views.data(), view_of_row.data(), kv_f16, KV, qpos, window, scale, op);
+    ops::attention_batch(qp, T, H, D, views.data(), view_of_row.data(), type, KV, qpos, window, scale, op);
   }
   return o;
 }
@@ -239,12 +271,13 @@ void register_ops(py::module_& m) {
         py::arg("attention_scaling") = 1.0f, "In-place rotate-half RoPE of x[T, heads, head_dim].");
   m.def("attention", &attention, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
         py::arg("key_pos"), py::arg("q_pos"), py::arg("window"), py::arg("scale"),
-        py::arg("out") = py::none(),
-        "Causal (and, with window > 0, sliding-window) GQA attention over a KV cache.");
+        py::arg("out") = py::none(), py::arg("k_scale") = py::none(), py::arg("v_scale") = py::none(),
+        "Causal (and, with window > 0, sliding-window) GQA attention over a KV cache: float32, float16, or "
+        "int8 with k_scale / v_scale [kv_heads, slots] (row r of a head is its int8 values times its scale).");
   m.def("attention_batch", &attention_batch, py::arg("q"), py::arg("caches"), py::arg("row_starts"),
         py::arg("q_pos"), py::arg("window"), py::arg("scale"), py::arg("out") = py::none(),
         "attention() for several sequences in one call: rows row_starts[b]..row_starts[b+1] of q attend "
-        "within caches[b] = (k_cache, v_cache, key_pos).");
+        "within caches[b] = (k_cache, v_cache, key_pos), or (k_cache, v_cache, key_pos, k_scale, v_scale) for int8.");
   m.def("to_f32", &to_f32, py::arg("src"), py::arg("wtype"), "Widen bf16/f16 bit patterns to float32.");
 }
 

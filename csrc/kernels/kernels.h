@@ -44,6 +44,13 @@ struct KernelTable {
   void (*attend_f16)(const float* q, int64_t G, int64_t D, const uint16_t* k, const uint16_t* v,
                      int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
                      float* out);
+  // attend_f32 over an int8 KV cache: key row r is ks[r] * k[r * stride ..] and value row r is
+  // vs[r] * v[r * stride ..] (one scale per row, indexed by slot like the rows). The scales are
+  // applied to the dot product and to the softmax weight, never per element. Null where the ISA
+  // has no variant: the caller then widens the visible rows into f32 scratch for attend_f32.
+  void (*attend_i8)(const float* q, int64_t G, int64_t D, const int8_t* k, const int8_t* v, const float* ks,
+                    const float* vs, int64_t stride, const int64_t* slots, int64_t n, float scale,
+                    float* scores, float* out);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   // out[i] = exp((x[i] - shift) * scale) for x[i] <= shift, exactly 0 where the exponent is below

@@ -70,6 +70,13 @@ struct F16W {
   }
   static float load1(const uint16_t* p) { return _cvtsh_ss(*p); }
 };
+struct I8W {  // the int8 KV cache's rows (their per-row scales are applied by the caller)
+  using T = int8_t;
+  static __m256 load8(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  static float load1(const int8_t* p) { return float(*p); }
+};
 
 // MT rows of x against NT rows of w: MT*NT accumulators, each weight vector widened once and used
 // MT times.
@@ -279,9 +286,12 @@ void block_scores(const float* q, int64_t G, int64_t D, const typename L::T* con
 // The GQA attention of attend_f32 with every lane busy when head_dim is a multiple of 8 (callers
 // check): scores of 8 keys at a time (8 accumulators over head_dim, reduced together), then the
 // values weighted in registers, 16 dims of up to 4 heads per pass over the keys.
+// ks / vs: the int8 cache's per-row scales (null for float rows): a score is multiplied by its key's
+// scale before the softmax, a softmax weight by its value's scale after it.
 template <class L>
 void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, const typename L::T* v,
-                 int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores, float* out) {
+                 int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores, float* out,
+                 const float* ks = nullptr, const float* vs = nullptr) {
   const __m256 sv = _mm256_set1_ps(scale);
   const int64_t row_bytes = D * int64_t(sizeof(typename L::T));
   // Blocks of 8 keys, outer, so a block's rows are read from memory once and stay in L1 for all G
@@ -318,7 +328,13 @@ void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, c
       scores[g * n + i] = hsum(acc) * scale;
     }
   }
+  if (ks)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= ks[slots[j]];
   for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
+  if (vs)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= vs[slots[j]];
   for (int64_t g = 0; g < G; g += 4) {
     const float* p = scores + g * n;
     float* o = out + g * D;
@@ -350,6 +366,16 @@ void attend_f16_avx2(const float* q, int64_t G, int64_t D, const uint16_t* k, co
     return;
   }
   attend_avx2<F16W>(q, G, D, k, v, stride, slots, n, scale, scores, out);
+}
+
+void attend_i8_avx2(const float* q, int64_t G, int64_t D, const int8_t* k, const int8_t* v, const float* ks,
+                    const float* vs, int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                    float* out) {
+  if (D % 8 != 0) {
+    scalar_table().attend_i8(q, G, D, k, v, ks, vs, stride, slots, n, scale, scores, out);
+    return;
+  }
+  attend_avx2<I8W>(q, G, D, k, v, stride, slots, n, scale, scores, out, ks, vs);
 }
 
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
@@ -486,7 +512,7 @@ int64_t find_in_range_f32(const float* x, int64_t n, float lo, float hi, int32_t
 const KernelTable* avx2_table() {
   static const KernelTable table = {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2,
+      rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2, attend_i8_avx2,
       bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
   };
   return &table;

@@ -275,6 +275,7 @@ const KernelTable* neon_table() {
       "neon",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32,
       nullptr,  // attend_f16: the f16 cache is widened into scratch for attend_f32
+      nullptr,  // attend_i8: likewise, each row times its scale
       bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
   };
   return &table;

@@ -203,6 +203,31 @@ void attend_f16(const float* q, int64_t G, int64_t D, const uint16_t* k, const u
   }
 }
 
+// The int8 cache's reference: score i = (q . k_i) * ks_i * scale, and value i weighted by
+// p_i * vs_i, each int8 element widened exactly as read.
+void attend_i8(const float* q, int64_t G, int64_t D, const int8_t* k, const int8_t* v, const float* ks,
+               const float* vs, int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+               float* out) {
+  for (int64_t g = 0; g < G; ++g) {
+    float* s = scores + g * n;
+    const float* qg = q + g * D;
+    for (int64_t i = 0; i < n; ++i) {
+      const int8_t* key = k + slots[i] * stride;
+      float acc = 0.0f;
+      for (int64_t d = 0; d < D; ++d) acc += qg[d] * float(key[d]);
+      s[i] = acc * ks[slots[i]] * scale;
+    }
+    softmax_f32(s, n);
+    float* o = out + g * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      const int8_t* value = v + slots[i] * stride;
+      const float w = s[i] * vs[slots[i]];
+      for (int64_t d = 0; d < D; ++d) o[d] += w * float(value[d]);
+    }
+  }
+}
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_value(src[i]);
 }
@@ -216,7 +241,7 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 const KernelTable& scalar_table() {
   static const KernelTable table = {
       "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
-      rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16,
+      rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16, attend_i8,
       bf16_to_f32, f16_to_f32,  exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
   };
   return table;

@@ -7,15 +7,13 @@
 namespace exaone {
 namespace ops {
 
-void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, const void* v,
-               bool kv_f16, int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos,
-               int64_t window, float scale, float* out) {
-  const KVView view{k, v, key_pos, S};
-  attention_batch(q, T, H, D, &view, nullptr, kv_f16, KV, q_pos, window, scale, out);
+void attention(const float* q, int64_t T, int64_t H, int64_t D, const KVView& cache, KVType kv_type,
+               int64_t KV, const int64_t* q_pos, int64_t window, float scale, float* out) {
+  attention_batch(q, T, H, D, &cache, nullptr, kv_type, KV, q_pos, window, scale, out);
 }
 
 void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVView* views,
-                     const int64_t* view_of_row, bool kv_f16, int64_t KV, const int64_t* q_pos,
+                     const int64_t* view_of_row, KVType kv_type, int64_t KV, const int64_t* q_pos,
                      int64_t window, float scale, float* out) {
   const kernels::KernelTable& kt = kernels::active();
   const int64_t group = H / KV;  // query heads per KV head (GQA): heads kvh*group .. +group-1
@@ -48,18 +46,27 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
         for (int64_t j = 0; j < group * D; ++j) out[h0 + j] = 0.0f;
         continue;
       }
-      if (!kv_f16) {
+      if (kv_type == KVType::F32) {
         const float* kh = static_cast<const float*>(k) + kvh * S * D;
         const float* vh = static_cast<const float*>(v) + kvh * S * D;
         kt.attend_f32(q + h0, group, D, kh, vh, D, slots.data(), n, scale, scores.data(), out + h0);
         continue;
       }
-      // f16 cache: read at half the bytes, widened in registers where the ISA has a kernel for it,
-      // else the visible rows widened into contiguous f32 scratch (n x D per head) first.
-      const uint16_t* kh = static_cast<const uint16_t*>(k) + kvh * S * D;
-      const uint16_t* vh = static_cast<const uint16_t*>(v) + kvh * S * D;
-      if (kt.attend_f16) {
-        kt.attend_f16(q + h0, group, D, kh, vh, D, slots.data(), n, scale, scores.data(), out + h0);
+      // f16 / int8 cache: read at half / a quarter of the bytes, widened in registers where the ISA
+      // has a kernel for it, else the visible rows widened into contiguous f32 scratch (n x D per
+      // head, an int8 row times its scale) first.
+      const uint16_t* kh16 = static_cast<const uint16_t*>(k) + kvh * S * D;
+      const uint16_t* vh16 = static_cast<const uint16_t*>(v) + kvh * S * D;
+      const int8_t* kh8 = static_cast<const int8_t*>(k) + kvh * S * D;
+      const int8_t* vh8 = static_cast<const int8_t*>(v) + kvh * S * D;
+      const float* ksh = view.k_scale ? view.k_scale + kvh * S : nullptr;
+      const float* vsh = view.v_scale ? view.v_scale + kvh * S : nullptr;
+      if (kv_type == KVType::F16 && kt.attend_f16) {
+        kt.attend_f16(q + h0, group, D, kh16, vh16, D, slots.data(), n, scale, scores.data(), out + h0);
+        continue;
+      }
+      if (kv_type == KVType::I8 && kt.attend_i8) {
+        kt.attend_i8(q + h0, group, D, kh8, vh8, ksh, vsh, D, slots.data(), n, scale, scores.data(), out + h0);
         continue;
       }
       if (int64_t(k32.size()) < n * D) {
@@ -72,8 +79,16 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
         for (int64_t i = old; i < n; ++i) rows[size_t(i)] = i;
       }
       for (int64_t i = 0; i < n; ++i) {
-        kt.f16_to_f32(kh + slots[size_t(i)] * D, k32.data() + i * D, D);
-        kt.f16_to_f32(vh + slots[size_t(i)] * D, v32.data() + i * D, D);
+        const int64_t s = slots[size_t(i)];
+        if (kv_type == KVType::F16) {
+          kt.f16_to_f32(kh16 + s * D, k32.data() + i * D, D);
+          kt.f16_to_f32(vh16 + s * D, v32.data() + i * D, D);
+        } else {
+          for (int64_t d = 0; d < D; ++d) {
+            k32[size_t(i * D + d)] = float(kh8[s * D + d]) * ksh[s];
+            v32[size_t(i * D + d)] = float(vh8[s * D + d]) * vsh[s];
+          }
+        }
       }
       kt.attend_f32(q + h0, group, D, k32.data(), v32.data(), D, rows.data(), n, scale, scores.data(),
                     out + h0);

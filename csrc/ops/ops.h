@@ -32,23 +32,28 @@ void rope(float* x, int64_t T, int64_t heads, int64_t head_dim, const int64_t* p
 // position held in slot s (-1: empty), so one routine serves linear and ring-buffer caches.
 // Query t (at q_pos[t]) sees slot s when 0 <= key_pos[s] <= q_pos[t] and, for window > 0,
 // q_pos[t] - key_pos[s] < window. A query that sees no key gets zeros.
-// k / v are f32, or IEEE f16 (kv_f16: half the bytes to read; widened to f32 per task).
-void attention(const float* q, int64_t T, int64_t H, int64_t D, const void* k, const void* v,
-               bool kv_f16, int64_t S, int64_t KV, const int64_t* key_pos, const int64_t* q_pos,
-               int64_t window, float scale, float* out);
+// k / v are f32, IEEE f16 (half the bytes to read) or int8 with one f32 scale per row (about a quarter of f32;
+// KVView's k_scale / v_scale [KV, S]); the narrow ones are widened to f32 as they are read.
+enum class KVType : int { F32 = 0, F16 = 1, I8 = 2 };
 
-// One sequence's KV cache as attention reads it: k / v [KV, S, D] and the position of each slot.
+// One sequence's KV cache as attention reads it: k / v [KV, S, D] and the position of each slot
+// (and, for an int8 cache, the scales of each row).
 struct KVView {
   const void* k;
   const void* v;
   const int64_t* key_pos;
   int64_t S;
+  const float* k_scale = nullptr;
+  const float* v_scale = nullptr;
 };
+
+void attention(const float* q, int64_t T, int64_t H, int64_t D, const KVView& cache, KVType kv_type,
+               int64_t KV, const int64_t* q_pos, int64_t window, float scale, float* out);
 
 // attention() for the rows of several sequences in one call (a batched decode or prefill step):
 // row t of q attends within views[view_of_row[t]]. One pass over the thread pool for the batch.
 void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVView* views,
-                     const int64_t* view_of_row, bool kv_f16, int64_t KV, const int64_t* q_pos,
+                     const int64_t* view_of_row, KVType kv_type, int64_t KV, const int64_t* q_pos,
                      int64_t window, float scale, float* out);
 
 // Widens n bf16 / f16 values to f32.

@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="threads (default: all CPUs this process may use)")
     p.add_argument("--repeat", type=positive_int, default=3, metavar="N", help="timed runs; medians are reported (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt ids (default 0)")
-    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32",
-                   help="KV cache element type (default f32; f16 halves what attention reads)")
+    p.add_argument("--kv-dtype", choices=("f32", "f16", "int8"), default="f32",
+                   help="KV cache element type (default f32; f16 halves what attention reads, int8 quarters it)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 

@@ -226,6 +226,29 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
           t.attend_f16(q.data(), G, D, k16.data(), v16.data(), stride, slots.data(), n, 0.3f, sc1.data(), o5.data());
           check(isa, "attend_f16" + tag, o5, o4, 4e-6f);
         }
+        // the int8 cache: rows as int8 codes with one scale per slot; the reference against
+        // attend_f32 on the rows widened and scaled, this ISA against the reference
+        std::vector<int8_t> k8(k.size()), v8(v.size());
+        std::vector<float> ks(static_cast<size_t>(S)), vs(static_cast<size_t>(S));
+        for (int64_t r = 0; r < S; ++r) {
+          ks[size_t(r)] = 0.002f + 0.002f * float(r % 7);  // |k| up to 1.8, as the f32 rows
+          vs[size_t(r)] = 0.004f + 0.002f * float(r % 5);
+        }
+        for (size_t j = 0; j < k.size(); ++j) k8[j] = int8_t(int((j * 37 + 11) % 255) - 127);
+        for (size_t j = 0; j < v.size(); ++j) v8[j] = int8_t(int((j * 53 + 7) % 255) - 127);
+        for (size_t j = 0; j < k.size(); ++j) kw[j] = float(k8[j]) * ks[j / size_t(stride)];
+        for (size_t j = 0; j < v.size(); ++j) vw[j] = float(v8[j]) * vs[j / size_t(stride)];
+        std::vector<float> o6(size_t(G * D), kNaN), o7(size_t(G * D), kNaN);
+        ref.attend_f32(q.data(), G, D, kw.data(), vw.data(), stride, slots.data(), n, 0.3f, sc2.data(), o6.data());
+        ref.attend_i8(q.data(), G, D, k8.data(), v8.data(), ks.data(), vs.data(), stride, slots.data(), n, 0.3f,
+                      sc2.data(), o7.data());
+        check(isa, "scalar attend_i8 vs attend_f32 on widened rows" + tag, o7, o6, 4e-6f);
+        if (t.attend_i8) {
+          std::vector<float> o8(size_t(G * D), kNaN);
+          t.attend_i8(q.data(), G, D, k8.data(), v8.data(), ks.data(), vs.data(), stride, slots.data(), n, 0.3f,
+                      sc1.data(), o8.data());
+          check(isa, "attend_i8" + tag, o8, o7, 4e-6f);
+        }
       }
     }
   }
