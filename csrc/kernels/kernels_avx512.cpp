@@ -1,11 +1,13 @@
 // AVX-512 F variants of the float-weight matmuls (f32, bf16, f16 weights; 16 lanes, 32 registers
-// for a 4-token x 6-row register tile); every other entry of the table is AVX2's. This file alone
+// for a 4-token x 6-row register tile) and of the GQA attention over f32 / f16 / int8 KV caches;
+// every other entry of the table is AVX2's. This file alone
 // is compiled with -mavx512f -mavx512bw -mavx512vl (plus the AVX2 flags) and its table is offered
 // only when CPUID and XCR0 report AVX-512 F/BW/VL.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "dispatch.h"
 #include "kernels.h"
@@ -68,10 +70,157 @@ void tile(const float* x, int64_t K, const typename L::T* w, float* y, int64_t l
   }
 }
 
-// kernels_simd.inc's GQA attention loop needs these; the table below takes AVX2's attention.
+struct I8W {  // the int8 KV cache's rows (their per-row scales are applied by the caller)
+  using T = int8_t;
+  static __m512 load16(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  static float load1(const int8_t* p) { return float(*p); }
+};
+
+// kernels_simd.inc's GQA attention loop needs these (the table takes AVX2's softmax).
 float dot_f32(const float* a, const float* b, int64_t n) { return avx2_table()->dot_f32(a, b, n); }
 void axpy_f32(float a, const float* x, float* y, int64_t n) { avx2_table()->axpy_f32(a, x, y, n); }
 void softmax_f32(float* x, int64_t n) { avx2_table()->softmax_f32(x, n); }
+
+// [Σ a0, ..., Σ a7]: each 16-lane sum folded to 8 lanes, then one transpose-add tree.
+inline __m256 reduce8(const __m512* a) {
+  __m256 h[8];
+  for (int j = 0; j < 8; ++j)
+    h[j] = _mm256_add_ps(_mm512_castps512_ps256(a[j]),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[j]), 1)));
+  const __m256 h01 = _mm256_hadd_ps(h[0], h[1]), h23 = _mm256_hadd_ps(h[2], h[3]);
+  const __m256 h45 = _mm256_hadd_ps(h[4], h[5]), h67 = _mm256_hadd_ps(h[6], h[7]);
+  const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
+}
+
+// out[g, d0 .. d0 + 16V) for GN heads += Σ_{i in [i0, i1)} p[g, i] v_i, accumulators in registers
+// for the whole key range; each value vector is widened once for the GN heads.
+template <class L, int GN, int V>
+void attend_pv(const float* p, int64_t n, int64_t i0, int64_t i1, const typename L::T* v, int64_t stride,
+               const int64_t* slots, int64_t d0, int64_t D, float* out) {
+  __m512 acc[GN][V];
+  for (int g = 0; g < GN; ++g)
+    for (int u = 0; u < V; ++u) acc[g][u] = _mm512_loadu_ps(out + g * D + d0 + 16 * u);
+  for (int64_t i = i0; i < i1; ++i) {
+    const typename L::T* vr = v + slots[i] * stride + d0;
+    __m512 vv[V];
+    for (int u = 0; u < V; ++u) vv[u] = L::load16(vr + 16 * u);
+    for (int g = 0; g < GN; ++g) {
+      const __m512 pg = _mm512_set1_ps(p[g * n + i]);
+      for (int u = 0; u < V; ++u) acc[g][u] = _mm512_fmadd_ps(pg, vv[u], acc[g][u]);
+    }
+  }
+  for (int g = 0; g < GN; ++g)
+    for (int u = 0; u < V; ++u) _mm512_storeu_ps(out + g * D + d0 + 16 * u, acc[g][u]);
+}
+
+template <class L, int GN>
+void attend_pv_dims(const float* p, int64_t n, int64_t i0, int64_t i1, const typename L::T* v, int64_t stride,
+                    const int64_t* slots, int64_t D, float* out) {
+  int64_t d = 0;
+  for (; d + 64 <= D; d += 64) attend_pv<L, GN, 4>(p, n, i0, i1, v, stride, slots, d, D, out);
+  switch ((D - d) / 16) {
+    case 3: attend_pv<L, GN, 3>(p, n, i0, i1, v, stride, slots, d, D, out); break;
+    case 2: attend_pv<L, GN, 2>(p, n, i0, i1, v, stride, slots, d, D, out); break;
+    case 1: attend_pv<L, GN, 1>(p, n, i0, i1, v, stride, slots, d, D, out); break;
+    default: break;
+  }
+}
+
+// AVX2's attention loop (kernels_avx2.cpp) at 16 lanes, for head_dim a multiple of 16 (up to 256;
+// callers check): the scores of 8 keys at a time (a narrow cache's rows widened once into L1 scratch
+// for all G heads), then the values weighted in registers, 64 dims of up to 4 heads per pass over a
+// block of 64 keys. ks / vs as in attend_avx2: the int8 cache's per-row scales, or null.
+template <class L>
+void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, const typename L::T* v,
+               int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores, float* out,
+               const float* ks = nullptr, const float* vs = nullptr) {
+  constexpr bool widen = !std::is_same<typename L::T, float>::value;
+  const int64_t row_bytes = D * int64_t(sizeof(typename L::T));
+  const __m256 sv = _mm256_set1_ps(scale);
+  alignas(64) float kw[widen ? 8 * 256 : 16];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int64_t j = i + 32; j < i + 40 && j < n; ++j) {  // decode reads each row once: fetch ahead
+      const char* next = reinterpret_cast<const char*>(k + slots[j] * stride);
+      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    }
+    const float* kf[8];
+    for (int j = 0; j < 8; ++j) {
+      const typename L::T* kr = k + slots[i + j] * stride;
+      if constexpr (widen) {
+        for (int64_t c = 0; c < D; c += 16) _mm512_store_ps(kw + j * D + c, L::load16(kr + c));
+        kf[j] = kw + j * D;
+      } else {
+        kf[j] = reinterpret_cast<const float*>(kr);
+      }
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      __m512 acc[8];
+      for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < D; c += 16) {
+        const __m512 qc = _mm512_loadu_ps(q + g * D + c);
+        for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(kf[j] + c), acc[j]);
+      }
+      _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
+    }
+  }
+  for (; i < n; ++i) {
+    const typename L::T* key = k + slots[i] * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t c = 0; c < D; c += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + c), L::load16(key + c), acc);
+      scores[g * n + i] = _mm512_reduce_add_ps(acc) * scale;
+    }
+  }
+  if (ks)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= ks[slots[j]];
+  for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
+  if (vs)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= vs[slots[j]];
+  for (int64_t j = 0; j < G * D; j += 16) _mm512_storeu_ps(out + j, _mm512_setzero_ps());
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    const int64_t i1 = i0 + 64 < n ? i0 + 64 : n;
+    for (int64_t j = i1; j < i1 + 64 && j < n; ++j) {  // the next block's value rows, while this one runs
+      const char* next = reinterpret_cast<const char*>(v + slots[j] * stride);
+      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    }
+    for (int64_t g = 0; g < G; g += 4) {
+      const float* p = scores + g * n;
+      float* o = out + g * D;
+      switch (G - g < 4 ? G - g : 4) {
+        case 4: attend_pv_dims<L, 4>(p, n, i0, i1, v, stride, slots, D, o); break;
+        case 3: attend_pv_dims<L, 3>(p, n, i0, i1, v, stride, slots, D, o); break;
+        case 2: attend_pv_dims<L, 2>(p, n, i0, i1, v, stride, slots, D, o); break;
+        default: attend_pv_dims<L, 1>(p, n, i0, i1, v, stride, slots, D, o); break;
+      }
+    }
+  }
+}
+
+bool attend512_fits(int64_t D) { return D % 16 == 0 && D <= 256; }
+
+void attend_f32_512(const float* q, int64_t G, int64_t D, const float* k, const float* v, int64_t stride,
+                    const int64_t* slots, int64_t n, float scale, float* scores, float* out) {
+  if (!attend512_fits(D)) return avx2_table()->attend_f32(q, G, D, k, v, stride, slots, n, scale, scores, out);
+  attend512<F32W>(q, G, D, k, v, stride, slots, n, scale, scores, out);
+}
+void attend_f16_512(const float* q, int64_t G, int64_t D, const uint16_t* k, const uint16_t* v, int64_t stride,
+                    const int64_t* slots, int64_t n, float scale, float* scores, float* out) {
+  if (!attend512_fits(D)) return avx2_table()->attend_f16(q, G, D, k, v, stride, slots, n, scale, scores, out);
+  attend512<F16W>(q, G, D, k, v, stride, slots, n, scale, scores, out);
+}
+void attend_i8_512(const float* q, int64_t G, int64_t D, const int8_t* k, const int8_t* v, const float* ks,
+                   const float* vs, int64_t stride, const int64_t* slots, int64_t n, float scale, float* scores,
+                   float* out) {
+  if (!attend512_fits(D))
+    return avx2_table()->attend_i8(q, G, D, k, v, ks, vs, stride, slots, n, scale, scores, out);
+  attend512<I8W>(q, G, D, k, v, stride, slots, n, scale, scores, out, ks, vs);
+}
 
 // The sampler's mass above K cut-offs: a compare into a mask and a masked add per cut-off and 16
 // elements; float partial sums per 128 elements, then double.
@@ -125,6 +274,9 @@ const KernelTable* avx512_table() {
     t.matmul_bf16 = matmul_bf16;
     t.matmul_f16 = matmul_f16;
     t.sums_at_least_f32 = sums_at_least_f32;
+    t.attend_f32 = attend_f32_512;
+    t.attend_f16 = attend_f16_512;
+    t.attend_i8 = attend_i8_512;
     return t;
   }();
   return &table;
