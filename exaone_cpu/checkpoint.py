@@ -9,6 +9,7 @@ patterns (numpy has no bfloat16).
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,25 @@ class Tensor:
     def wtype(self):
         """The kernels' element format, or None for dtypes they do not take as weights."""
         return DTYPES[self.dtype][1]
+
+    def release(self) -> None:
+        """Drops this tensor's pages of a memory-mapped file from the process (they stay in the page
+        cache and are read back if used again): a pass over a whole checkpoint (exaone-quantize)
+        then holds about one tensor in memory, not every tensor it has read. No-op for a copy in
+        memory or where the platform has no MADV_DONTNEED."""
+        base = self.data
+        while base is not None and not isinstance(base, np.memmap):
+            base = base.base
+        mm = getattr(base, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or self.data.nbytes == 0:
+            return
+        offset = self.data.ctypes.data - np.frombuffer(mm, np.uint8).ctypes.data  # within the mapping
+        start = offset - offset % mmap.PAGESIZE
+        end = min(offset + self.data.nbytes, len(mm))
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError):
+            pass  # only a hint
 
     def to_f32(self) -> np.ndarray:
         """A float32 copy (for small tensors such as norm weights)."""

@@ -544,6 +544,7 @@ def _write_shard(file: Path, items, metadata: dict[str, str], produce: Callable[
                     raise RuntimeError(f"internal error: {e.name} came out {a.dtype} {a.shape}, planned {e.dtype} {e.shape}")
                 f.write(memoryview(np.ascontiguousarray(a)).cast("B"))
             del arrays
+            tensors[source].release()  # peak memory: one source tensor, not all read so far
             report(source, entries, time.perf_counter() - start)
         f.flush()
         os.fsync(f.fileno())

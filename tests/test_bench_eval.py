@@ -337,3 +337,37 @@ def test_make_random_model_writes_a_loadable_checkpoint(tmp_path, shard_gb):
     np.testing.assert_array_equal(tensors["model.norm.weight"].to_f32(), np.ones(64, np.float32))
     model = exaone_cpu.load(out, threads=1)
     assert len(model.generate([1, 2, 3], 4, stop_at_eos=False)) == 4
+
+
+def test_make_random_model_32b_shape_and_partial_layers(tmp_path):
+    """--shape 32b is EXAONE-4.0-32B's config (LLLG pattern, window 4096, untied head); --layers N
+    keeps the first N layers; the tool's tensor list matches what exaone_cpu loads for that config."""
+    script = REPO / "tools" / "make_random_model.py"
+    if not script.is_file():
+        pytest.skip("tools/ is not next to the tests (installed package only)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_random_model", script)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = tool.exaone_32b_config({"bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0})
+    assert cfg["num_hidden_layers"] == 64 and cfg["hidden_size"] == 5120 and cfg["intermediate_size"] == 27392
+    assert cfg["layer_types"][:4] == ["sliding_attention"] * 3 + ["full_attention"]
+    assert cfg["layer_types"].count("full_attention") == 16 and cfg["eos_token_id"] == 361
+    params = sum(int(np.prod(s)) for s in tool.tensor_shapes(cfg).values())
+    assert 31.0e9 < params < 32.5e9, params  # "32B"
+    part = tool.keep_layers(cfg, 5)
+    assert part["num_hidden_layers"] == 5 and part["layer_types"] == cfg["layer_types"][:5]
+    with pytest.raises(ValueError, match="--layers"):
+        tool.keep_layers(cfg, 65)
+    c = exaone_cpu.Exaone4Config.from_dict(part)
+    assert [c.window(i) for i in range(5)] == [4096, 4096, 4096, None, 4096]
+    assert [c.uses_rope(i) for i in range(5)] == [True, True, True, False, True]  # global layers: no RoPE
+    # the CLI on a tiny config: --layers keeps the first layers' tensors only
+    out = tmp_path / "m"
+    subprocess.run([sys.executable, str(script), str(out), "--config", str(TINY_32B / "config.json"), "--layers", "2",
+                    "--no-tokenizer"], check=True, capture_output=True)
+    written = json.loads((out / "config.json").read_text())
+    assert written["num_hidden_layers"] == 2 and written["layer_types"] == ["sliding_attention"] * 2
+    model = exaone_cpu.load(out)
+    assert len(model.layers) == 2

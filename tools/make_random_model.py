@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Write a random-weight EXAONE 4 checkpoint with the exact shape of a real one (for benchmarks).
 
-    python tools/make_random_model.py [OUT_DIR] [--config CONFIG_JSON] [--seed N] [--std F]
+    python tools/make_random_model.py [OUT_DIR] [--config CONFIG_JSON | --shape 32b] [--layers N]
+                                      [--seed N] [--std F]
 
 Speed does not depend on the weight values, so a random checkpoint of the EXAONE-4.0-1.2B shape
 stands in for the real model, which this machine cannot download. The layout is the Hugging Face
 one: model.safetensors (bf16; shards + model.safetensors.index.json past --shard-size), config.json,
 generation_config.json, and the tokenizer files (vocab.json, merges.txt, tokenizer_config.json,
 ...) copied from the directory of the config, when present there.
+
+--shape 32b takes EXAONE-4.0-32B's shape instead (its config.json as published: 64 layers, hidden
+5120, intermediate 27392, 40 query / 8 KV heads of 128, three sliding-window layers of 4096 to one
+global, untied lm_head), with the tokenizer files of the --config directory. --layers N keeps the
+first N decoder layers (a partial model that fits a small machine's disk and memory: the 32B's
+layers are ~0.97 GB each in bf16); per-layer costs measured on it extrapolate to the whole model.
 
 Defaults: config ../shared/exaone-4.0-1.2b/config.json relative to the repository root, output
 /work/bench/models/exaone4-1.2b-random. Weights ~ normal(0, 0.02) as transformers initialises
@@ -32,6 +39,35 @@ DEFAULT_OUT = Path("/work/bench/models/exaone4-1.2b-random")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 CHUNK = 1 << 24  # values drawn per step (64 MiB of f32)
+
+
+def exaone_32b_config(base: dict) -> dict:
+    """EXAONE-4.0-32B's config.json (shape, attention pattern, RoPE), special token ids from base
+    (the two models share their tokenizer)."""
+    layers = 64
+    cfg = {k: base[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in base}
+    cfg.update({
+        "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "attention_dropout": 0.0,
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+        "intermediate_size": 27392, "max_position_embeddings": 131072, "num_attention_heads": 40,
+        "num_hidden_layers": layers, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+        "rope_scaling": {"factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "rope_theta": 1000000.0, "sliding_window": 4096, "sliding_window_pattern": "LLLG",
+        "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "sliding_attention" for i in range(layers)],
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 102400,
+    })
+    return cfg
+
+
+def keep_layers(cfg: dict, n: int) -> dict:
+    """cfg with only its first n decoder layers (layer_types cut to match)."""
+    if not 1 <= n <= cfg["num_hidden_layers"]:
+        raise ValueError(f"--layers must be between 1 and {cfg['num_hidden_layers']}, got {n}")
+    cfg = dict(cfg, num_hidden_layers=n)
+    if cfg.get("layer_types"):
+        cfg["layer_types"] = cfg["layer_types"][:n]
+    return cfg
 
 
 def tensor_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
@@ -116,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                     help="config.json to copy the shape from; tokenizer files next to it are copied too "
                          "(default: ../shared/exaone-4.0-1.2b/config.json from the repository root)")
+    ap.add_argument("--shape", choices=("config", "32b"), default="config",
+                    help="config: the --config file's shape (default); 32b: EXAONE-4.0-32B's")
+    ap.add_argument("--layers", type=int, default=None, metavar="N", help="keep only the first N decoder layers")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--std", type=float, default=None, help="weight std (default: the config's initializer_range or 0.02)")
     ap.add_argument("--shard-size", type=float, default=5.0, help="GB (1e9 B) per safetensors file before sharding (default 5)")
@@ -129,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads(args.config.read_text(encoding="utf-8"))
     if cfg.get("model_type") != "exaone4":
         ap.error(f"{args.config}: model_type is {cfg.get('model_type')!r}, expected 'exaone4'")
+    if args.shape == "32b":
+        cfg = exaone_32b_config(cfg)
+    if args.layers is not None:
+        try:
+            cfg = keep_layers(cfg, args.layers)
+        except ValueError as e:
+            ap.error(str(e))
     std = args.std if args.std is not None else float(cfg.get("initializer_range", 0.02))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
