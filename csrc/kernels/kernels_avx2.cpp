@@ -328,13 +328,7 @@ void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, c
       scores[g * n + i] = hsum(acc) * scale;
     }
   }
-  if (ks)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= ks[slots[j]];
-  for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
-  if (vs)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= vs[slots[j]];
+  softmax_scaled(scores, G, n, slots, ks, vs);
   for (int64_t g = 0; g < G; g += 4) {
     const float* p = scores + g * n;
     float* o = out + g * D;

@@ -83,6 +83,9 @@ float dot_f32(const float* a, const float* b, int64_t n) { return avx2_table()->
 void axpy_f32(float a, const float* x, float* y, int64_t n) { avx2_table()->axpy_f32(a, x, y, n); }
 void softmax_f32(float* x, int64_t n) { avx2_table()->softmax_f32(x, n); }
 
+constexpr int kRowsPerTile = 6;
+#include "kernels_simd.inc"
+
 // [Σ a0, ..., Σ a7]: each 16-lane sum folded to 8 lanes, then one transpose-add tree.
 inline __m256 reduce8(const __m512* a) {
   __m256 h[8];
@@ -175,13 +178,7 @@ void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, con
       scores[g * n + i] = _mm512_reduce_add_ps(acc) * scale;
     }
   }
-  if (ks)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= ks[slots[j]];
-  for (int64_t g = 0; g < G; ++g) softmax_f32(scores + g * n, n);
-  if (vs)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j) scores[g * n + j] *= vs[slots[j]];
+  softmax_scaled(scores, G, n, slots, ks, vs);
   for (int64_t j = 0; j < G * D; j += 16) _mm512_storeu_ps(out + j, _mm512_setzero_ps());
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     const int64_t i1 = i0 + 64 < n ? i0 + 64 : n;
@@ -259,8 +256,6 @@ void sums_at_least_f32(const float* x, int64_t n, const float* thresholds, int64
   }
 }
 
-constexpr int kRowsPerTile = 6;
-#include "kernels_simd.inc"
 
 }  // namespace
 
