@@ -148,3 +148,25 @@ def weight_format(model) -> str:
     if head is not None and head != main:
         main += f" (lm_head {head})"
     return main
+
+
+def _nbytes(lin) -> int:
+    """Bytes a matmul reads of one weight (QuantLinear, weights.Linear or a Tensor)."""
+    if hasattr(lin, "nbytes"):
+        return int(lin.nbytes)
+    w = getattr(lin, "weight", None)
+    return int(w.nbytes) if w is not None else int(lin.data.nbytes)
+
+
+def decode_bytes(model, context: float) -> tuple[int, int]:
+    """(weight bytes, KV cache bytes) one decode step reads at a cache of `context` positions: every
+    projection and the lm_head once (the embedding lookup reads one row, left out), and each layer's
+    visible keys and values (a sliding layer at most its window) in the model's KV type."""
+    weights = sum(_nbytes(getattr(layer, name)) for layer in model.layers
+                  for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    weights += _nbytes(model.lm_head)
+    c = model.config
+    item = {"f32": 4, "f16": 2, "int8": 1}[model.kv_dtype]
+    row = c.num_key_value_heads * (c.head_dim * item + (4 if model.kv_dtype == "int8" else 0))  # + a scale per row
+    kv = sum(2 * row * min(context, c.window(i) or context) for i in range(c.num_hidden_layers))
+    return weights, int(kv)

@@ -175,6 +175,19 @@ def test_bench_json(capsys, fixture):
         assert s["min"] <= s["median"] <= s["max"]
     assert d["decode_tok_s"]["runs"] == pytest.approx([5 / t for t in d["decode_s"]])
     assert d["load_s"] >= 0 and d["peak_rss_mib"] > 1
+    # bytes a decode step reads: every projection and the head, and the visible K/V of each layer
+    model = exaone_cpu.load(fixture)
+    c = model.config
+    from exaone_cpu.checkpoint import load_checkpoint_tensors
+
+    tensors = load_checkpoint_tensors(fixture)
+    weights = sum(t.data.nbytes for n, t in tensors.items() if n.endswith("proj.weight"))
+    weights += tensors["lm_head.weight" if "lm_head.weight" in tensors and not c.tie_word_embeddings
+                       else "model.embed_tokens.weight"].data.nbytes
+    ctx = 12 + (5 - 1) / 2
+    kv = sum(2 * c.num_key_value_heads * c.head_dim * 4 * min(ctx, c.window(i) or ctx) for i in range(c.num_hidden_layers))
+    assert d["decode_weight_bytes"] == weights and d["decode_kv_bytes"] == int(kv)
+    assert d["decode_gb_s"] == pytest.approx((weights + int(kv)) * d["decode_tok_s"]["median"] / 1e9)
     if sys.platform.startswith("linux"):
         assert 1 < d["rss_mib"] <= d["peak_rss_mib"] + 1
 
@@ -189,6 +202,7 @@ def test_bench_table(capsys):
         med, lo, hi = map(float, cols[2:5])
         assert 0 < lo <= med <= hi
     assert "run 1/1" in err  # progress goes to stderr
+    assert "a decode step reads" in out and "GB/s at the median" in out
 
 
 @pytest.mark.parametrize("argv, message", [

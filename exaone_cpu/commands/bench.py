@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import exaone_cpu
     from exaone_cpu import _core
-    from exaone_cpu.bench import current_rss_mib, peak_rss_mib, run_benchmark, weight_files, weight_format
+    from exaone_cpu.bench import (current_rss_mib, decode_bytes, peak_rss_mib, run_benchmark, weight_files,
+                                  weight_format)
     from exaone_cpu.loading import read_config
 
     args.model = resolve_model_argument(args)
@@ -76,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         "rss_mib": current_rss_mib(),
         "exaone_cpu_version": exaone_cpu.__version__,
     }
+    # what a decode step reads, at the middle of the decoded tokens' contexts
+    weight_bytes, kv_bytes = decode_bytes(model, args.prompt + (args.gen - 1) / 2)
+    result.extra["decode_weight_bytes"] = weight_bytes
+    result.extra["decode_kv_bytes"] = kv_bytes
+    result.extra["decode_gb_s"] = (weight_bytes + kv_bytes) * result.decode_tok_s.median / 1e9
     d = result.to_dict()
     if args.json:
         print(json.dumps(d))
@@ -92,4 +98,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'test':<14}{'tok/s median':>14}{'min':>10}{'max':>10}   ({args.repeat} runs)")
     print(f"{'prefill ' + str(args.prompt):<14}{pre.median:>14.2f}{pre.min:>10.2f}{pre.max:>10.2f}")
     print(f"{'decode ' + str(args.gen):<14}{dec.median:>14.2f}{dec.min:>10.2f}{dec.max:>10.2f}")
+    print()
+    print(f"a decode step reads {weight_bytes / 1e6:.1f} MB of weights + {kv_bytes / 1e6:.1f} MB of KV cache "
+          f"(at context {args.prompt + (args.gen - 1) / 2:.0f}): {d['decode_gb_s']:.1f} GB/s at the median")
     return 0
