@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
 from .config import Exaone4Config
 
 KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int8": np.int8}
@@ -12,7 +13,8 @@ KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int8": np.int8}
 
 def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int8 rows of x [..., D] with one f32 scale each: x ≈ scale * q, scale = max|x| / 127, q
-    rounded to nearest even (a zero row gets scale 0)."""
+    rounded to nearest even (a zero row gets scale 0). The reference of _core.kv_store_int8, which
+    the cache's store uses."""
     amax = np.abs(x).max(axis=-1)
     scale = (amax / np.float32(127.0)).astype(np.float32)
     inv = np.divide(np.float32(1.0), scale, out=np.zeros_like(scale), where=scale > 0)
@@ -44,7 +46,6 @@ class LayerCache:
     def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
         """Writes the K/V [T, kv_heads, head_dim] of consecutive positions (one forward step of one
         sequence)."""
-        k, v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
         if self.ring:
             where = positions % len(self.pos)
         else:
@@ -52,12 +53,13 @@ class LayerCache:
             if end > len(self.pos):
                 self._grow(max(end, 2 * len(self.pos)))
             where = slice(start, end)
-        if self.quantized:
-            self.k[:, where], self.k_scale[:, where] = quantize_rows(k)
-            self.v[:, where], self.v_scale[:, where] = quantize_rows(v)
+        if self.quantized:  # quantize_rows' arithmetic, in one C++ call per array
+            slots = where if isinstance(where, np.ndarray) else np.arange(where.start, where.stop, dtype=np.int64)
+            _core.kv_store_int8(np.ascontiguousarray(k, dtype=np.float32), slots, self.k, self.k_scale)
+            _core.kv_store_int8(np.ascontiguousarray(v, dtype=np.float32), slots, self.v, self.v_scale)
         else:
-            self.k[:, where] = k
-            self.v[:, where] = v
+            self.k[:, where] = k.transpose(1, 0, 2)
+            self.v[:, where] = v.transpose(1, 0, 2)
         self.pos[where] = positions
 
     def _grow(self, capacity: int) -> None:

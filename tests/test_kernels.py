@@ -292,6 +292,36 @@ def test_int8_rows_round_to_nearest_with_the_row_max_at_127():
     assert (np.abs(back - x) <= scale[..., None] / 2 * (1 + 1e-6)).all()
 
 
+def test_kv_store_int8_equals_the_numpy_reference():
+    """The cache's C++ store against kv_cache.quantize_rows, bit for bit, at scattered slots (a ring),
+    with a zero row and exact ties (x / s = k + 0.5 rounds to even)."""
+    from exaone_cpu.kv_cache import quantize_rows
+
+    rng_ = np.random.default_rng(11)
+    T, KV, D, S = 5, 3, 64, 9
+    x = (rng_.standard_normal((T, KV, D)) * rng_.uniform(0.01, 20, (T, KV, 1))).astype(np.float32)
+    x[2, 1] = 0.0
+    x[3, 0, :3] = [127.0, 0.5, 1.5]  # s = 1: 0.5 -> 0, 1.5 -> 2
+    x[3, 0, 3:] = 0.25
+    slots = np.array([7, 0, 3, 8, 1], np.int64)
+    q = np.full((KV, S, D), 99, np.int8)
+    scales = np.full((KV, S), -1.0, np.float32)
+    _core.kv_store_int8(x, slots, q, scales)
+    ref_q, ref_s = quantize_rows(x.transpose(1, 0, 2))
+    np.testing.assert_array_equal(q[:, slots], ref_q)
+    np.testing.assert_array_equal(scales[:, slots], ref_s)
+    assert list(q[0, 8, :3]) == [127, 0, 2] and scales[1, 3] == 0 and not q[1, 3].any()
+    untouched = np.setdiff1d(np.arange(S), slots)
+    assert (q[:, untouched] == 99).all() and (scales[:, untouched] == -1).all()
+    with pytest.raises(ValueError, match=r"slots\[1\] = 9 is outside"):
+        _core.kv_store_int8(x, np.array([0, 9, 1, 2, 3], np.int64), q, scales)
+    with pytest.raises(ValueError, match="q"):
+        _core.kv_store_int8(x, slots, q[:, :, :32].copy(), scales)
+    with pytest.raises(ValueError, match="writable"):
+        q.flags.writeable = False
+        _core.kv_store_int8(x, slots, q, scales)
+
+
 def test_attention_int8_cache_checks_its_scales():
     q = np.ones((1, 4, 8), np.float32)
     k = np.ones((2, 5, 8), np.int8)

@@ -237,6 +237,27 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
   return o;
 }
 
+// src [T, kv_heads, D] f32 into the int8 cache q [kv_heads, S, D] and scales [kv_heads, S] at
+// slots [T] (each within [0, S)).
+void kv_store_int8(py::array src, py::array slots, py::array q, py::array scales) {
+  checked<float>(src, "src", 3);
+  const int64_t T = src.shape(0), KV = src.shape(1), D = src.shape(2);
+  checked<int64_t>(slots, "slots", 1, {T});
+  checked<int8_t>(q, "q", 3, {KV, -1, D}, true);
+  const int64_t S = q.shape(1);
+  checked<float>(scales, "scales", 2, {KV, S}, true);
+  const int64_t* sp = cptr<int64_t>(slots);
+  for (int64_t t = 0; t < T; ++t)
+    if (sp[t] < 0 || sp[t] >= S)
+      throw py::value_error("kv_store_int8: slots[" + std::to_string(t) + "] = " + std::to_string(sp[t]) +
+                            " is outside the cache's " + std::to_string(S) + " slots");
+  const float* xp = cptr<float>(src);
+  int8_t* qp = mptr<int8_t>(q);
+  float* scp = mptr<float>(scales);
+  py::gil_scoped_release nogil;
+  ops::kv_store_int8(xp, T, KV, D, sp, S, qp, scp);
+}
+
 py::array to_f32(py::array src, WeightType type) {
   if (type == WeightType::F32) throw py::value_error("to_f32: source is already f32");
   checked<uint16_t>(src, "src (bf16/f16 stored as uint16)", -1);
@@ -278,6 +299,9 @@ void register_ops(py::module_& m) {
         py::arg("q_pos"), py::arg("window"), py::arg("scale"), py::arg("out") = py::none(),
         "attention() for several sequences in one call: rows row_starts[b]..row_starts[b+1] of q attend "
         "within caches[b] = (k_cache, v_cache, key_pos), or (k_cache, v_cache, key_pos, k_scale, v_scale) for int8.");
+  m.def("kv_store_int8", &kv_store_int8, py::arg("src"), py::arg("slots"), py::arg("q"), py::arg("scales"),
+        "The int8 KV cache's store: src[t, h] -> q[h, slots[t]] (round half to even of x / s) and "
+        "scales[h, slots[t]] = s = max|x| / 127.");
   m.def("to_f32", &to_f32, py::arg("src"), py::arg("wtype"), "Widen bf16/f16 bit patterns to float32.");
 }
 

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <vector>
 
 #include "../kernels/dispatch.h"
@@ -113,6 +114,22 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
       attend_head(kt, view, kv_type, q + h0, group, D, kvh, n, scale, w, out + h0);
     }
   });
+}
+
+void kv_store_int8(const float* src, int64_t T, int64_t KV, int64_t D, const int64_t* slots, int64_t S,
+                   int8_t* q, float* scales) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < KV; ++h) {
+      const float* x = src + (t * KV + h) * D;
+      float amax = 0.0f;
+      for (int64_t d = 0; d < D; ++d) amax = std::fmax(amax, std::fabs(x[d]));
+      const float s = amax / 127.0f;
+      const float inv = s > 0.0f ? 1.0f / s : 0.0f;
+      int8_t* out = q + (h * S + slots[t]) * D;
+      for (int64_t d = 0; d < D; ++d) out[d] = int8_t(std::nearbyint(x[d] * inv));  // ties to even
+      scales[h * S + slots[t]] = s;
+    }
+  }
 }
 
 }  // namespace ops

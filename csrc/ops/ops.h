@@ -56,6 +56,12 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
                      const int64_t* view_of_row, KVType kv_type, int64_t KV, const int64_t* q_pos,
                      int64_t window, float scale, float* out);
 
+// The int8 KV cache's store: for token t and KV head h, row src[t, h, :] (D values) becomes
+// q[h, slots[t], :] = round_half_even(x / s) with s = scales[h, slots[t]] = max|x| / 127 (0 for a
+// zero row, its codes 0), the numpy reference's arithmetic in f32 (kv_cache.quantize_rows).
+void kv_store_int8(const float* src, int64_t T, int64_t KV, int64_t D, const int64_t* slots, int64_t S,
+                   int8_t* q, float* scales);
+
 // Widens n bf16 / f16 values to f32.
 void convert_to_f32(const uint16_t* src, WeightType type, int64_t n, float* dst);
 
