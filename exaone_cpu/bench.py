@@ -165,8 +165,10 @@ def decode_bytes(model, context: float) -> tuple[int, int]:
     weights = sum(_nbytes(getattr(layer, name)) for layer in model.layers
                   for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     weights += _nbytes(model.lm_head)
+    from .kv_cache import KV_DTYPES
+
     c = model.config
-    item = {"f32": 4, "f16": 2, "int8": 1}[model.kv_dtype]
+    item = np.dtype(KV_DTYPES[model.kv_dtype]).itemsize
     row = c.num_key_value_heads * (c.head_dim * item + (4 if model.kv_dtype == "int8" else 0))  # + a scale per row
     kv = sum(2 * row * min(context, c.window(i) or context) for i in range(c.num_hidden_layers))
     return weights, int(kv)

@@ -11,16 +11,6 @@ from .config import Exaone4Config
 KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int8": np.int8}
 
 
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 rows of x [..., D] with one f32 scale each: x ≈ scale * q, scale = max|x| / 127, q
-    rounded to nearest even (a zero row gets scale 0). The reference of _core.kv_store_int8, which
-    the cache's store uses."""
-    amax = np.abs(x).max(axis=-1)
-    scale = (amax / np.float32(127.0)).astype(np.float32)
-    inv = np.divide(np.float32(1.0), scale, out=np.zeros_like(scale), where=scale > 0)
-    return np.rint(x * inv[..., None]).astype(np.int8), scale
-
-
 class LayerCache:
     """K/V of one layer. Global layers keep every position (grown on demand); sliding layers keep a
     ring of window + chunk - 1 slots: enough that writing a prefill chunk never overwrites a key an
@@ -53,7 +43,7 @@ class LayerCache:
             if end > len(self.pos):
                 self._grow(max(end, 2 * len(self.pos)))
             where = slice(start, end)
-        if self.quantized:  # quantize_rows' arithmetic, in one C++ call per array
+        if self.quantized:  # per head and position: scale = max|x| / 127, codes rounded half to even
             slots = where if isinstance(where, np.ndarray) else np.arange(where.start, where.stop, dtype=np.int64)
             _core.kv_store_int8(np.ascontiguousarray(k, dtype=np.float32), slots, self.k, self.k_scale)
             _core.kv_store_int8(np.ascontiguousarray(v, dtype=np.float32), slots, self.v, self.v_scale)

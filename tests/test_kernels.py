@@ -254,10 +254,18 @@ def test_attention_f16_cache(isa, T, D):
     assert_close(out, expected, rtol=4e-6, what=f"f16 cache {isa} T={T} D={D}")
 
 
-def int8_rows(x):
-    """x [KV, S, D] as int8 rows with one scale each (kv_cache.quantize_rows), and their values."""
-    from exaone_cpu.kv_cache import quantize_rows
+def quantize_rows(x):
+    """The int8 KV cache's rows in plain numpy (the reference of _core.kv_store_int8): x [..., D] as
+    int8 codes with one f32 scale per row, x ≈ scale * q, scale = max|x| / 127, q rounded half to
+    even (a zero row gets scale 0)."""
+    amax = np.abs(x).max(axis=-1)
+    scale = (amax / np.float32(127.0)).astype(np.float32)
+    inv = np.divide(np.float32(1.0), scale, out=np.zeros_like(scale), where=scale > 0)
+    return np.rint(x * inv[..., None]).astype(np.int8), scale
 
+
+def int8_rows(x):
+    """x [KV, S, D] as int8 rows with one scale each (quantize_rows), and their values."""
     q, scale = quantize_rows(x)
     return q, scale, q.astype(np.float32) * scale[..., None]
 
@@ -293,10 +301,8 @@ def test_int8_rows_round_to_nearest_with_the_row_max_at_127():
 
 
 def test_kv_store_int8_equals_the_numpy_reference():
-    """The cache's C++ store against kv_cache.quantize_rows, bit for bit, at scattered slots (a ring),
+    """The cache's C++ store against quantize_rows, bit for bit, at scattered slots (a ring),
     with a zero row and exact ties (x / s = k + 0.5 rounds to even)."""
-    from exaone_cpu.kv_cache import quantize_rows
-
     rng_ = np.random.default_rng(11)
     T, KV, D, S = 5, 3, 64, 9
     x = (rng_.standard_normal((T, KV, D)) * rng_.uniform(0.01, 20, (T, KV, 1))).astype(np.float32)

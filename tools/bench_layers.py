@@ -6,7 +6,8 @@ Made for the 32B shape, which does not fit this machine: a partial checkpoint of
 is loaded, a prompt is prefilled and tokens are decoded through the public Model.forward, and
 every decoder layer's call is timed. The full model's step is then the measured rest (embedding,
 final norm, lm_head) plus the median layer time of each type times the number of layers of that
-type in the full config (--full-config, default EXAONE-4.0-32B's: 48 sliding, 16 global).
+type in the full model (--full-layers and --pattern, default EXAONE-4.0-32B's 64 layers in LLLG:
+48 sliding, 16 global).
 
     python tools/bench_layers.py MODEL [--quant int4] [--prompt 512] [--gen 16] [--context 0,4096]
                                        [--threads 2] [--rounds 3]
@@ -27,7 +28,7 @@ import numpy as np
 import exaone_cpu
 
 
-def full_counts(config, full_layers: int, pattern: str) -> dict[str, int]:
+def full_counts(full_layers: int, pattern: str) -> dict[str, int]:
     """Layers of each type in the full model: the partial model's pattern ("LLLG") repeated."""
     kinds = ["global" if c == "G" else "sliding" for c in pattern]
     counts = defaultdict(int)
@@ -85,7 +86,7 @@ def main() -> None:
                 tok = int(np.argmax(model.forward([tok], cache)))
             results.append((f"decode @{ctx or args.prompt}", args.gen, time.perf_counter() - t0, dict(spent)))
 
-    counts = full_counts(c, args.full_layers, args.pattern)
+    counts = full_counts(args.full_layers, args.pattern)
     print(f"model {args.model} ({c.num_hidden_layers} layers: {', '.join(kind)}), quant {args.quant}, "
           f"KV {args.kv_dtype}, {args.threads} threads, isa {exaone_cpu.isa()}, load {load_s:.1f} s; "
           f"medians of {args.rounds} rounds")

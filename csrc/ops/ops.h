@@ -58,7 +58,7 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
 
 // The int8 KV cache's store: for token t and KV head h, row src[t, h, :] (D values) becomes
 // q[h, slots[t], :] = round_half_even(x / s) with s = scales[h, slots[t]] = max|x| / 127 (0 for a
-// zero row, its codes 0), the numpy reference's arithmetic in f32 (kv_cache.quantize_rows).
+// zero row, its codes 0), computed as x * (1 / s) in f32 like the numpy reference in tests/test_kernels.py.
 void kv_store_int8(const float* src, int64_t T, int64_t KV, int64_t D, const int64_t* slots, int64_t S,
                    int8_t* q, float* scales);
 
