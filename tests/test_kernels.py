@@ -288,6 +288,32 @@ def test_attention_int8_cache(isa, T, D, window):
     assert_close(out, expected, rtol=4e-6, what=f"int8 cache {isa} T={T} D={D}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8])
+@pytest.mark.parametrize("D", [64, 80, 20])  # 20: a head_dim the blocked kernels decline
+@pytest.mark.parametrize("window", [0, 45])
+def test_attention_prefill_blocks(isa, dtype, D, window):
+    """A prompt chunk over a long ring-ordered cache: blocks of tokens against blocks of keys (the
+    online softmax), five query heads per KV head, keys crossing several key blocks."""
+    S, H, KV, T = 150, 10, 2, 40
+    q = (rng.standard_normal((T, H, D)) * 2).astype(np.float32)
+    k32 = rng.standard_normal((KV, S, D)).astype(np.float32)
+    v32 = rng.standard_normal((KV, S, D)).astype(np.float32)
+    key_pos = np.full(S, -1, np.int64)
+    key_pos[: S - 6] = (np.arange(S - 6) + 61) % (S - 6)
+    q_pos = np.arange(S - 6 - T, S - 6, dtype=np.int64)
+    scales = {}
+    if dtype == np.int8:
+        (k, ks, k32), (v, vs, v32) = int8_rows(k32), int8_rows(v32)
+        scales = {"k_scale": ks, "v_scale": vs}
+    else:
+        k, v = k32.astype(dtype), v32.astype(dtype)
+        k32, v32 = k.astype(np.float32), v.astype(np.float32)
+    out = np.full((T, H, D), np.nan, np.float32)
+    _core.attention(q, k, v, key_pos, q_pos, window, D**-0.5, out=out, **scales)
+    expected = numpy_attention(q, k32, v32, key_pos, q_pos, window, D**-0.5)
+    assert_close(out, expected, rtol=4e-6, what=f"prefill {isa} {np.dtype(dtype).name} D={D} w={window}")
+
+
 def test_int8_rows_round_to_nearest_with_the_row_max_at_127():
     rng_ = np.random.default_rng(5)
     x = rng_.standard_normal((3, 11, 16)).astype(np.float32) * rng_.uniform(0.01, 10, (3, 11, 1)).astype(np.float32)
@@ -349,7 +375,9 @@ def test_attention_int8_cache_checks_its_scales():
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8])
 @pytest.mark.parametrize("window", [0, 3])
 def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
-    """Rows of several sequences (decode rows and prompt chunks) in one call, each in its own cache."""
+    """Rows of several sequences (decode rows and prompt chunks) in one call, each in its own cache.
+    Equal up to rounding: a run of a sequence's tokens may take the blocked prefill kernel in one
+    call and the token-by-token one in the other (an online softmax sums in another order)."""
     H, KV, D = 4, 2, 16
     lengths, slots = [1, 3, 1, 5], [7, 12, 30, 9]
     q = rng.standard_normal((sum(lengths), H, D)).astype(np.float32)
@@ -374,7 +402,7 @@ def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
     starts = np.cumsum([0] + lengths).astype(np.int64)
     out = np.full_like(q, np.nan)
     _core.attention_batch(q, caches, starts, np.concatenate(positions), window, D**-0.5, out=out)
-    np.testing.assert_array_equal(out, np.concatenate(expected))
+    np.testing.assert_allclose(out, np.concatenate(expected), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="row_starts"):
         _core.attention_batch(q, caches, starts[::-1].copy(), np.concatenate(positions), window, 1.0)
     with pytest.raises(ValueError, match="row_starts"):

@@ -9,6 +9,9 @@ namespace kernels {
 // Element formats a weight matrix may be stored in (the checkpoint's dtype, memory-mapped).
 enum class WeightType : int { F32 = 0, BF16 = 1, F16 = 2 };
 
+// Element formats of a KV cache: f32, IEEE f16, or int8 with one f32 scale per row.
+enum class KVElem : int { F32 = 0, F16 = 1, I8 = 2 };
+
 // y[t * ldy + n] = sum_k x[t * K + k] * w[n * K + k]   for t in [0, T), n in [n0, n1)
 // (w is [N, K] row-major as a Hugging Face Linear stores it; activations are f32)
 using MatmulF32Fn = void (*)(const float* x, int64_t T, int64_t K, const float* w, int64_t n0,
@@ -65,6 +68,18 @@ struct KernelTable {
   // Writes the indices i with lo <= x[i] < hi, ascending, to out; returns how many (out has room for n).
   // How the sampler gathers top-k's tokens and the tokens of top-p's bracket.
   int64_t (*find_in_range_f32)(const float* x, int64_t n, float lo, float hi, int32_t* out);
+  // Attention of a block of T tokens, each with G query heads sharing one KV head, over n keys:
+  // row (t, g) is q[t * ld + g * D .. + D] at position qpos[t], its output out[t * ld + g * D ..].
+  // Key i is row slots[i] of k / v (elements of type kv; for I8 scaled by ks / vs[slots[i]] as in
+  // attend_i8, else ks / vs are null) at position kpos[i] >= 0; token t sees it when kpos[i] <=
+  // qpos[t] and, for window > 0, qpos[t] - kpos[i] < window. Each token gets what attend_* gives it
+  // over the keys it sees (zeros for none). Prefill's kernel: the keys are read once per block, not
+  // once per token. Null, or false returned (a head_dim or a position the variant does not cover),
+  // where the ISA has none: the caller then attends token by token.
+  bool (*attend_rows)(KVElem kv, const float* q, int64_t T, int64_t G, int64_t ld, int64_t D,
+                      const int64_t* qpos, const void* k, const void* v, const float* ks, const float* vs,
+                      int64_t stride, const int64_t* slots, const int64_t* kpos, int64_t n, int64_t window,
+                      float scale, float* out);
 };
 
 // Exact scalar half <-> float conversions (round to nearest even), shared by the references.

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <cstring>
+#include <vector>
 
 #include "kernels.h"
 
@@ -228,6 +229,37 @@ void attend_i8(const float* q, int64_t G, int64_t D, const int8_t* k, const int8
   }
 }
 
+// Token by token: the keys token t sees, then attend_* over them for its G heads.
+bool attend_rows(KVElem kv, const float* q, int64_t T, int64_t G, int64_t ld, int64_t D, const int64_t* qpos,
+                 const void* k, const void* v, const float* ks, const float* vs, int64_t stride,
+                 const int64_t* slots, const int64_t* kpos, int64_t n, int64_t window, float scale, float* out) {
+  std::vector<int64_t> seen;
+  std::vector<float> scores;
+  for (int64_t t = 0; t < T; ++t) {
+    seen.clear();
+    for (int64_t i = 0; i < n; ++i)
+      if (kpos[i] <= qpos[t] && (window <= 0 || qpos[t] - kpos[i] < window)) seen.push_back(slots[i]);
+    const int64_t m = int64_t(seen.size());
+    float* o = out + t * ld;
+    if (m == 0) {
+      for (int64_t j = 0; j < G * D; ++j) o[j] = 0.0f;
+      continue;
+    }
+    scores.resize(size_t(G * m));
+    const float* qt = q + t * ld;
+    if (kv == KVElem::F32)
+      attend_f32(qt, G, D, static_cast<const float*>(k), static_cast<const float*>(v), stride, seen.data(), m,
+                 scale, scores.data(), o);
+    else if (kv == KVElem::F16)
+      attend_f16(qt, G, D, static_cast<const uint16_t*>(k), static_cast<const uint16_t*>(v), stride, seen.data(),
+                 m, scale, scores.data(), o);
+    else
+      attend_i8(qt, G, D, static_cast<const int8_t*>(k), static_cast<const int8_t*>(v), ks, vs, stride,
+                seen.data(), m, scale, scores.data(), o);
+  }
+  return true;
+}
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_value(src[i]);
 }
@@ -243,6 +275,7 @@ const KernelTable& scalar_table() {
       "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16, attend_i8,
       bf16_to_f32, f16_to_f32,  exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
+      attend_rows,
   };
   return table;
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,8 +15,14 @@ namespace {
 // the cache's type) the visible rows widened to f32.
 struct Scratch {
   std::vector<float> scores, k32, v32;
-  std::vector<int64_t> slots, rows;
+  std::vector<int64_t> slots, rows, kpos;
 };
+
+// The first row of KV head kvh in a cache of S slots of D elements of the given type.
+const void* head_rows(const void* base, KVType type, int64_t kvh, int64_t S, int64_t D) {
+  const int64_t bytes = type == KVType::F32 ? 4 : type == KVType::F16 ? 2 : 1;
+  return static_cast<const char*>(base) + kvh * S * D * bytes;
+}
 
 // out[group, D] for the group of query heads q[group, D] of KV head kvh over the n visible slots.
 void attend_head(const kernels::KernelTable& kt, const KVView& view, KVType kv_type, const float* q,
@@ -89,9 +96,10 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
   const int64_t group = H / KV;  // query heads per KV head (GQA): heads kvh*group .. +group-1
   // A task is one KV head and a block of tokens; each key/value row is read once for the whole group
   // of query heads. Decode (few tokens) gives each task one token, so the KV heads spread over the
-  // threads. Prefill gives each task 16 consecutive tokens of one head: that head's rows (1 MB of f32
-  // at 2048 keys) stay in L2 from one query to the next, where a task per token reading every head
-  // streamed the whole cache from L3 or memory again for each query.
+  // threads. Prefill gives each task 16 consecutive tokens of one head, attended together by the
+  // table's attend_rows (the keys any of them sees, in blocks, read once for all 16 tokens: the
+  // multiply-adds of a key block's scores and values then come from registers and L1) or, where the
+  // ISA has none, token by token with that head's rows kept in L2 from one query to the next.
   ThreadPool& pool = ThreadPool::global();
   const int64_t tokens_per_task = T >= 2 * int64_t(pool.num_threads()) ? 16 : 1;
   const int64_t blocks = (T + tokens_per_task - 1) / tokens_per_task;
@@ -99,19 +107,47 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
     const int64_t kvh = task / blocks, t0 = task % blocks * tokens_per_task;
     const int64_t t1 = t0 + tokens_per_task < T ? t0 + tokens_per_task : T;
     thread_local Scratch w;
-    for (int64_t t = t0; t < t1; ++t) {
-      const KVView& view = views[view_of_row ? view_of_row[t] : 0];
-      const int64_t S = view.S, p = q_pos[t];
+    for (int64_t t = t0; t < t1;) {
+      const int64_t vi = view_of_row ? view_of_row[t] : 0;
+      int64_t te = t + 1;  // [t, te): consecutive tokens of one sequence
+      while (te < t1 && (view_of_row ? view_of_row[te] : 0) == vi) ++te;
+      const KVView& view = views[vi];
+      const int64_t S = view.S;
       if (int64_t(w.slots.size()) < S) w.slots.resize(size_t(S));
-      if (int64_t(w.scores.size()) < group * S) w.scores.resize(size_t(group * S));
-      int64_t n = 0;
-      for (int64_t s = 0; s < S; ++s) {
-        const int64_t kp = view.key_pos[s];
-        if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) continue;
-        w.slots[size_t(n++)] = s;
+      if (te - t > 1 && kt.attend_rows) {  // the slots any of these tokens sees, read once for all of them
+        int64_t pmin = q_pos[t], pmax = q_pos[t];
+        for (int64_t u = t + 1; u < te; ++u) pmin = std::min(pmin, q_pos[u]), pmax = std::max(pmax, q_pos[u]);
+        if (int64_t(w.kpos.size()) < S) w.kpos.resize(size_t(S));
+        int64_t n = 0;
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t kp = view.key_pos[s];
+          if (kp < 0 || kp > pmax || (window > 0 && pmin - kp >= window)) continue;
+          w.slots[size_t(n)] = s;
+          w.kpos[size_t(n++)] = kp;
+        }
+        const int64_t h0 = (t * H + kvh * group) * D;
+        const void* kh = head_rows(view.k, kv_type, kvh, S, D);
+        const void* vh = head_rows(view.v, kv_type, kvh, S, D);
+        const float* ksh = view.k_scale ? view.k_scale + kvh * S : nullptr;
+        const float* vsh = view.v_scale ? view.v_scale + kvh * S : nullptr;
+        if (kt.attend_rows(kv_type, q + h0, te - t, group, H * D, D, q_pos + t, kh, vh, ksh, vsh, D, w.slots.data(),
+                           w.kpos.data(), n, window, scale, out + h0)) {
+          t = te;
+          continue;
+        }
       }
-      const int64_t h0 = (t * H + kvh * group) * D;
-      attend_head(kt, view, kv_type, q + h0, group, D, kvh, n, scale, w, out + h0);
+      for (; t < te; ++t) {
+        const int64_t p = q_pos[t];
+        if (int64_t(w.scores.size()) < group * S) w.scores.resize(size_t(group * S));
+        int64_t n = 0;
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t kp = view.key_pos[s];
+          if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) continue;
+          w.slots[size_t(n++)] = s;
+        }
+        const int64_t h0 = (t * H + kvh * group) * D;
+        attend_head(kt, view, kv_type, q + h0, group, D, kvh, n, scale, w, out + h0);
+      }
     }
   });
 }

@@ -34,7 +34,7 @@ void rope(float* x, int64_t T, int64_t heads, int64_t head_dim, const int64_t* p
 // q_pos[t] - key_pos[s] < window. A query that sees no key gets zeros.
 // k / v are f32, IEEE f16 (half the bytes to read) or int8 with one f32 scale per row (about a quarter of f32;
 // KVView's k_scale / v_scale [KV, S]); the narrow ones are widened to f32 as they are read.
-enum class KVType : int { F32 = 0, F16 = 1, I8 = 2 };
+using KVType = kernels::KVElem;
 
 // One sequence's KV cache as attention reads it: k / v [KV, S, D] and the position of each slot
 // (and, for an int8 cache, the scales of each row).

@@ -252,6 +252,64 @@ void test_table(const KernelTable& t, const KernelTable& ref) {
       }
     }
   }
+  // prefill attention over a block of tokens: keys out of order (a ring), causal and windowed
+  // masks, rows that see nothing, head_dims the variant may decline (then it must say so)
+  if (t.attend_rows) {
+    using exaone::kernels::KVElem;
+    for (int64_t G : {1, 4, 5}) {
+      for (int64_t D : {16, 17, 64, 80, 128}) {
+        for (int64_t T : {1, 3, 16}) {
+          for (int64_t n : {0, 1, 31, 33, 70}) {
+            for (int64_t window : {0, 9}) {
+             for (int64_t late : {0, 200}) {  // late queries see every key (or, windowed, none)
+              const int64_t stride = D + 3, S = n + 5, ld = (G + 1) * D;
+              const auto q = rng.vec(size_t(T * ld), 2.0f), k = rng.vec(size_t(S * stride), 2.0f);
+              const auto v = rng.vec(size_t(S * stride));
+              std::vector<int64_t> slots(static_cast<size_t>(n)), kpos(static_cast<size_t>(n)), qpos(static_cast<size_t>(T));
+              for (int64_t i = 0; i < n; ++i) {
+                slots[size_t(i)] = (i * 7 + 3) % S;
+                kpos[size_t(i)] = (i * 13 + 5) % (n + 2);  // positions out of order, some repeated
+              }
+              for (int64_t u = 0; u < T; ++u) qpos[size_t(u)] = late + n / 2 + 3 * u - 2;  // token 0 may see none
+              std::vector<uint16_t> k16(k.size()), v16(v.size());
+              for (size_t j = 0; j < k.size(); ++j) k16[j] = exaone::kernels::f32_to_f16_value(k[j]);
+              for (size_t j = 0; j < v.size(); ++j) v16[j] = exaone::kernels::f32_to_f16_value(v[j]);
+              std::vector<int8_t> k8(k.size()), v8(v.size());
+              for (size_t j = 0; j < k.size(); ++j) k8[j] = int8_t(int((j * 37 + 11) % 255) - 127);
+              for (size_t j = 0; j < v.size(); ++j) v8[j] = int8_t(int((j * 53 + 7) % 255) - 127);
+              std::vector<float> ks(static_cast<size_t>(S)), vs(static_cast<size_t>(S));
+              for (int64_t r = 0; r < S; ++r) ks[size_t(r)] = 0.002f + 0.002f * float(r % 7), vs[size_t(r)] = 0.004f;
+              for (KVElem kv : {KVElem::F32, KVElem::F16, KVElem::I8}) {
+                const void* kp = kv == KVElem::F32 ? static_cast<const void*>(k.data())
+                                 : kv == KVElem::F16 ? static_cast<const void*>(k16.data()) : k8.data();
+                const void* vp = kv == KVElem::F32 ? static_cast<const void*>(v.data())
+                                 : kv == KVElem::F16 ? static_cast<const void*>(v16.data()) : v8.data();
+                const float* ksp = kv == KVElem::I8 ? ks.data() : nullptr;
+                const float* vsp = kv == KVElem::I8 ? vs.data() : nullptr;
+                std::vector<float> o1(size_t(T * ld), 7.0f), o2(size_t(T * ld), 7.0f);
+                ref.attend_rows(kv, q.data(), T, G, ld, D, qpos.data(), kp, vp, ksp, vsp, stride, slots.data(),
+                                kpos.data(), n, window, 0.3f, o2.data());
+                const std::string tag = " kv=" + std::to_string(int(kv)) + " G=" + std::to_string(G) + " D=" +
+                                        std::to_string(D) + " T=" + std::to_string(T) + " n=" + std::to_string(n) +
+                                        " window=" + std::to_string(window) + " late=" + std::to_string(late);
+                for (int64_t u = 0; u < T; ++u)  // the reference leaves the other heads of a token alone
+                  for (int64_t j = G * D; j < ld; ++j) o1[size_t(u * ld + j)] = kNaN, o2[size_t(u * ld + j)] = kNaN;
+                if (!t.attend_rows(kv, q.data(), T, G, ld, D, qpos.data(), kp, vp, ksp, vsp, stride, slots.data(),
+                                   kpos.data(), n, window, 0.3f, o1.data())) {
+                  if (D % 16 == 0) check(isa, "attend_rows declined" + tag, {1.0f}, {0.0f}, 0.0f);
+                  continue;
+                }
+                for (size_t j = 0; j < o1.size(); ++j)  // the untouched gaps compare equal
+                  if (std::isnan(o2[j]) && std::isnan(o1[j])) o1[j] = o2[j] = 0.0f;
+                check(isa, "attend_rows" + tag, o1, o2, 4e-6f);
+              }
+             }
+            }
+          }
+        }
+      }
+    }
+  }
   // conversions are exact: every bf16 and every finite f16 pattern
   std::vector<uint16_t> all(65536);
   for (uint32_t i = 0; i < 65536; ++i) all[i] = uint16_t(i);
