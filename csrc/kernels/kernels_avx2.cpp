@@ -372,6 +372,38 @@ void attend_i8_avx2(const float* q, int64_t G, int64_t D, const int8_t* k, const
   attend_avx2<I8W>(q, G, D, k, v, stride, slots, n, scale, scores, out, ks, vs);
 }
 
+// attend_rows.inc's vector: 8 lanes, 16 registers (a score tile of 4 keys x 3 row vectors, a value
+// tile of 3 rows x 24 dims), masks as all-ones lanes.
+struct Lanes {
+  using R = __m256;
+  static constexpr int N = 8, kKeyTile = 4, kRowVecTile = 3, kRowTile = 3, kDimVecTile = 3;
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, R x) { _mm256_storeu_ps(p, x); }
+  static R zero() { return _mm256_setzero_ps(); }
+  static R set1(float x) { return _mm256_set1_ps(x); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R exp(R x) { return exp8(x); }
+  template <class L>
+  static R widen(const typename L::T* p) { return L::load8(p); }
+  static R neg_inf() { return _mm256_set1_ps(-std::numeric_limits<float>::infinity()); }
+  static R mask_unseen(R x, int32_t kp, const int32_t* p, int32_t w) {
+    const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), kv = _mm256_set1_epi32(kp);
+    __m256i seen = _mm256_cmpgt_epi32(pv, _mm256_set1_epi32(kp - 1));  // p >= kp (kp >= 0)
+    if (w) seen = _mm256_and_si256(seen, _mm256_cmpgt_epi32(_mm256_set1_epi32(w), _mm256_sub_epi32(pv, kv)));
+    return _mm256_blendv_ps(neg_inf(), x, _mm256_castsi256_ps(seen));
+  }
+  static R exp_seen(R x, R mu) {
+    return _mm256_and_ps(exp8(_mm256_sub_ps(x, mu)), _mm256_cmp_ps(x, neg_inf(), _CMP_NEQ_OQ));
+  }
+  static R shift_of(R m) { return _mm256_andnot_ps(_mm256_cmp_ps(m, neg_inf(), _CMP_EQ_OQ), m); }
+  static bool any_greater(R a, R b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
+};
+#include "attend_rows.inc"
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, BF16W::load8(src + i));
@@ -508,6 +540,7 @@ const KernelTable* avx2_table() {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2, attend_i8_avx2,
       bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
+      attend_rows,
   };
   return &table;
 }

@@ -1,15 +1,13 @@
 // AVX-512 F variants of the float-weight matmuls (f32, bf16, f16 weights; 16 lanes, 32 registers
-// for a 4-token x 6-row register tile) and of the GQA attention over f32 / f16 / int8 KV caches;
-// every other entry of the table is AVX2's. This file alone
+// for a 4-token x 6-row register tile) and of the GQA attention over f32 / f16 / int8 KV caches
+// (decode's loop, and prefill's blocks through attend_rows.inc); every other entry of the table is AVX2's. This file alone
 // is compiled with -mavx512f -mavx512bw -mavx512vl (plus the AVX2 flags) and its table is offered
 // only when CPUID and XCR0 report AVX-512 F/BW/VL.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <type_traits>
-#include <vector>
 
 #include "dispatch.h"
 #include "kernels.h"
@@ -240,216 +238,37 @@ inline __m512 exp16(__m512 x) {
   return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
-// Prefill attention (attend_rows): a block of query rows against blocks of kRowKeys keys with an
-// online softmax (flash attention's running max and sum per row). The queries are transposed once
-// (qt[d][row]: 16 rows in the lanes of a vector), so a score tile is JT keys x RV row vectors of
-// FMAs with each key element broadcast, and the softmax's max and sum run down the rows' lanes
-// with no horizontal reduction. Each key block is read once for the whole block of rows, from the
-// cache (f32) or widened once into L1 scratch (f16, int8).
-constexpr int64_t kRowKeys = 32;
-
-// st[j * Mp + 16 * rv ..] = q . key j for JT keys (rows kr[j]) and RV vectors of 16 rows.
-template <int JT, int RV>
-void qk_tile(const float* qt, int64_t Mp, int64_t D, const float* const* kr, float* st) {
-  __m512 acc[JT][RV];
-  for (int j = 0; j < JT; ++j)
-    for (int r = 0; r < RV; ++r) acc[j][r] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < D; ++d) {
-    __m512 qv[RV];
-    for (int r = 0; r < RV; ++r) qv[r] = _mm512_loadu_ps(qt + d * Mp + 16 * r);
-    for (int j = 0; j < JT; ++j) {
-      const __m512 kb = _mm512_set1_ps(kr[j][d]);
-      for (int r = 0; r < RV; ++r) acc[j][r] = _mm512_fmadd_ps(qv[r], kb, acc[j][r]);
-    }
+// attend_rows.inc's vector: 16 lanes, 32 registers (a score tile of 4 keys x 4 row vectors, a value
+// tile of 4 rows x 64 dims), masks in k registers.
+struct Lanes {
+  using R = __m512;
+  static constexpr int N = 16, kKeyTile = 4, kRowVecTile = 4, kRowTile = 4, kDimVecTile = 4;
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, R x) { _mm512_storeu_ps(p, x); }
+  static R zero() { return _mm512_setzero_ps(); }
+  static R set1(float x) { return _mm512_set1_ps(x); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R exp(R x) { return exp16(x); }
+  template <class L>
+  static R widen(const typename L::T* p) { return L::load16(p); }
+  static R neg_inf() { return _mm512_set1_ps(-std::numeric_limits<float>::infinity()); }
+  static R mask_unseen(R x, int32_t kp, const int32_t* p, int32_t w) {
+    const __m512i pv = _mm512_loadu_si512(p), kv = _mm512_set1_epi32(kp);
+    __mmask16 seen = _mm512_cmp_epi32_mask(kv, pv, _MM_CMPINT_LE);
+    if (w) seen &= _mm512_cmp_epi32_mask(_mm512_sub_epi32(pv, kv), _mm512_set1_epi32(w), _MM_CMPINT_LT);
+    return _mm512_mask_blend_ps(seen, neg_inf(), x);
   }
-  for (int j = 0; j < JT; ++j)
-    for (int r = 0; r < RV; ++r) _mm512_storeu_ps(st + j * Mp + 16 * r, acc[j][r]);
-}
-
-template <int JT>
-void qk_rows(int64_t rv, const float* qt, int64_t Mp, int64_t D, const float* const* kr, float* st) {
-  switch (rv) {
-    case 4: qk_tile<JT, 4>(qt, Mp, D, kr, st); break;
-    case 3: qk_tile<JT, 3>(qt, Mp, D, kr, st); break;
-    case 2: qk_tile<JT, 2>(qt, Mp, D, kr, st); break;
-    default: qk_tile<JT, 1>(qt, Mp, D, kr, st); break;
+  static R exp_seen(R x, R mu) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, neg_inf(), _CMP_NEQ_OQ), exp16(_mm512_sub_ps(x, mu)));
   }
-}
-
-// o[r * D + 16 * u ..] += sum_j pt[j * Mp + r] * value j for RT rows and DV vectors of 16 dims
-// (value rows vr[j], already offset to this tile's first dim).
-template <int RT, int DV>
-void pv_tile(const float* pt, int64_t Mp, int64_t nb, const float* const* vr, int64_t d0, float* o, int64_t D) {
-  __m512 acc[RT][DV];
-  for (int r = 0; r < RT; ++r)
-    for (int u = 0; u < DV; ++u) acc[r][u] = _mm512_loadu_ps(o + r * D + 16 * u);
-  for (int64_t j = 0; j < nb; ++j) {
-    __m512 vv[DV];
-    for (int u = 0; u < DV; ++u) vv[u] = _mm512_loadu_ps(vr[j] + d0 + 16 * u);
-    for (int r = 0; r < RT; ++r) {
-      const __m512 p = _mm512_set1_ps(pt[j * Mp + r]);
-      for (int u = 0; u < DV; ++u) acc[r][u] = _mm512_fmadd_ps(p, vv[u], acc[r][u]);
-    }
-  }
-  for (int r = 0; r < RT; ++r)
-    for (int u = 0; u < DV; ++u) _mm512_storeu_ps(o + r * D + 16 * u, acc[r][u]);
-}
-
-template <int RT>
-void pv_dims(int64_t dv, const float* pt, int64_t Mp, int64_t nb, const float* const* vr, int64_t d0, float* o,
-             int64_t D) {
-  switch (dv) {
-    case 4: pv_tile<RT, 4>(pt, Mp, nb, vr, d0, o, D); break;
-    case 3: pv_tile<RT, 3>(pt, Mp, nb, vr, d0, o, D); break;
-    case 2: pv_tile<RT, 2>(pt, Mp, nb, vr, d0, o, D); break;
-    default: pv_tile<RT, 1>(pt, Mp, nb, vr, d0, o, D); break;
-  }
-}
-
-template <class L>
-bool attend_rows512(const float* q, int64_t T, int64_t G, int64_t ld, int64_t D, const int64_t* qpos,
-                    const typename L::T* k, const typename L::T* v, const float* ks, const float* vs,
-                    int64_t stride, const int64_t* slots, const int64_t* kpos, int64_t n, int64_t window,
-                    float scale, float* out) {
-  constexpr bool widen = !std::is_same<typename L::T, float>::value;
-  constexpr int64_t kMaxPos = int64_t(1) << 30;  // positions compared as int32 lanes
-  if (D % 16 != 0) return false;
-  int64_t pmin = kMaxPos, pmax = -kMaxPos;
-  for (int64_t t = 0; t < T; ++t) {
-    if (qpos[t] <= -kMaxPos || qpos[t] >= kMaxPos) return false;
-    pmin = std::min(pmin, qpos[t]);
-    pmax = std::max(pmax, qpos[t]);
-  }
-  for (int64_t i = 0; i < n; ++i)
-    if (kpos[i] < 0 || kpos[i] >= kMaxPos) return false;
-  const int64_t M = T * G, R = (M + 15) / 16, Mp = 16 * R;
-  thread_local std::vector<float> buf;
-  thread_local std::vector<int32_t> rowpos;
-  const size_t need = size_t(2 * D * Mp + kRowKeys * Mp + 3 * Mp + 2 * kRowKeys * D);
-  if (buf.size() < need) buf.resize(need);
-  if (rowpos.size() < size_t(Mp)) rowpos.resize(size_t(Mp));
-  float* qt = buf.data();            // [D][Mp] the queries, transposed
-  float* o = qt + D * Mp;            // [Mp][D] the unnormalized outputs
-  float* st = o + D * Mp;            // [kRowKeys][Mp] a block's scores, then its weights
-  float* m = st + kRowKeys * Mp;     // [Mp] running max
-  float* l = m + Mp;                 // [Mp] running sum
-  float* alpha = l + Mp;             // [Mp] this block's rescale of o and l
-  float* kw = alpha + Mp;            // [kRowKeys][D] a block's keys widened
-  float* vw = kw + kRowKeys * D;     // [kRowKeys][D] its values widened
-  for (int64_t r = 0; r < Mp; ++r) {
-    const bool real = r < M;
-    const float* src = q + (r / G) * ld + (r % G) * D;
-    for (int64_t d = 0; d < D; ++d) qt[d * Mp + r] = real ? src[d] : 0.0f;
-    rowpos[size_t(r)] = real ? int32_t(qpos[r / G]) : -1;  // a padding row sees no key (kpos >= 0)
-    m[r] = -std::numeric_limits<float>::infinity();
-    l[r] = 0.0f;
-  }
-  std::fill(o, o + Mp * D, 0.0f);
-  const int32_t w32 = window > 0 && window < kMaxPos ? int32_t(window) : 0;
-  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const float* kr[kRowKeys];
-  const float* vr[kRowKeys];
-  for (int64_t i0 = 0; i0 < n; i0 += kRowKeys) {
-    const int64_t nb = std::min(kRowKeys, n - i0);
-    int64_t kmin = kMaxPos, kmax = -1;
-    for (int64_t j = 0; j < nb; ++j) {
-      const int64_t s = slots[i0 + j];
-      kmin = std::min(kmin, kpos[i0 + j]);
-      kmax = std::max(kmax, kpos[i0 + j]);
-      if constexpr (widen) {
-        for (int64_t c = 0; c < D; c += 16) {
-          _mm512_storeu_ps(kw + j * D + c, L::load16(k + s * stride + c));
-          _mm512_storeu_ps(vw + j * D + c, L::load16(v + s * stride + c));
-        }
-        kr[j] = kw + j * D;
-        vr[j] = vw + j * D;
-      } else {
-        kr[j] = reinterpret_cast<const float*>(k + s * stride);
-        vr[j] = reinterpret_cast<const float*>(v + s * stride);
-      }
-    }
-    // every row sees every key of the block: no mask (padding rows then score too, unread)
-    const bool all_seen = kmax <= pmin && (w32 == 0 || pmax - kmin < w32);
-    for (int64_t rc = 0; rc < R; rc += 4) {
-      const int64_t rv = std::min<int64_t>(4, R - rc);
-      int64_t j = 0;
-      for (; j + 4 <= nb; j += 4) qk_rows<4>(rv, qt + 16 * rc, Mp, D, kr + j, st + j * Mp + 16 * rc);
-      for (; j < nb; ++j) qk_rows<1>(rv, qt + 16 * rc, Mp, D, kr + j, st + j * Mp + 16 * rc);
-    }
-    for (int64_t j = 0; j < nb; ++j) {
-      const __m512 sj = _mm512_set1_ps(ks ? ks[slots[i0 + j]] * scale : scale);
-      const __m512i kp = _mm512_set1_epi32(int32_t(kpos[i0 + j]));
-      for (int64_t r = 0; r < R; ++r) {
-        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(st + j * Mp + 16 * r), sj);
-        if (!all_seen) {
-          const __m512i p = _mm512_loadu_si512(rowpos.data() + 16 * r);
-          __mmask16 seen = _mm512_cmp_epi32_mask(kp, p, _MM_CMPINT_LE);
-          if (w32) seen &= _mm512_cmp_epi32_mask(_mm512_sub_epi32(p, kp), _mm512_set1_epi32(w32), _MM_CMPINT_LT);
-          x = _mm512_mask_blend_ps(seen, neg_inf, x);
-        }
-        _mm512_storeu_ps(st + j * Mp + 16 * r, x);
-      }
-    }
-    bool rescale = false;
-    for (int64_t r = 0; r < R; ++r) {
-      const __m512 mo = _mm512_loadu_ps(m + 16 * r);
-      __m512 mn = mo;
-      for (int64_t j = 0; j < nb; ++j) mn = _mm512_max_ps(mn, _mm512_loadu_ps(st + j * Mp + 16 * r));
-      // a row that has seen no key yet keeps max -inf: its weights are 0, shifted by 0
-      const __m512 mu = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mn, neg_inf, _CMP_EQ_OQ), mn, _mm512_setzero_ps());
-      const __m512 a = exp16(_mm512_sub_ps(mo, mu));
-      rescale = rescale || _mm512_cmp_ps_mask(mn, mo, _CMP_GT_OQ);
-      _mm512_storeu_ps(alpha + 16 * r, a);
-      _mm512_storeu_ps(m + 16 * r, mn);
-      __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(l + 16 * r), a);
-      for (int64_t j = 0; j < nb; ++j) {
-        const __m512 x = _mm512_loadu_ps(st + j * Mp + 16 * r);
-        __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, neg_inf, _CMP_NEQ_OQ), exp16(_mm512_sub_ps(x, mu)));
-        sum = _mm512_add_ps(sum, e);
-        if (vs) e = _mm512_mul_ps(e, _mm512_set1_ps(vs[slots[i0 + j]]));
-        _mm512_storeu_ps(st + j * Mp + 16 * r, e);
-      }
-      _mm512_storeu_ps(l + 16 * r, sum);
-    }
-    if (rescale)
-      for (int64_t r = 0; r < M; ++r) {
-        if (alpha[r] == 1.0f) continue;
-        const __m512 a = _mm512_set1_ps(alpha[r]);
-        for (int64_t d = 0; d < D; d += 16)
-          _mm512_storeu_ps(o + r * D + d, _mm512_mul_ps(_mm512_loadu_ps(o + r * D + d), a));
-      }
-    for (int64_t d0 = 0; d0 < D; d0 += 64) {
-      const int64_t dv = std::min<int64_t>(4, (D - d0) / 16);
-      int64_t r = 0;
-      for (; r + 4 <= M; r += 4) pv_dims<4>(dv, st + r, Mp, nb, vr, d0, o + r * D + d0, D);
-      for (; r < M; ++r) pv_dims<1>(dv, st + r, Mp, nb, vr, d0, o + r * D + d0, D);
-    }
-  }
-  for (int64_t r = 0; r < M; ++r) {
-    float* dst = out + (r / G) * ld + (r % G) * D;
-    const __m512 inv = _mm512_set1_ps(l[r] > 0.0f ? 1.0f / l[r] : 0.0f);
-    for (int64_t d = 0; d < D; d += 16) _mm512_storeu_ps(dst + d, _mm512_mul_ps(_mm512_loadu_ps(o + r * D + d), inv));
-  }
-  return true;
-}
-
-bool attend_rows_512(KVElem kv, const float* q, int64_t T, int64_t G, int64_t ld, int64_t D, const int64_t* qpos,
-                     const void* k, const void* v, const float* ks, const float* vs, int64_t stride,
-                     const int64_t* slots, const int64_t* kpos, int64_t n, int64_t window, float scale, float* out) {
-  switch (kv) {
-    case KVElem::F32:
-      return attend_rows512<F32W>(q, T, G, ld, D, qpos, static_cast<const float*>(k), static_cast<const float*>(v),
-                                  nullptr, nullptr, stride, slots, kpos, n, window, scale, out);
-    case KVElem::F16:
-      return attend_rows512<F16W>(q, T, G, ld, D, qpos, static_cast<const uint16_t*>(k),
-                                  static_cast<const uint16_t*>(v), nullptr, nullptr, stride, slots, kpos, n, window,
-                                  scale, out);
-    case KVElem::I8:
-      return attend_rows512<I8W>(q, T, G, ld, D, qpos, static_cast<const int8_t*>(k), static_cast<const int8_t*>(v),
-                                 ks, vs, stride, slots, kpos, n, window, scale, out);
-  }
-  return false;
-}
+  static R shift_of(R m) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m, neg_inf(), _CMP_EQ_OQ), m, zero()); }
+  static bool any_greater(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
+};
+#include "attend_rows.inc"
 
 // The sampler's mass above K cut-offs: a compare into a mask and a masked add per cut-off and 16
 // elements; float partial sums per 128 elements, then double.
@@ -482,7 +301,7 @@ void sums_at_least_k(const float* x, int64_t n, const float* thresholds, double*
 void sums_at_least_f32(const float* x, int64_t n, const float* thresholds, int64_t k, double* out) {
   if (k == 1) return sums_at_least_k<1>(x, n, thresholds, out);
   for (int64_t j = 0; j < k; j += 8) {  // 8 cut-offs per pass (the top-p bracket uses exactly 8)
-    const int64_t m = std::min<int64_t>(8, k - j);
+    const int64_t m = k - j < 8 ? k - j : 8;
     if (m == 8) sums_at_least_k<8>(x, n, thresholds + j, out + j);
     else for (int64_t q = 0; q < m; ++q) sums_at_least_k<1>(x, n, thresholds + j + q, out + j + q);
   }
@@ -504,7 +323,7 @@ const KernelTable* avx512_table() {
     t.attend_f32 = attend_f32_512;
     t.attend_f16 = attend_f16_512;
     t.attend_i8 = attend_i8_512;
-    t.attend_rows = attend_rows_512;
+    t.attend_rows = attend_rows;
     return t;
   }();
   return &table;
