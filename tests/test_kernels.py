@@ -83,6 +83,29 @@ def test_isa_environment_override():
                               cwd=HERE).stdout.split() == ["avx2", "avx2"]
 
 
+def test_malloc_environment():
+    """EXAONE_CPU_MALLOC: 'keep' (the default: freed activations stay in glibc's heap for the next
+    step), 'system', or an import error naming the variable; the user's own malloc tuning wins."""
+    import platform
+    import subprocess
+    import sys
+
+    code = "from exaone_cpu import _core; print(_core.malloc_mode())"
+
+    def mode(**extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+        env.update(extra)
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=HERE)
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert mode().stdout.strip() == ("keep" if glibc else "n/a")
+    assert mode(EXAONE_CPU_MALLOC="system").stdout.strip() == ("system" if glibc else "n/a")
+    if glibc:
+        assert mode(MALLOC_MMAP_THRESHOLD_="131072").stdout.strip() == "user"
+    bad = mode(EXAONE_CPU_MALLOC="bogus")
+    assert bad.returncode != 0 and "EXAONE_CPU_MALLOC" in bad.stderr and "bogus" in bad.stderr
+
+
 @pytest.mark.parametrize("wtype", ["F32", "BF16", "F16"])
 @pytest.mark.parametrize("K", [1, 7, 8, 9, 15, 16, 17, 33, 64, 100])
 def test_matmul_against_numpy_and_scalar(isa, wtype, K):

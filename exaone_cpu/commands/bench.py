@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         "weight_files": [f.name for f in files],
         "weight_file_bytes": sum(f.stat().st_size for f in files),
         "prefill_chunk": model.prefill_chunk,
+        "malloc": _core.malloc_mode(),  # EXAONE_CPU_MALLOC: whether freed activations stay in the heap
         "load_s": load_s,
         "peak_rss_mib": peak_rss_mib(),
         "rss_mib": current_rss_mib(),
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model        {d['model']}")
     print(f"weights      {d['weight_format']}, {d['weight_file_bytes'] / 1e6:.1f} MB in {len(files)} file(s)")
     print(f"kernels      {d['isa']} (int8/int4: {d['quant_isa']}), {d['threads']} threads, "
-          f"prefill chunk {d['prefill_chunk']}, KV cache {d['kv_dtype']}")
+          f"prefill chunk {d['prefill_chunk']}, KV cache {d['kv_dtype']}, malloc {d['malloc']}")
     print(f"load         {load_s:.2f} s (+ {result.warmup_s:.2f} s warm-up: one untimed run of the same shape)")
     print(f"memory       peak RSS {d['peak_rss_mib']:.0f} MiB, current RSS {rss}")
     print()
