@@ -1,11 +1,13 @@
 // NEON variants of the kernel table for aarch64 (NEON is part of the ARMv8-A baseline, so this file
-// needs no extra flags; fp16 conversion is baseline too). Internal linkage throughout, as in the AVX2
+// needs no extra flags; fp16 conversion is baseline too), prefill attention included (attend_rows.inc).
+// Internal linkage throughout, as in the AVX2
 // file.
 #include <arm_neon.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -176,6 +178,48 @@ void softmax_f32(float* x, int64_t n) {
 constexpr int kRowsPerTile = 4;
 #include "kernels_simd.inc"
 
+struct I8W {  // the int8 KV cache's rows (their per-row scales are applied by attend_rows)
+  using T = int8_t;
+  static float32x4_t load4(const int8_t* p) {
+    int32_t w;
+    std::memcpy(&w, p, sizeof w);
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w))))));
+  }
+};
+
+// attend_rows.inc's vector: 4 lanes, 32 registers (a score tile of 4 keys x 4 row vectors, a value
+// tile of 4 rows x 16 dims), masks as all-ones lanes.
+struct Lanes {
+  using R = float32x4_t;
+  static constexpr int N = 4, kKeyTile = 4, kRowVecTile = 4, kRowTile = 4, kDimVecTile = 4;
+  static R load(const float* p) { return vld1q_f32(p); }
+  static void store(float* p, R x) { vst1q_f32(p, x); }
+  static R zero() { return vdupq_n_f32(0.0f); }
+  static R set1(float x) { return vdupq_n_f32(x); }
+  static R fma(R a, R b, R c) { return vfmaq_f32(c, a, b); }
+  static R mul(R a, R b) { return vmulq_f32(a, b); }
+  static R add(R a, R b) { return vaddq_f32(a, b); }
+  static R sub(R a, R b) { return vsubq_f32(a, b); }
+  static R max(R a, R b) { return vmaxq_f32(a, b); }
+  static R exp(R x) { return exp4(x); }
+  template <class L>
+  static R widen(const typename L::T* p) { return L::load4(p); }
+  static R neg_inf() { return vdupq_n_f32(-std::numeric_limits<float>::infinity()); }
+  static R mask_unseen(R x, int32_t kp, const int32_t* p, int32_t w) {
+    const int32x4_t pv = vld1q_s32(p), kv = vdupq_n_s32(kp);
+    uint32x4_t seen = vcgeq_s32(pv, kv);
+    if (w) seen = vandq_u32(seen, vcltq_s32(vsubq_s32(pv, kv), vdupq_n_s32(w)));
+    return vbslq_f32(seen, x, neg_inf());
+  }
+  static R exp_seen(R x, R mu) {
+    const uint32x4_t live = vmvnq_u32(vceqq_f32(x, neg_inf()));
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(exp4(vsubq_f32(x, mu))), live));
+  }
+  static R shift_of(R m) { return vbslq_f32(vceqq_f32(m, neg_inf()), zero(), m); }
+  static bool any_greater(R a, R b) { return vmaxvq_u32(vcgtq_f32(a, b)) != 0; }
+};
+#include "attend_rows.inc"
+
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, BF16W::load4(src + i));
@@ -277,6 +321,7 @@ const KernelTable* neon_table() {
       nullptr,  // attend_f16: the f16 cache is widened into scratch for attend_f32
       nullptr,  // attend_i8: likewise, each row times its scale
       bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
+      attend_rows,
   };
   return &table;
 }
