@@ -160,6 +160,12 @@ void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, con
         kf[j] = reinterpret_cast<const float*>(kr);
       }
     }
+    __m256 s8 = sv;  // the scale, times each key's own for an int8 cache (applied here once per block)
+    if (ks) {
+      alignas(32) float kss[8];
+      for (int j = 0; j < 8; ++j) kss[j] = ks[slots[i + j]];
+      s8 = _mm256_mul_ps(sv, _mm256_load_ps(kss));
+    }
     for (int64_t g = 0; g < G; ++g) {
       __m512 acc[8];
       for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
@@ -167,7 +173,7 @@ void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, con
         const __m512 qc = _mm512_loadu_ps(q + g * D + c);
         for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(kf[j] + c), acc[j]);
       }
-      _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), sv));
+      _mm256_storeu_ps(scores + g * n + i, _mm256_mul_ps(reduce8(acc), s8));
     }
   }
   for (; i < n; ++i) {
@@ -175,10 +181,10 @@ void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, con
     for (int64_t g = 0; g < G; ++g) {
       __m512 acc = _mm512_setzero_ps();
       for (int64_t c = 0; c < D; c += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + c), L::load16(key + c), acc);
-      scores[g * n + i] = _mm512_reduce_add_ps(acc) * scale;
+      scores[g * n + i] = _mm512_reduce_add_ps(acc) * (ks ? scale * ks[slots[i]] : scale);
     }
   }
-  softmax_scaled(scores, G, n, slots, ks, vs);
+  softmax_scaled(scores, G, n, slots, nullptr, vs);
   for (int64_t j = 0; j < G * D; j += 16) _mm512_storeu_ps(out + j, _mm512_setzero_ps());
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     const int64_t i1 = i0 + 64 < n ? i0 + 64 : n;
