@@ -24,6 +24,21 @@ const void* head_rows(const void* base, KVType type, int64_t kvh, int64_t S, int
   return static_cast<const char*>(base) + kvh * S * D * bytes;
 }
 
+// The slots of view some query at a position in [pmin, pmax] sees (the slot of every key with
+// 0 <= key_pos <= pmax and, for window > 0, pmin - key_pos < window), in slot order, into slots (and
+// their positions into kpos when it is not null); returns how many.
+int64_t visible_slots(const KVView& view, int64_t pmin, int64_t pmax, int64_t window, int64_t* slots,
+                      int64_t* kpos) {
+  int64_t n = 0;
+  for (int64_t s = 0; s < view.S; ++s) {
+    const int64_t kp = view.key_pos[s];
+    if (kp < 0 || kp > pmax || (window > 0 && pmin - kp >= window)) continue;
+    if (kpos) kpos[n] = kp;
+    slots[n++] = s;
+  }
+  return n;
+}
+
 // out[group, D] for the group of query heads q[group, D] of KV head kvh over the n visible slots.
 void attend_head(const kernels::KernelTable& kt, const KVView& view, KVType kv_type, const float* q,
                  int64_t group, int64_t D, int64_t kvh, int64_t n, float scale, Scratch& w, float* out) {
@@ -34,19 +49,20 @@ void attend_head(const kernels::KernelTable& kt, const KVView& view, KVType kv_t
   const int64_t S = view.S;
   const int64_t* slots = w.slots.data();
   float* scores = w.scores.data();
+  const void* kh = head_rows(view.k, kv_type, kvh, S, D);
+  const void* vh = head_rows(view.v, kv_type, kvh, S, D);
   if (kv_type == KVType::F32) {
-    const float* kh = static_cast<const float*>(view.k) + kvh * S * D;
-    const float* vh = static_cast<const float*>(view.v) + kvh * S * D;
-    kt.attend_f32(q, group, D, kh, vh, D, slots, n, scale, scores, out);
+    kt.attend_f32(q, group, D, static_cast<const float*>(kh), static_cast<const float*>(vh), D, slots, n, scale,
+                  scores, out);
     return;
   }
   // f16 / int8 cache: read at half / a quarter of the bytes, widened in registers where the ISA has
   // a kernel for it, else the visible rows widened into contiguous f32 scratch (n x D, an int8 row
   // times its scale) first.
-  const uint16_t* kh16 = static_cast<const uint16_t*>(view.k) + kvh * S * D;
-  const uint16_t* vh16 = static_cast<const uint16_t*>(view.v) + kvh * S * D;
-  const int8_t* kh8 = static_cast<const int8_t*>(view.k) + kvh * S * D;
-  const int8_t* vh8 = static_cast<const int8_t*>(view.v) + kvh * S * D;
+  const uint16_t* kh16 = static_cast<const uint16_t*>(kh);
+  const uint16_t* vh16 = static_cast<const uint16_t*>(vh);
+  const int8_t* kh8 = static_cast<const int8_t*>(kh);
+  const int8_t* vh8 = static_cast<const int8_t*>(vh);
   const float* ksh = view.k_scale ? view.k_scale + kvh * S : nullptr;
   const float* vsh = view.v_scale ? view.v_scale + kvh * S : nullptr;
   if (kv_type == KVType::F16 && kt.attend_f16) {
@@ -118,13 +134,7 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
         int64_t pmin = q_pos[t], pmax = q_pos[t];
         for (int64_t u = t + 1; u < te; ++u) pmin = std::min(pmin, q_pos[u]), pmax = std::max(pmax, q_pos[u]);
         if (int64_t(w.kpos.size()) < S) w.kpos.resize(size_t(S));
-        int64_t n = 0;
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t kp = view.key_pos[s];
-          if (kp < 0 || kp > pmax || (window > 0 && pmin - kp >= window)) continue;
-          w.slots[size_t(n)] = s;
-          w.kpos[size_t(n++)] = kp;
-        }
+        const int64_t n = visible_slots(view, pmin, pmax, window, w.slots.data(), w.kpos.data());
         const int64_t h0 = (t * H + kvh * group) * D;
         const void* kh = head_rows(view.k, kv_type, kvh, S, D);
         const void* vh = head_rows(view.v, kv_type, kvh, S, D);
@@ -137,14 +147,8 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
         }
       }
       for (; t < te; ++t) {
-        const int64_t p = q_pos[t];
         if (int64_t(w.scores.size()) < group * S) w.scores.resize(size_t(group * S));
-        int64_t n = 0;
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t kp = view.key_pos[s];
-          if (kp < 0 || kp > p || (window > 0 && p - kp >= window)) continue;
-          w.slots[size_t(n++)] = s;
-        }
+        const int64_t n = visible_slots(view, q_pos[t], q_pos[t], window, w.slots.data(), nullptr);
         const int64_t h0 = (t * H + kvh * group) * D;
         attend_head(kt, view, kv_type, q + h0, group, D, kvh, n, scale, w, out + h0);
       }
