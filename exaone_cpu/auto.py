@@ -28,6 +28,7 @@ from .hub import resolve_model
 from .loading import load
 from .model import DEFAULT_PREFILL_CHUNK, Model
 from .sampling import GenerationDefaults, SamplingParams, load_generation_config
+from .speculative import PROMPT_LOOKUP, Speculative, speculative_config
 from .streaming import IncrementalDetokenizer, StopMatcher
 from .tokenizer import BatchEncoding, Tokenizer
 
@@ -187,6 +188,9 @@ class CausalLM:
         no torch.manual_seed to set). Structured output (exaone_cpu extensions, with tokenizer=):
         json_schema= (a dict, JSON text or pydantic model class), regex=, grammar= (llguidance's Lark
         syntax) or choices= constrain the new text, which ends where it is complete (exaone_cpu.constraints).
+        Speculative decoding as transformers spells it: prompt_lookup_num_tokens= (with
+        max_matching_ngram_size=, default 2) or assistant_model= (another exaone_cpu CausalLM with the
+        same tokenizer); the output is the same, only faster (exaone_cpu.speculative).
         Defaults come from the checkpoint's generation_config.json. Rows of
         a batch are generated one after another; the shorter ones are padded with pad_token_id after
         their eos, as transformers does.
@@ -206,6 +210,8 @@ class CausalLM:
                                               ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")})
         fmt = OutputFormat.create(**{k: kwargs.pop(k) for k in list(kwargs)
                                      if k in ("json_schema", "regex", "grammar", "choices")})
+        speculative = self._speculative(kwargs.pop("prompt_lookup_num_tokens", None),
+                                        kwargs.pop("max_matching_ngram_size", None), kwargs.pop("assistant_model", None))
         if fmt is not None and tokenizer is None:
             raise ValueError("json_schema / regex / grammar / choices need tokenizer= (as stop_strings do)")
         unknown = set(kwargs) - _IGNORED_GENERATE_OPTIONS
@@ -235,7 +241,7 @@ class CausalLM:
                 grammar = build_grammar(fmt, token_ids=marker_token_ids(tokenizer))
                 constraint = TokenConstraint(tokenizer, grammar, self.config.vocab_size, eos)
             outputs.append(self._generate_row(row, budget, sampling, eos, min_new_tokens or 0,
-                                              stop_strings, tokenizer, streamer, constraint))
+                                              stop_strings, tokenizer, streamer, constraint, speculative))
             sampling = dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + 1)
 
         width = max(len(o) for o in outputs)
@@ -247,12 +253,29 @@ class CausalLM:
             batch[i, : len(o)] = o
         return _same_kind(batch, input_ids, kind)
 
+    def _speculative(self, lookup_tokens: Any, ngram: Any, assistant: Any) -> Speculative | None:
+        """transformers' speculative options as a Speculative (None: the model's default)."""
+        if lookup_tokens is not None and assistant is not None:
+            raise ValueError("pass prompt_lookup_num_tokens or assistant_model, not both")
+        if ngram is not None and lookup_tokens is None:
+            raise ValueError("max_matching_ngram_size needs prompt_lookup_num_tokens")
+        if lookup_tokens is not None:
+            return Speculative(PROMPT_LOOKUP, num_tokens=lookup_tokens, ngram_max=2 if ngram is None else ngram,
+                               ngram_min=1)
+        if assistant is not None:
+            draft = getattr(assistant, "model", None)
+            if not isinstance(draft, Model):
+                raise ValueError("assistant_model must be an exaone_cpu CausalLM (AutoModelForCausalLM.from_pretrained)")
+            return speculative_config(draft, self.model)
+        return self.model.speculative
+
     def _generate_row(self, row: np.ndarray, max_new_tokens: int, sampling: SamplingParams, eos: list[int],
                       min_new_tokens: int, stop_strings: list[str] | None, tokenizer: Any, streamer: Any,
-                      constraint: TokenConstraint | None) -> np.ndarray:
+                      constraint: TokenConstraint | None, speculative: Speculative | None) -> np.ndarray:
         room = self.config.max_position_embeddings - len(row)
         stream = TokenStream(self.model, row, max_new_tokens=min(max_new_tokens, room), sampling=sampling,
-                             stop_token_ids=eos, min_new_tokens=min_new_tokens, constraint=constraint)
+                             stop_token_ids=eos, min_new_tokens=min_new_tokens, constraint=constraint,
+                             speculative=speculative)
         if streamer is not None:
             streamer.put(row[None, :])
         detok = IncrementalDetokenizer(tokenizer) if stop_strings else None

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .sampling import Sampler, SamplingParams, logprobs
+from .speculative import Speculator
 
 if TYPE_CHECKING:
     from .constraints import TokenConstraint
     from .kv_cache import KVCache
     from .model import Model
+    from .speculative import Speculative
 
 # finish reasons, one definition for every frontend
 FINISH_STOP = "stop"  # a stop token id or stop string
@@ -207,9 +209,22 @@ class PromptCache:
 # ---- tokens -------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Round:
+    """A verification forward's logits: rows[i] follows draft[:i]; rows[used] picks the next token."""
+
+    draft: np.ndarray  # [k] guessed tokens
+    rows: np.ndarray  # [k + 1, vocab]
+    used: int = 0
+
+
 class TokenStream:
     """Iterator over the new token ids of one generation (the prefill runs on the first step): a
     decoding.Decoding driven by Model.forward, one token at a time, with an optional PromptCache.
+
+    With `speculative` (exaone_cpu.speculative) a step may feed the last token and a few guessed
+    ones in one forward; the tokens still come out one per step, each picked from its own position's
+    logits, and the guesses after the first wrong one are dropped from the cache.
 
     After each step `logits` is the raw float32 logits [vocab] the token was picked from. When the
     iteration ends, finish_reason is "stop" (stop_token holds the id) or "length".
@@ -219,7 +234,8 @@ class TokenStream:
                  max_new_tokens: int | None = None, sampling: SamplingParams | None = None,
                  stop_token_ids: Iterable[int] = (), min_new_tokens: int = 0,
                  prompt_cache: PromptCache | None = None, logprobs: int | None = None,
-                 on_prefill: Callable[[int, int], None] | None = None, constraint: TokenConstraint | None = None):
+                 on_prefill: Callable[[int, int], None] | None = None, constraint: TokenConstraint | None = None,
+                 speculative: Speculative | None = None):
         self.model = model
         prompt = model.check_token_ids(prompt_ids)
         room = model.config.max_position_embeddings - len(prompt)
@@ -234,6 +250,8 @@ class TokenStream:
         self.logits: np.ndarray | None = None
         self.prefill_seconds = 0.0  # prefill and the first token: time to first token
         self.decode_seconds = 0.0  # every later step
+        self.speculator = None if speculative is None else Speculator(speculative, model.prefill_chunk)
+        self._round: _Round | None = None
 
     # ---- state (the Decoding's) ----
 
@@ -250,9 +268,21 @@ class TokenStream:
     finished = property(lambda self: self.decoding.finished)
     logprobs = property(lambda self: self.decoding.logprobs)
 
+    @property
+    def draft_tokens(self) -> int:
+        """Guessed tokens checked by the model (speculative decoding)."""
+        return 0 if self.speculator is None else self.speculator.drafted
+
+    @property
+    def accepted_draft_tokens(self) -> int:
+        """Guessed tokens that were kept."""
+        return 0 if self.speculator is None else self.speculator.accepted
+
     def stop(self, reason: str = FINISH_STOP) -> None:
         """Ends the generation early (a stop string matched, the caller gave up)."""
         self.decoding.stop(reason)
+        if self._round is not None:
+            self._end_round(self._round.used)
 
     # ---- the loop ----
 
@@ -267,15 +297,51 @@ class TokenStream:
         start = time.perf_counter()
         if self._cache is None:
             self.logits = self._prefill()
+        elif self._round is not None:  # the guess so far was right: this position's logits are there
+            self.logits = self._round.rows[self._round.used]
         else:
-            self.logits = self.model.forward(self.token_ids[-1:], self._cache)
+            self.logits = self._decode_step()
         token = self.decoding.accept(self.logits)
+        if self._round is not None:
+            self._check_guess(token)
         elapsed = time.perf_counter() - start
         if self.completion_tokens == 1:
             self.prefill_seconds += elapsed
         else:
             self.decode_seconds += elapsed
         return token
+
+    def _decode_step(self) -> np.ndarray:
+        """The logits after the last token; with a speculator, also after each guessed token."""
+        spec, last = self.speculator, self.token_ids[-1:]
+        room = self.max_new_tokens - self.completion_tokens - 1  # guesses past the limit are wasted
+        draft = spec.draft(self.token_ids, room) if spec is not None else np.zeros(0, np.int64)
+        started = time.perf_counter()
+        if not len(draft):
+            logits = self.model.forward(last, self._cache)
+        else:
+            rows = self.model.forward(np.concatenate([last, draft]), self._cache, all_logits=True)
+            self._round = _Round(draft, rows)
+            logits = rows[0]
+        if spec is not None:
+            spec.timed(len(draft) + 1, time.perf_counter() - started)
+        return logits
+
+    def _check_guess(self, token: int) -> None:
+        """After picking `token` from the round's rows: go on to the next row while the guess holds."""
+        r = self._round
+        if r.used < len(r.draft) and token == r.draft[r.used]:
+            r.used += 1  # the next row followed exactly this token
+            if not self.finished:
+                return
+        self._end_round(r.used)
+
+    def _end_round(self, kept: int) -> None:
+        """Drops the rest of the round: the cache goes back to every token but the last."""
+        r, self._round = self._round, None
+        self.speculator.verified(len(r.draft), kept)
+        if not self._cache.truncate(len(self.token_ids) - 1):  # a round fits a ring's slack: cannot happen
+            raise RuntimeError("speculative decoding could not roll the KV cache back")
 
     def _prefill(self) -> np.ndarray:
         prompt = self.decoding.prompt_ids

@@ -38,6 +38,7 @@ from .decoding import (
 from .hub import resolve_model
 from .loading import load
 from .parsing import Conversation, ParsedOutput
+from .speculative import speculative_config
 from .sampling import (
     GenerationDefaults,
     SamplingParams,
@@ -148,6 +149,13 @@ class GenerationResult:
     cached_tokens: int  # prompt tokens taken from the prompt cache instead of computed
     prefill_seconds: float  # computing the prompt and picking the first token (time to first token)
     decode_seconds: float  # every later token
+    draft_tokens: int | None = None  # speculative decoding: guessed tokens the model checked (None: off)
+    accepted_draft_tokens: int = 0  # ... and kept
+
+    @property
+    def acceptance(self) -> float | None:
+        """The share of guessed tokens kept (None: no speculation, or nothing guessed)."""
+        return self.accepted_draft_tokens / self.draft_tokens if self.draft_tokens else None
 
     @property
     def prefill_tokens_per_second(self) -> float:
@@ -162,18 +170,25 @@ class GenerationResult:
     @property
     def usage(self) -> dict[str, Any]:
         """OpenAI-style token counts."""
-        return {
+        usage = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+        if self.draft_tokens is not None:  # OpenAI's names for guessed tokens kept / dropped
+            usage["completion_tokens_details"] = {
+                "accepted_prediction_tokens": self.accepted_draft_tokens,
+                "rejected_prediction_tokens": self.draft_tokens - self.accepted_draft_tokens,
+            }
+        return usage
 
     def summary(self) -> str:
+        drafts = "" if self.draft_tokens is None else f"drafted={self.draft_tokens} accepted={self.accepted_draft_tokens} "
         return (
             f"prompt={self.prompt_tokens} cached={self.cached_tokens} completion={self.completion_tokens} "
             f"prefill={self.prefill_seconds:.3f}s ({self.prefill_tokens_per_second:.1f} tok/s) "
-            f"decode={self.decode_seconds:.3f}s ({self.decode_tokens_per_second:.1f} tok/s) "
+            f"decode={self.decode_seconds:.3f}s ({self.decode_tokens_per_second:.1f} tok/s) {drafts}"
             f"finish={self.finish_reason}"
         )
 
@@ -266,6 +281,8 @@ class GenerationStream:
             cached_tokens=tokens.cached_tokens,
             prefill_seconds=tokens.prefill_seconds,
             decode_seconds=tokens.decode_seconds,
+            draft_tokens=None if tokens.speculator is None else tokens.draft_tokens,
+            accepted_draft_tokens=tokens.accepted_draft_tokens,
         )
         if self._on_finish is not None:
             self._on_finish(self.result)
@@ -282,13 +299,18 @@ class Generator:
     defaults: a checkpoint's generation_config.json (sampling.load_generation_config) used as the starting
     point of every call's options; without it calls decode greedily unless told otherwise. The stop
     tokens default to the eos ids of config.json and generation_config.json.
+    speculative: speculative decoding for every call (exaone_cpu.speculative): "prompt-lookup", a
+    draft Model or its path, a Speculative, or "off"; None: the model's (load(speculative=...)).
     """
 
-    def __init__(self, model: Model, tokenizer: Tokenizer, *, defaults: GenerationDefaults | None = None):
+    def __init__(self, model: Model, tokenizer: Tokenizer, *, defaults: GenerationDefaults | None = None,
+                 speculative: Any = None):
         self.model = model
         self.tokenizer = tokenizer
         self.defaults = defaults
         self.eos_token_ids = eos_token_ids(model.config, defaults, tokenizer)
+        self.speculative = (getattr(model, "speculative", None) if speculative is None
+                            else speculative_config(speculative, model, loader=self._load_draft))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, use_generation_config: bool = True, gguf: str | None = None,
@@ -299,6 +321,10 @@ class Generator:
         model = load(path, **load_options)
         defaults = load_generation_config(path) if use_generation_config else None
         return cls(model, Tokenizer.from_pretrained(path), defaults=defaults)
+
+    def _load_draft(self, path: Any) -> Model:
+        """A draft model given by its path: loaded with this model's KV cache type."""
+        return load(path, kv_dtype=getattr(self.model, "kv_dtype", "f32"))
 
     def params(self, params: GenerationParams | None = None, **options: Any) -> GenerationParams:
         """`params` as given, or built from the keyword options over this generator's defaults."""
@@ -331,12 +357,16 @@ class Generator:
     def stream(self, prompt_ids: Sequence[int] | np.ndarray, params: GenerationParams | None = None, *,
                prompt_cache: PromptCache | None = None, thinking: bool | None = None,
                tools: Sequence[dict] | None = None, on_finish: Callable[[GenerationResult], None] | None = None,
-               on_prefill: Callable[[int, int], None] | None = None, **options: Any) -> GenerationStream:
+               on_prefill: Callable[[int, int], None] | None = None, speculative: Any = None,
+               **options: Any) -> GenerationStream:
         """Streams the continuation of prompt_ids. thinking: whether the prompt opened a reasoning block,
         for parsing and constraints (None: looked up in the prompt's last tokens). tools: the tools the
         prompt offers (encode_chat's), whose calls are constrained (see constraint()). on_prefill(done,
-        total): called as the prompt's tokens are computed, chunk by chunk (a long prompt takes seconds)."""
+        total): called as the prompt's tokens are computed, chunk by chunk (a long prompt takes seconds).
+        speculative: this call's speculative decoding (None: the generator's; see Generator)."""
         params = self.params(params, **options)
+        spec = self.speculative if speculative is None else speculative_config(speculative, self.model,
+                                                                                 loader=self._load_draft)
         ids = self.model.check_token_ids(prompt_ids)
         stops = self.eos_token_ids if params.stop_token_ids is None else params.stop_token_ids
         if thinking is None:
@@ -345,7 +375,7 @@ class Generator:
         tokens = TokenStream(
             self.model, ids, max_new_tokens=params.max_new_tokens, sampling=params.sampling,
             stop_token_ids=stops, min_new_tokens=params.min_new_tokens, prompt_cache=prompt_cache,
-            on_prefill=on_prefill, constraint=constraint,
+            on_prefill=on_prefill, constraint=constraint, speculative=spec,
         )
         return GenerationStream(
             tokens, self.tokenizer, stop_strings=params.stop_strings,
@@ -372,8 +402,11 @@ class ChatSession:
     """
 
     def __init__(self, generator: Generator, *, system: str | None = None, tools: list[dict] | None = None,
-                 thinking: bool = False, **options: Any):
+                 thinking: bool = False, speculative: Any = None, **options: Any):
         self.generator = generator
+        # speculative decoding for every turn (None: the generator's; see Generator)
+        self.speculative = generator.speculative if speculative is None else speculative_config(
+            speculative, generator.model, loader=generator._load_draft)
         self.system = system
         self.tools = tools
         self.thinking = thinking
@@ -417,6 +450,6 @@ class ChatSession:
 
         self._stream = self.generator.stream(
             ids, prompt_cache=self.prompt_cache, thinking=thinking, tools=self.tools, on_finish=record,
-            **{**self.options, **options},
+            **{"speculative": self.speculative or "off", **self.options, **options},
         )
         return self._stream

@@ -17,6 +17,7 @@ from .progress import Progress
 from .kv_cache import KV_DTYPES
 from .model import DEFAULT_PREFILL_CHUNK, Model
 from .quant import load_tensors, spec_from_options
+from .speculative import speculative_config
 
 
 def set_threads(threads: int | None) -> None:
@@ -30,7 +31,7 @@ def set_threads(threads: int | None) -> None:
 def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
          quant: str | None = None, group_size: int | None = None, asym: bool = False,
          head: str | None = None, kv_dtype: str = "f32", mmap: bool = True, gguf: str | None = None,
-         local_files_only: bool | None = None, progress: bool | None = None) -> Model:
+         local_files_only: bool | None = None, progress: bool | None = None, speculative=None) -> Model:
     """Loads a Hugging Face EXAONE 4 checkpoint directory (config.json + safetensors), a quantized
     one written by exaone-quantize or by AutoAWQ / GPTQ / llm-compressor (exaone_cpu.external_quant;
     detected from config.json's quantization_config), or a GGUF file (exaone_cpu.gguf_model).
@@ -57,6 +58,9 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     other processes, but the files must not change while the model is in use (one truncated or
     rewritten in place kills the process with SIGBUS); update a model by writing a new directory and
     renaming it over the old one. False reads the weights into memory.
+    speculative: speculative decoding by default for this model's generate(), Generator and
+    ChatSession (exaone_cpu.speculative): "prompt-lookup", or a draft model with the same tokenizer
+    (a loaded Model, or its path: loaded with the same threads and mmap); None: off.
     """
     path = resolve_model(path, gguf=gguf, local_files_only=local_files_only)
     gguf = is_gguf(path)
@@ -97,6 +101,12 @@ def load(path: str | Path, *, threads: int | None = None, prefill_chunk: int = D
     if gguf and weights.blocks:  # the repacked weights are in memory: the file's pages are not needed
         f.release_pages()
     model.kv_dtype = kv_dtype
+    model.source = path
+    if speculative is not None and type(model) is Model:
+        model.speculative = speculative_config(
+            speculative, model, loader=lambda draft: load(draft, threads=threads, kv_dtype=kv_dtype, mmap=mmap))
+    elif speculative is not None:
+        raise ValueError(f"speculative: {path} is a {config.architectures[0]}, not a model that generates text")
     return model
 
 

@@ -13,6 +13,7 @@ then the final norm and lm_head (tied to embed_tokens or not).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from .decoding import TokenStream
 from .kv_cache import KV_DTYPES, KVCache, LayerCache
 from .quant import QuantLinear, WeightQuantizer, project
 from .sampling import SamplingParams
+from .speculative import Speculative, speculative_config
 from .weights import Linear, WeightReader
 
 DEFAULT_PREFILL_CHUNK = 256
@@ -58,6 +60,8 @@ class Model:
         self.config = config
         self.prefill_chunk = prefill_chunk
         self.kv_dtype = "f32"  # KV cache element type (load(kv_dtype=...))
+        self.speculative: Speculative | None = None  # speculative decoding by default (load(speculative=...))
+        self.source: Path | None = None  # the directory or file it was loaded from (the draft tokenizer check)
         c = config
         hidden, d = c.hidden_size, c.head_dim
         r = WeightReader(tensors, prefix, quant)
@@ -217,7 +221,7 @@ class Model:
                  eos_token_id: int | Iterable[int] | None = None, stop_at_eos: bool = True,
                  return_logits: bool = False, sampling: SamplingParams | None = None, tokenizer=None,
                  json_schema=None, regex: str | None = None, grammar: str | None = None,
-                 choices: Sequence[str] | None = None, **sampling_options):
+                 choices: Sequence[str] | None = None, speculative=None, **sampling_options):
         """Continuation of token_ids: a list of up to max_new_tokens new token ids, stopping after an
         eos id (the config's unless eos_token_id is given; never when stop_at_eos=False).
         With return_logits, also the raw logits [new_tokens, vocab] each token was chosen from.
@@ -227,6 +231,9 @@ class Model:
         otherwise. json_schema= (a dict, JSON text or pydantic model class), regex=, grammar=
         (llguidance's Lark syntax) or choices= constrain the new tokens' text (with tokenizer=, the
         model's exaone_cpu Tokenizer; see exaone_cpu.constraints); generation ends where it is complete.
+        speculative= ("prompt-lookup", a draft Model or its path, a Speculative, "off"; None: this
+        model's default) verifies guessed tokens several per forward (exaone_cpu.speculative): the
+        same tokens, faster where the guesses are right.
         For text, streaming and stop strings see exaone_cpu.generation.Generator.
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -252,8 +259,9 @@ class Model:
                 raise ValueError("json_schema / regex / grammar / choices need tokenizer= (the model's Tokenizer)")
             constraint = TokenConstraint(tokenizer, build_grammar(fmt, token_ids=marker_token_ids(tokenizer)),
                                          self.config.vocab_size, stops)
+        spec = self.speculative if speculative is None else speculative_config(speculative, self)
         stream = TokenStream(self, prompt, max_new_tokens=max_new_tokens, sampling=sampling,
-                             stop_token_ids=stops, constraint=constraint)
+                             stop_token_ids=stops, constraint=constraint, speculative=spec)
         new_tokens: list[int] = []
         steps: list[np.ndarray] = []
         for token in stream:

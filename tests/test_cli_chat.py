@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -165,3 +166,25 @@ def test_generate_with_structured_output(model_dir, generator, tmp_path):
     assert gbnf.returncode == 0 and re.fullmatch(r"[0-9]{2}!\n", gbnf.stdout), gbnf.stderr
     bad = cli("generate", str(model_dir), "x", "--regex", "[a-", cwd=tmp_path)
     assert bad.returncode == 2 and "invalid structured-output constraint" in bad.stderr
+
+
+def test_generate_with_speculative_decoding(model_dir, generator, tmp_path):
+    text = "abc abc abc abc abc abc abc"
+    prompt = generator.encode_chat([{"role": "user", "content": text}])
+    expected = generator.generate(prompt, max_new_tokens=20)
+    for options in (["--speculative", "prompt-lookup"], ["--draft", str(model_dir), "--draft-max", "3"]):
+        run = cli("generate", str(model_dir), text, "--max-new-tokens", "20", "--stats", *options, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == expected.text + "\n"
+        assert "drafted=" in run.stderr and stats(run.stderr) == [(len(prompt), 0, 20, "length")]
+    if importlib.util.find_spec("llguidance") is not None:  # masks inside verification rounds
+        choice = ["--choice", "abc abc abc", "--choice", "abd", "--temperature", "1", "--seed", "4"]
+        plain = cli("generate", str(model_dir), text, *choice, cwd=tmp_path)
+        spec = cli("generate", str(model_dir), text, *choice, "--speculative", "prompt-lookup", cwd=tmp_path)
+        assert plain.returncode == spec.returncode == 0 and plain.stdout == spec.stdout, spec.stderr
+    for options, message in ((["--draft-max", "0", "--speculative", "prompt-lookup"], "--draft-max must be between"),
+                             (["--draft-max", "4"], "--draft-max needs"),
+                             (["--draft", str(model_dir), "--speculative", "prompt-lookup"], "not both"),
+                             (["--draft", str(tmp_path / "nowhere")], "nowhere")):
+        run = cli("generate", str(model_dir), "x", *options, cwd=tmp_path)
+        assert run.returncode == 2 and message in run.stderr, (options, run.stderr)

@@ -171,6 +171,24 @@ def test_generate_returns_the_input_container(lm, prompt):
     assert (sampled[0] == sampled[1]).all()
 
 
+def test_speculative_options_as_transformers_spells_them(lm, prompt):
+    plain = lm.generate(prompt, max_new_tokens=16)
+    assert (lm.generate(prompt, max_new_tokens=16, prompt_lookup_num_tokens=5) == plain).all()
+    assert (lm.generate(prompt, max_new_tokens=16, prompt_lookup_num_tokens=3, max_matching_ngram_size=3) == plain).all()
+    assert (lm.generate(prompt, max_new_tokens=16, assistant_model=lm) == plain).all()
+    sampled = lm.generate(prompt, max_new_tokens=8, do_sample=True, temperature=1.0, seed=4)
+    assert (lm.generate(prompt, max_new_tokens=8, do_sample=True, temperature=1.0, seed=4, assistant_model=lm)
+            == sampled).all()
+    with pytest.raises(ValueError, match="not both"):
+        lm.generate(prompt, prompt_lookup_num_tokens=3, assistant_model=lm)
+    with pytest.raises(ValueError, match="needs prompt_lookup_num_tokens"):
+        lm.generate(prompt, max_matching_ngram_size=3)
+    with pytest.raises(ValueError, match="exaone_cpu CausalLM"):
+        lm.generate(prompt, assistant_model="a string")
+    with pytest.raises(ValueError, match="num_tokens must be"):
+        lm.generate(prompt, prompt_lookup_num_tokens=0)
+
+
 def test_generate_with_torch(lm, prompt):
     torch = pytest.importorskip("torch")
     ids = torch.tensor(np.asarray(prompt))

@@ -12,8 +12,8 @@ import sys
 
 from ..parsing import tool_call_text
 from ..progress import PrefillProgress
-from .generate import (add_model_arguments, add_sampling_arguments, check_arguments, load_generator, print_stats,
-                       sampling_options)
+from .generate import (add_model_arguments, add_sampling_arguments, add_speculative_arguments, check_arguments,
+                       load_generator, print_stats, sampling_options)
 
 HELP = "Chat with the model in the terminal (streaming, with reasoning mode and prompt caching)."
 
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-reasoning", action="store_true",
                         help="show the reasoning text in reasoning mode (default: hidden; toggle with /show)")
     add_sampling_arguments(parser)
+    add_speculative_arguments(parser)
 
 
 class _Terminal:

@@ -37,6 +37,43 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read the weights into memory instead of mapping the files (for files that may change)")
 
 
+def add_speculative_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "speculative decoding",
+        "Guess the next tokens and check several in one forward pass: the same output, faster where the "
+        "guesses are right. The number of guesses follows the measured acceptance; guessing stops when "
+        "it does not pay.")
+    g.add_argument("--speculative", choices=("prompt-lookup", "off"), default=None,
+                   help="prompt-lookup: guess what followed the last tokens earlier in the prompt or the answer "
+                        "(free; pays when the answer quotes its context)")
+    g.add_argument("--draft", default=None, metavar="MODEL",
+                   help="a draft model with the same tokenizer (e.g. the int4 1.2B for the 32B), loaded as stored: "
+                        "its greedy guesses")
+    g.add_argument("--draft-max", type=int, default=None, metavar="K",
+                   help="guesses per forward pass at most (default 8)")
+
+
+def speculative_option(args: argparse.Namespace, model) -> Any:
+    """The Speculative the options ask for (None: off), the draft model loaded and checked."""
+    from ..speculative import MAX_NUM_TOKENS, speculative_config
+
+    if args.draft is not None and args.speculative is not None:
+        raise ValueError("give --draft MODEL or --speculative, not both")
+    value = args.draft if args.draft is not None else args.speculative
+    if value is None or value == "off":
+        if args.draft_max is not None:
+            raise ValueError("--draft-max needs --speculative prompt-lookup or --draft MODEL")
+        return None
+    if args.draft_max is not None and not 1 <= args.draft_max <= MAX_NUM_TOKENS:
+        raise ValueError(f"--draft-max must be between 1 and {MAX_NUM_TOKENS}, got {args.draft_max}")
+    from ..loading import load
+
+    def loader(path):
+        return load(path, threads=args.threads, kv_dtype=args.kv_dtype, mmap=not args.no_mmap)
+
+    return speculative_config(value, model, num_tokens=args.draft_max, loader=loader)
+
+
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """exaone_cpu.load keyword options from add_model_arguments' options."""
     return {"threads": args.threads, "quant": args.quant, "kv_dtype": args.kv_dtype, "mmap": not args.no_mmap}
@@ -92,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hide-reasoning", action="store_true",
                         help="with --think, print only the answer, not the reasoning before it")
     add_sampling_arguments(parser)
+    add_speculative_arguments(parser)
 
 
 def sampling_options(args: argparse.Namespace, thinking: bool) -> dict[str, Any]:
@@ -147,7 +185,9 @@ def resolve_model_argument(args: argparse.Namespace) -> str:
 def load_generator(args: argparse.Namespace):
     from ..generation import Generator
 
-    return Generator.from_pretrained(resolve_model_argument(args), **load_options(args))
+    generator = Generator.from_pretrained(resolve_model_argument(args), **load_options(args))
+    generator.speculative = speculative_option(args, generator.model)
+    return generator
 
 
 def print_stats(result) -> None:
