@@ -5,6 +5,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+ATTENTION_TOKEN_BY_TOKEN: int  # steps of at most this many tokens attend token by token (exact rows)
+
 class WeightType(enum.Enum):
     F32 = ...
     BF16 = ...

@@ -11,13 +11,14 @@ of slack for this) and the next round starts from there.
 
 Exactness: every token is still chosen by Decoding.accept from the model's logits at its position,
 with the same penalties, masks, stop tokens and random draws (one uniform draw per token, in order),
-so the output is the output without speculation, token for token, greedy or sampled with a seed, up
-to the rounding differences between a forward of k + 1 positions and k + 1 forwards of one (those
-between prefill and decode). For a sampled token this is the speculative-sampling rule (Leviathan et
-al. 2023, Chen et al. 2023) with a draft distribution q that is a point mass on the guess d: accept d
-with probability min(1, p(d) / q(d)) = p(d), otherwise draw from max(0, p - q) renormalised, that is
-from p without d. Drawing x from p and keeping the round going when x == d does exactly that. The
-drafters here guess deterministically (prompt lookup, a draft model's argmax), so this is the rule.
+and a round's logits are bit for bit those of one-token steps (a sequence with at most
+_core.ATTENTION_TOKEN_BY_TOKEN tokens in a step attends token by token, and every matmul computes
+each row alone), so the output is the output without speculation, token for token, greedy or
+sampled with a seed. For a sampled token this is the speculative-sampling rule (Leviathan et al.
+2023, Chen et al. 2023) with a draft distribution q that is a point mass on the guess d: accept d
+with probability min(1, p(d) / q(d)) = p(d), otherwise draw from max(0, p - q) renormalised, that
+is from p without d. Drawing x from p and keeping the round going when x == d does exactly that.
+The drafters here guess deterministically (prompt lookup, a draft model's argmax), so this is the rule.
 
 Drafters (one per sequence, `propose(token_ids, k)`):
     PromptLookup  the tokens that followed the latest earlier occurrence of the last n tokens
@@ -41,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
+from . import _core
+
 if TYPE_CHECKING:
     from .model import Model
 
@@ -51,7 +54,9 @@ METHOD_ALIASES = {"prompt-lookup": PROMPT_LOOKUP, "prompt_lookup": PROMPT_LOOKUP
 OFF = ("off", "none", "")
 
 DEFAULT_NUM_TOKENS = 8  # guesses per round at most (vLLM's num_speculative_tokens, llama.cpp's --draft-max)
-MAX_NUM_TOKENS = 64
+# a round of the last token and its guesses is one step that attention computes token by token, so
+# every row's logits are bit for bit those of a one-token step (csrc/ops/ops.h kTokenByToken)
+MAX_NUM_TOKENS = _core.ATTENTION_TOKEN_BY_TOKEN - 1
 EMPTY = np.zeros(0, np.int64)
 
 

@@ -1,7 +1,7 @@
 """What a speculative-decoding verification step would cost: one forward of n = 1, 2, 4, 8 new
 positions after a --context-token prompt (the cache truncated back after each, so every step sees the
-same context), medians of --rounds interleaved rounds, relative to one decode step (n = 1). The
-forward returns the last position's logits, as a decode step does.
+same context), medians of --rounds interleaved rounds, relative to one decode step (n = 1). Like a
+speculative round, the forward returns every position's logits (--last-only: the last one's).
 
     python tools/bench_verify.py MODEL [--context 512] [--rounds 9] [--threads 2]"""
 import argparse
@@ -18,6 +18,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--last-only", action="store_true")
     args = ap.parse_args()
     model = exaone_cpu.load(args.model, threads=args.threads)
     rng = np.random.default_rng(0)
@@ -29,7 +30,7 @@ def main() -> None:
     def step(n: int) -> float:
         ids = rng.integers(0, vocab, n)
         t = time.perf_counter()
-        model.forward(ids, cache)
+        model.forward(ids, cache, all_logits=not args.last_only and n > 1)
         elapsed = time.perf_counter() - t
         cache.truncate(args.context)
         return elapsed

@@ -279,6 +279,8 @@ void register_ops(py::module_& m) {
       .value("F32", WeightType::F32)
       .value("BF16", WeightType::BF16)
       .value("F16", WeightType::F16);
+  // the longest step attention computes token by token, each row as a one-token step would
+  m.attr("ATTENTION_TOKEN_BY_TOKEN") = ops::kTokenByToken;
 
   m.def("matmul", &matmul, py::arg("x"), py::arg("w"), py::arg("wtype"), py::arg("out") = py::none(),
         "y[T, N] = x[T, K] @ w[N, K]^T; w is float32 (F32) or uint16 bit patterns (BF16, F16).");

@@ -116,8 +116,22 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
   // table's attend_rows (the keys any of them sees, in blocks, read once for all 16 tokens: the
   // multiply-adds of a key block's scores and values then come from registers and L1) or, where the
   // ISA has none, token by token with that head's rows kept in L2 from one query to the next.
+  //
+  // A sequence with at most kTokenByToken tokens in the step (decoding, a speculative verification)
+  // attends token by token: each row is then computed exactly as a one-token step computes it, bit
+  // for bit (the blocked kernel's online softmax rounds differently), so a verification's logits are
+  // the ones decoding would have produced: no int8 activation of a quantized model flips its rounding.
   ThreadPool& pool = ThreadPool::global();
   const int64_t tokens_per_task = T >= 2 * int64_t(pool.num_threads()) ? 16 : 1;
+  // rows_of[t]: how many rows of this step belong to row t's sequence
+  thread_local std::vector<int64_t> run_rows;
+  run_rows.assign(size_t(T), T);
+  if (view_of_row)
+    for (int64_t t = 0, te; t < T; t = te) {
+      for (te = t + 1; te < T && view_of_row[te] == view_of_row[t];) ++te;
+      for (int64_t u = t; u < te; ++u) run_rows[size_t(u)] = te - t;
+    }
+  const int64_t* rows_of = run_rows.data();
   const int64_t blocks = (T + tokens_per_task - 1) / tokens_per_task;
   pool.parallel_for(blocks * KV, [&](int64_t task) {
     const int64_t kvh = task / blocks, t0 = task % blocks * tokens_per_task;
@@ -130,7 +144,8 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
       const KVView& view = views[vi];
       const int64_t S = view.S;
       if (int64_t(w.slots.size()) < S) w.slots.resize(size_t(S));
-      if (te - t > 1 && kt.attend_rows) {  // the slots any of these tokens sees, read once for all of them
+      // the slots any of these tokens sees, read once for all of them (not in a short step, see above)
+      if (te - t > 1 && rows_of[t] > kTokenByToken && kt.attend_rows) {
         int64_t pmin = q_pos[t], pmax = q_pos[t];
         for (int64_t u = t + 1; u < te; ++u) pmin = std::min(pmin, q_pos[u]), pmax = std::max(pmax, q_pos[u]);
         if (int64_t(w.kpos.size()) < S) w.kpos.resize(size_t(S));

@@ -47,6 +47,10 @@ struct KVView {
   const float* v_scale = nullptr;
 };
 
+// Steps of at most this many tokens attend token by token, each row bit-identical to a one-token
+// step (speculative decoding verifies its guesses in such steps); longer ones in blocks of 16.
+constexpr int64_t kTokenByToken = 16;
+
 void attention(const float* q, int64_t T, int64_t H, int64_t D, const KVView& cache, KVType kv_type,
                int64_t KV, const int64_t* q_pos, int64_t window, float scale, float* out);
 
