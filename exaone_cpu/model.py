@@ -164,11 +164,13 @@ class Model:
         return _core.rmsnorm(h, self.norm, self.config.rms_norm_eps, out=h)
 
     def forward_batch(self, token_ids: Sequence[Sequence[int] | np.ndarray], caches: Sequence[KVCache], *,
-                      logits_for: Sequence[int] | None = None) -> np.ndarray:
+                      logits_for: Sequence[int] | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
         """One step for several sequences together (batched decoding, chunked prefill): token_ids[b]
         (at most prefill_chunk tokens: one to decode, or a chunk of a prompt) are appended to
         caches[b]. Returns the logits of each sequence's last position [batch, vocab], or only of the
-        sequences listed in logits_for (a prompt chunk that is not the last needs none)."""
+        sequences listed in logits_for (a prompt chunk that is not the last needs none); or, with
+        rows (one count per sequence), of the last rows[b] positions of each sequence, in order
+        [sum(rows), vocab] (a speculative round needs the last token's and every guess's)."""
         if len(token_ids) != len(caches) or not caches:
             raise ValueError(f"forward_batch needs one cache per sequence, got {len(token_ids)} and {len(caches)}")
         if len({id(c) for c in caches}) != len(caches):
@@ -178,14 +180,23 @@ class Model:
             if len(t) > self.prefill_chunk:
                 raise ValueError(f"forward_batch: sequence {b} has {len(t)} tokens, more than prefill_chunk "
                                  f"({self.prefill_chunk}); prefill it with forward() first")
-        wanted = range(len(ids)) if logits_for is None else [int(b) for b in logits_for]
-        if any(not 0 <= b < len(ids) for b in wanted):
-            raise ValueError(f"forward_batch: logits_for {list(wanted)} names a sequence outside the batch")
+        ends = np.cumsum([len(t) for t in ids])
+        if rows is not None:
+            if logits_for is not None:
+                raise ValueError("forward_batch: pass logits_for or rows, not both")
+            counts = [int(r) for r in rows]
+            if len(counts) != len(ids) or any(not 0 <= r <= len(t) for r, t in zip(counts, ids)):
+                raise ValueError(f"forward_batch: rows {counts} must give 0..len(tokens) for each sequence")
+            picked = np.concatenate([np.arange(e - r, e) for e, r in zip(ends, counts)]).astype(np.int64)
+        else:
+            wanted = range(len(ids)) if logits_for is None else [int(b) for b in logits_for]
+            if any(not 0 <= b < len(ids) for b in wanted):
+                raise ValueError(f"forward_batch: logits_for {list(wanted)} names a sequence outside the batch")
+            picked = (ends - 1)[list(wanted)]
         h = self.hidden_states_batch(ids, caches)
-        if not wanted:
+        if not len(picked):
             return np.zeros((0, self.config.vocab_size), np.float32)
-        last_rows = (np.cumsum([len(t) for t in ids]) - 1)[list(wanted)]
-        return self.lm_head(np.ascontiguousarray(h[last_rows]))
+        return self.lm_head(np.ascontiguousarray(h[picked]))
 
     def forward(self, token_ids: Sequence[int] | np.ndarray, cache: KVCache, *,
                 all_logits: bool = False, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:

@@ -276,12 +276,13 @@ ACCEPT_DECAY = 0.9  # per guess looked at: the acceptance follows the text as it
 PRIOR_EXTRA = 0.1  # cost of one more position in a forward, relative to a one-token step, until measured
 MIN_GAIN = 1.02  # guess only when the expected tokens per unit of time beat plain decoding by this
 MAX_BACKOFF = 64  # steps between trial guesses while guessing does not pay
+PROBE_ACCEPT = 0.8  # trial guesses only where guessing would pay at this acceptance
 
 
 class Speculator:
     """One sequence's speculation: its drafter, the k of each round, and the counts.
 
-        draft = spec.draft(token_ids, room)        # 0..k guesses (room: tokens the sequence may still add - 1)
+        draft = spec.draft(token_ids, room)        # 0..k guesses (room: tokens it may add after the next)
         ... forward of [last] + draft, timed(len(draft) + 1, seconds)
         spec.verified(len(draft), kept)            # how many guesses the pipeline kept
     """
@@ -305,21 +306,26 @@ class Speculator:
         """The measured share of guesses kept (recent rounds weigh more)."""
         return self._hits / self._trials
 
-    def _relative_costs(self) -> tuple[float, float]:
+    def _relative_costs(self, step: float | None, extra: float | None) -> tuple[float, float]:
         """(one more position in the forward, one guess of the drafter), relative to a one-token step."""
-        if self._step is None or self._step <= 0:
+        step = self._step if step is None else step
+        extra = self._extra if extra is None else extra
+        if step is None or step <= 0:
             return PRIOR_EXTRA, 0.0 if self._draft_token == 0.0 else PRIOR_EXTRA
-        extra = PRIOR_EXTRA if self._extra is None else self._extra / self._step
-        return extra, self._draft_token / self._step
+        return PRIOR_EXTRA if extra is None else extra / step, self._draft_token / step
 
-    def choose_k(self) -> int:
+    def choose_k(self, step_seconds: float | None = None, extra_seconds: float | None = None) -> int:
         """Guesses for this round: the k in 1..max_tokens with the most expected tokens per unit of
         time (acceptance a per guess: 1 + a + ... + a^k tokens for 1 + k * (extra + draft) steps),
-        or 0 when none beats plain decoding by MIN_GAIN."""
+        or 0 when none beats plain decoding by MIN_GAIN. step_seconds / extra_seconds: what a token's
+        step and one more row cost, when the caller measures them (the server's batched step: a
+        token's share of it), instead of this sequence's own timings."""
         if not self.config.adaptive:
             return self.max_tokens
-        a = min(self.acceptance, 0.999)
-        extra, draft = self._relative_costs()
+        return self._best_k(self.acceptance, *self._relative_costs(step_seconds, extra_seconds))
+
+    def _best_k(self, acceptance: float, extra: float, draft: float) -> int:
+        a = min(acceptance, 0.999)
         best_k, best = 0, MIN_GAIN
         tokens = 1.0
         for k in range(1, self.max_tokens + 1):
@@ -329,13 +335,19 @@ class Speculator:
                 best_k, best = k, gain
         return best_k
 
-    def draft(self, token_ids: np.ndarray, room: int) -> np.ndarray:
-        k = min(self.choose_k(), room)
+    def draft(self, token_ids: np.ndarray, room: int, *, step_seconds: float | None = None,
+              extra_seconds: float | None = None) -> np.ndarray:
+        """0..k guesses after token_ids (room: how many tokens the sequence may add after the next one)."""
+        k = min(self.choose_k(step_seconds, extra_seconds), room)
         if k <= 0 and room > 0 and self.config.adaptive:
+            # guessing does not pay at the measured acceptance; would it at a good one (the costs allow
+            # it)? Then a one-token trial now and then, in case the text turned quotable
+            if self._best_k(PROBE_ACCEPT, *self._relative_costs(step_seconds, extra_seconds)) == 0:
+                return EMPTY
             self._idle += 1
             if self._idle < self._backoff:
                 return EMPTY
-            k = 1  # a trial guess: is it paying again?
+            k = 1
         if k <= 0:
             return EMPTY
         started = time.perf_counter()

@@ -26,12 +26,13 @@ def model(request):
 class Run:
     """One request: its tokens, with the engine step each arrived at, and its end."""
 
-    def __init__(self, engine: BatchEngine, model, prompt, max_new_tokens: int):
+    def __init__(self, engine: BatchEngine, model, prompt, max_new_tokens: int, sampling=None):
         self.tokens: list[int] = []
         self.steps: list[int] = []
         self.reason = None
         self.done = threading.Event()
-        decoding = Decoding(np.asarray(prompt), model.config.vocab_size, max_new_tokens=max_new_tokens)
+        decoding = Decoding(np.asarray(prompt), model.config.vocab_size, max_new_tokens=max_new_tokens,
+                            sampling=sampling)
         self.seq = Sequence(decoding=decoding, on_token=self._token, on_finish=self._finish)
         self.engine = engine
         engine.submit(self.seq)
@@ -184,3 +185,72 @@ def test_cancelled_and_failed_sequences_free_their_slots(model, engine_of):
     after = Run(engine, model, prompt_of(8, 7), 3)
     assert after.wait() == greedy(model, prompt_of(8, 7), 3)
     assert engine.load == (0, 0) or after.done.is_set()
+
+
+# ---- speculative decoding in the batched step -------------------------------------------------------------------
+
+
+class Echo:
+    """Guesses from a fixed continuation per prompt (its first token), each guess wrong with
+    probability 0.3: rounds keep some guesses and drop the rest."""
+
+    truths: dict[int, list[int]] = {}
+
+    def __init__(self):
+        self.rng = np.random.default_rng(len(self.truths))
+
+    def propose(self, token_ids, k):
+        truth = self.truths.get(int(token_ids[0]), [])
+        guess = np.array((truth + [5] * k)[len(token_ids) : len(token_ids) + k], np.int64)
+        wrong = self.rng.random(k) < 0.3
+        guess[wrong] = (guess[wrong] + 1) % 512
+        return guess
+
+
+def test_speculative_rounds_in_the_batch_give_every_sequence_its_own_tokens(model, engine_of):
+    from exaone_cpu.speculative import Speculative
+
+    prompts = [[10 + i] + prompt_of(n, 20 + i) for i, n in enumerate([3, 30, 9, 17, 2, 25])]
+    Echo.truths = {p[0]: p + greedy(model, p, 14) for p in prompts}
+    engine = engine_of(model, parallel=4, max_queue=8, cache_bytes=64 << 20,
+                       speculative=Speculative(drafter=Echo, num_tokens=5, adaptive=False))
+    runs = [Run(engine, model, p, 14) for p in prompts]
+    for run, p in zip(runs, prompts):
+        assert run.wait() == greedy(model, p, 14) and run.reason == "length"
+        spec = run.seq.speculator
+        assert spec.drafted > spec.accepted > 0
+    assert engine.draft_tokens == sum(r.seq.speculator.drafted for r in runs)
+    assert engine.accepted_draft_tokens == sum(r.seq.speculator.accepted for r in runs)
+    # the caches kept for later requests hold exactly the tokens (the dropped guesses are gone); the
+    # 32B-shaped one's rings have moved past the prompt (window 4 + prefill_chunk 8 - 1 slots)
+    again = Run(engine, model, prompts[1], 14)
+    assert again.wait() == greedy(model, prompts[1], 14)
+    rings = any(model.config.window(i) for i in range(model.config.num_hidden_layers))
+    assert again.seq.cached_tokens == (0 if rings else len(prompts[1]) - 1)
+    # prompt lookup, sampled with seeds: the library's tokens
+    from exaone_cpu.decoding import TokenStream
+    from exaone_cpu.sampling import SamplingParams
+
+    engine = engine_of(model, parallel=3, speculative=Speculative(ngram_min=1))
+    repeat = prompt_of(6, 30) * 4
+    runs = [Run(engine, model, repeat, 20, SamplingParams(temperature=0.8, top_k=3, seed=seed)) for seed in range(3)]
+    for seed, run in enumerate(runs):
+        sampling = SamplingParams(temperature=0.8, top_k=3, seed=seed)
+        assert run.wait() == list(TokenStream(model, repeat, max_new_tokens=20, sampling=sampling))
+    assert engine.draft_tokens > 0
+
+
+def test_speculation_pays_only_while_a_row_is_cheap(model):
+    """The engine gives each sequence's speculator what a guess costs the batched step: a token's share
+    of the step, and one more row's cost. Measured cheap rows: guesses; rows as dear as a token: none."""
+    from exaone_cpu.speculative import Speculative, Speculator
+
+    engine = BatchEngine(model, speculative=Speculative())
+    seq = Sequence(decoding=Decoding(np.arange(3, 40), 512, max_new_tokens=50), on_token=None, on_finish=None)
+    seq.speculator = Speculator(engine.speculative, model.prefill_chunk)
+    for _ in range(5):
+        seq.speculator.verified(4, 3)  # 3 of 4 kept
+    engine.decode_step_seconds, engine.prompt_token_seconds = 0.030, 0.0005  # bandwidth-bound step
+    seq.decoding._ids[:37] = np.tile(np.arange(3, 15), 4)[:37]  # a repeating text: prompt lookup has guesses
+    assert len(engine._draft(seq, decoding=1)) > 0
+    assert len(engine._draft(seq, decoding=64)) == 0  # 64 streams: a row costs about what a token is worth

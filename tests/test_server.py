@@ -109,7 +109,10 @@ class ScriptedModel:
     def new_cache(self, capacity=None):
         return _Cache()
 
-    def forward_batch(self, ids, caches, logits_for=None):
+    def forward_batch(self, ids, caches, logits_for=None, rows=None):
+        if rows is not None:  # no speculation here: a row at most per sequence
+            assert max(rows, default=0) <= 1
+            logits_for = [b for b, r in enumerate(rows) if r]
         for chunk, cache in zip(ids, caches):
             if cache.reply is None:
                 cache.prompt += [int(t) for t in chunk]
@@ -269,6 +272,60 @@ def test_metrics_in_prometheus_text_format(served):
     assert buckets == sorted(buckets) and buckets[-1] == ttft["exaone_time_to_first_token_seconds_count"]
 
 
+class Guesser:
+    """Guesses a known continuation of each prompt (by its first tokens), a third of the guesses wrong."""
+
+    answers: dict[tuple[int, ...], list[int]] = {}
+
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def propose(self, token_ids, k):
+        for start, ids in self.answers.items():
+            if tuple(token_ids[: len(start)]) == start:
+                guess = np.array((ids + [0] * k)[len(token_ids) : len(token_ids) + k], np.int64)
+                wrong = self.rng.random(k) < 0.33
+                guess[wrong] = (guess[wrong] + 7) % 102400
+                return guess
+        return np.zeros(0, np.int64)
+
+
+def test_speculative_decoding_in_the_server(model, tokenizer):
+    from exaone_cpu import Generator
+    from exaone_cpu.speculative import Speculative
+
+    parser = pytest.importorskip("prometheus_client.parser")
+    gen = Generator(model, tokenizer)
+    prompt = "Repeat after me: one two three four, one two three four"
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    plain = gen.generate(ids, max_new_tokens=40)
+    Guesser.answers = {tuple(ids): ids + plain.token_ids}
+    engine = BatchEngine(model, parallel=2, speculative=Speculative(drafter=Guesser, num_tokens=6, adaptive=False))
+    server = RunningServer(create_app(engine, tokenizer, ServerSettings("tiny", ctx=512)))
+    try:
+        client = server.client()
+        out = client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0)
+        assert out.choices[0].text == plain.text and out.usage.completion_tokens == plain.completion_tokens
+        details = out.usage.completion_tokens_details
+        assert details.accepted_prediction_tokens > 0 and details.rejected_prediction_tokens > 0
+        # a stop string inside a round: the text and the token count stop there, as in the library
+        stop = plain.text[len(plain.text) // 2 : len(plain.text) // 2 + 3]
+        cut = gen.generate(ids, max_new_tokens=40, stop_strings=[stop])
+        assert cut.finish_reason == "stop"
+        out = client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0, stop=[stop])
+        assert out.choices[0].text == cut.text and out.usage.completion_tokens == cut.completion_tokens
+        streamed = list(client.completions.create(model="tiny", prompt=prompt, max_tokens=40, temperature=0,
+                                                  stream=True, stream_options={"include_usage": True}))
+        assert "".join(c.choices[0].text for c in streamed if c.choices) == plain.text
+        assert streamed[-1].usage.completion_tokens_details.accepted_prediction_tokens > 0
+        r = httpx.get(server.base + "/metrics")
+        value = {f.name: f.samples[0].value for f in parser.text_string_to_metric_families(r.text) if f.samples}
+        assert value["exaone_speculative_draft_tokens"] == engine.draft_tokens > 0
+        assert value["exaone_speculative_accepted_tokens"] == engine.accepted_draft_tokens > 0
+    finally:
+        server.stop()
+
+
 class SlowModel:
     """The real model, slowed to 20 ms a step, so a stream is still running when the test acts."""
 
@@ -280,9 +337,9 @@ class SlowModel:
     def new_cache(self, capacity=None):
         return self.model.new_cache(capacity)
 
-    def forward_batch(self, ids, caches, logits_for=None):
+    def forward_batch(self, ids, caches, logits_for=None, rows=None):
         time.sleep(0.02)
-        return self.model.forward_batch(ids, caches, logits_for=logits_for)
+        return self.model.forward_batch(ids, caches, logits_for=logits_for, rows=rows)
 
 
 @pytest.fixture
@@ -661,9 +718,14 @@ def test_serve_options_build_the_server(model_dir, tmp_path):
     broken = tmp_path / "broken.jinja"
     broken.write_text("{% for m in messages %}", encoding="utf-8")
     for bad in (["--temperature", "-1"], ["--top-p", "0"], ["--chat-template", str(tmp_path / "missing.jinja")],
-                ["--chat-template", str(broken)], ["--cache-mb", "-1"], ["--batch-tokens", "0"]):
-        with pytest.raises(ValueError):
+                ["--chat-template", str(broken)], ["--cache-mb", "-1"], ["--batch-tokens", "0"],
+                ["--draft-max", "16", "--speculative", "prompt-lookup"], ["--draft", str(tmp_path / "nowhere")]):
+        with pytest.raises((ValueError, FileNotFoundError)):
             serve.build(parser.parse_args([str(model_dir), *bad]))
+    app, _ = serve.build(parser.parse_args([str(model_dir), "--speculative", "prompt-lookup", "--draft-max", "5"]))
+    assert app.state.server.engine.speculative.num_tokens == 5
+    app, _ = serve.build(parser.parse_args([str(model_dir), "--draft", str(model_dir)]))
+    assert app.state.server.engine.speculative.method == "draft-model"
 
 
 # ---- an engine that cannot die (issue 11) ---------------------------------------------------------------------
@@ -690,7 +752,7 @@ class RacingModel(SlowModel):
         self.engine = None
         self.poisoned = weakref.WeakSet()  # caches, not ids: a freed cache's id comes back
 
-    def forward_batch(self, ids, caches, logits_for=None):
+    def forward_batch(self, ids, caches, logits_for=None, rows=None):
         assert all(c is not None for c in caches), "a finished sequence was stepped"
         for chunk, cache in zip(ids, caches):
             if "POISON" in self.tokenizer.decode(list(chunk)):
@@ -698,8 +760,8 @@ class RacingModel(SlowModel):
         for seq in list(self.engine._active):
             if len(seq.decoding.new_token_ids) == 3:
                 seq.cancel()  # lands between the engine's read of the flags and the sampling
-        wanted = range(len(caches)) if logits_for is None else logits_for
-        out = self.model.forward_batch(ids, caches, logits_for=logits_for)
+        wanted = [b for b, r in enumerate(rows) for _ in range(r)]  # the engine asks by rows
+        out = self.model.forward_batch(ids, caches, rows=rows)
         for row, b in enumerate(wanted):
             if caches[b] in self.poisoned:
                 out[row] = np.nan

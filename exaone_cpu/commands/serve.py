@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from .generate import add_model_arguments, load_options, resolve_model_argument
+from .generate import (add_model_arguments, add_speculative_arguments, load_options, resolve_model_argument,
+                       speculative_option)
 
 HELP = "Serve a model over an OpenAI-compatible HTTP API (needs: pip install 'exaone_cpu[server]')."
 
@@ -49,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
     g.add_argument("--presence-penalty", type=float, default=None, metavar="X")
     g.add_argument("--frequency-penalty", type=float, default=None, metavar="X")
+    add_speculative_arguments(p)
 
 
 SAMPLING_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
@@ -82,6 +84,7 @@ def build(args: argparse.Namespace):
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"--chat-template {args.chat_template}: {e}") from None
     model = load(args.model, **load_options(args))
+    speculative = speculative_option(args, model)
     limit = model.config.max_position_embeddings
     ctx = args.ctx if args.ctx is not None else min(limit, 8192)
     if not 1 <= ctx <= limit:
@@ -98,7 +101,7 @@ def build(args: argparse.Namespace):
                               api_key=args.api_key or None, max_body_bytes=args.max_body_bytes, defaults=defaults,
                               cors_origins=tuple(args.cors_origin))
     engine = BatchEngine(model, parallel=args.parallel, max_queue=args.max_queue, batch_tokens=args.batch_tokens,
-                         cache_bytes=args.cache_mb << 20)
+                         cache_bytes=args.cache_mb << 20, speculative=speculative)
     return create_app(engine, tokenizer, settings), settings
 
 
@@ -107,12 +110,13 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    engine = app.state.server.engine
     print(f"serving '{settings.model_name}' on http://{args.host}:{args.port}/v1 "
-          f"(parallel {args.parallel}, ctx {settings.ctx}{', API key required' if settings.api_key else ''})",
+          f"(parallel {args.parallel}, ctx {settings.ctx}{', API key required' if settings.api_key else ''}"
+          f"{', speculative ' + engine.speculative.method if engine.speculative else ''})",
           flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            access_log=False))
-    engine = app.state.server.engine
     # an engine that stopped on an error of its own cannot serve: stop, and exit non-zero for a supervisor
     engine.on_failure = lambda error: setattr(server, "should_exit", True)
     server.run()

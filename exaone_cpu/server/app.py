@@ -195,6 +195,7 @@ class Server:
             if text.stopped:
                 seq.cancel()  # the engine drops it at its next step; later tokens are ignored
                 seq.finish_reason = "stop"
+                seq.stopped_by_text = True
                 yield text.finish()
                 return
 
@@ -484,13 +485,20 @@ class Server:
     @classmethod
     def _usage(cls, seqs: Sequence | list[Sequence]) -> dict[str, Any]:
         seqs = seqs if isinstance(seqs, list) else [seqs]
+        specs = [s.speculator for s in seqs if s.speculator is not None]
+        predictions = None
+        if specs:
+            kept = sum(x.accepted for x in specs)
+            predictions = (kept, sum(x.drafted for x in specs) - kept)
         return protocol.usage(sum(s.decoding.prompt_tokens for s in seqs), sum(cls._completion_tokens(s) for s in seqs),
-                              sum(s.cached_tokens for s in seqs))
+                              sum(s.cached_tokens for s in seqs), predictions)
 
     @staticmethod
     def _completion_tokens(seq: Sequence) -> int:
-        # as the library counts them (and vLLM): a final stop token included
-        return seq.decoding.completion_tokens
+        # as the library counts them (and vLLM): a final stop token included; after a stop string, the
+        # tokens up to it (the engine may have picked more before it saw the cancel: a speculative
+        # round picks several at once)
+        return seq.passed if seq.stopped_by_text else seq.decoding.completion_tokens
 
     def _log(self, request: Request, status: int, seqs: Sequence | list[Sequence] | None, started: float) -> None:
         """One line per request: prompt, cached and completion tokens, time to first token, decode tok/s
@@ -510,9 +518,12 @@ class Server:
         ttft = (first - started) if first is not None else float("nan")
         rate = (tokens - len(firsts)) / (end - first) if first is not None and tokens > len(firsts) and end > first \
             else float("nan")
-        log.info("%s %s %d prompt_tokens=%d cached_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s "
+        specs = [s.speculator for s in seqs if s.speculator is not None]
+        guesses = (f" drafted={sum(x.drafted for x in specs)} accepted={sum(x.accepted for x in specs)}"
+                   if specs else "")
+        log.info("%s %s %d prompt_tokens=%d cached_tokens=%d completion_tokens=%d ttft=%.3fs decode=%.1f tok/s%s "
                  "time=%.3fs", request.method, request.url.path, status, sum(s.decoding.prompt_tokens for s in seqs),
-                 sum(s.cached_tokens for s in seqs), tokens, ttft, rate, end - started)
+                 sum(s.cached_tokens for s in seqs), tokens, ttft, rate, guesses, end - started)
 
 
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/models/{model_id}", "/tokenize", "/detokenize",

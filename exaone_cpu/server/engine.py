@@ -22,6 +22,7 @@ import numpy as np
 from ..decoding import FINISH_ERROR, Decoding
 from ..kv_cache import KVCache
 from ..model import Model
+from ..speculative import EMPTY, Speculative, Speculator
 from .prefix_cache import PrefixCache
 
 FINISH_CANCELLED = "cancelled"
@@ -46,11 +47,13 @@ class Sequence:
     on_token: Callable[[int], None]
     on_finish: Callable[[str], None]
     cache: KVCache | None = None
+    speculator: Speculator | None = None  # its guesses, when the engine speculates
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache, not computed
     first_token_at: float | None = None  # time.perf_counter() when the first token was sampled
     done: bool = False
     finish_reason: str | None = None  # set by the consumer from the finish event (or a stop string)
     passed: int = 0  # tokens the consumer took into its text (later ones came after a stop string)
+    stopped_by_text: bool = False  # the consumer ended it at a stop string
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
@@ -77,10 +80,14 @@ class BatchEngine:
     """parallel: sequences in a step at most; max_queue: requests waiting beyond those; batch_tokens:
     prompt tokens per step beside the running decodes (None: as many as keep a step within STALL_RATIO
     times a decode-only step, measured as it runs; all of prefill_chunk when nothing is decoding);
-    cache_bytes: the prefix cache's budget (0: off)."""
+    cache_bytes: the prefix cache's budget (0: off); speculative: speculative decoding for every
+    sequence (exaone_cpu.speculative): a decoding sequence's step feeds its last token and its guesses,
+    as many as pay given the measured acceptance and what one more row costs the batched step (none
+    once the batch is large enough that a row costs about what a token is worth)."""
 
     def __init__(self, model: Model, *, parallel: int = 4, max_queue: int = 16, batch_tokens: int | None = None,
-                 cache_bytes: int = 0, on_failure: Callable[[BaseException], None] | None = None):
+                 cache_bytes: int = 0, on_failure: Callable[[BaseException], None] | None = None,
+                 speculative: Speculative | None = None):
         if parallel < 1 or max_queue < 0:
             raise ValueError("parallel must be >= 1 and max_queue >= 0")
         if batch_tokens is not None and batch_tokens < 1:
@@ -90,6 +97,7 @@ class BatchEngine:
         self.max_queue = max_queue
         self.batch_tokens = batch_tokens
         self.prefix_cache = PrefixCache(cache_bytes)
+        self.speculative = speculative
         self._pending: collections.deque[Sequence] = collections.deque()
         self._active: list[Sequence] = []
         self._lock = threading.Condition()
@@ -99,6 +107,8 @@ class BatchEngine:
         self.max_batch_seen = 0
         self.prompt_tokens_computed = 0  # prompt tokens fed to the model (cached ones not counted)
         self.tokens_generated = 0
+        self.draft_tokens = 0  # guesses checked (speculative decoding)
+        self.accepted_draft_tokens = 0  # guesses kept
         self.busy_seconds = 0.0  # in forward steps
         self.decode_step_seconds: float | None = None  # running average of a step without prompt tokens
         self.prompt_token_seconds: float | None = None  # running average cost of one prompt token in a step
@@ -194,6 +204,8 @@ class BatchEngine:
             capacity = len(prompt) + min(seq.decoding.max_new_tokens, 256)  # grows by doubling past that
             cache, seq.cached_tokens = self.prefix_cache.lookup(prompt, capacity)
             seq.cache = cache if cache is not None else self.model.new_cache(capacity)
+            if self.speculative is not None:
+                seq.speculator = Speculator(self.speculative, self.model.prefill_chunk)
         except Exception:  # noqa: BLE001 - a request must never take the engine down
             log.exception("could not start a sequence")
             self._finish(seq, FINISH_ERROR)
@@ -217,13 +229,18 @@ class BatchEngine:
                 self._finish(s, FINISH_CANCELLED)
             elif not s.done:
                 live.append(s)
-        batch, feeds, wants = [], [], []
+        batch, feeds, wants, drafts = [], [], [], []
         decoding = [s for s in live if s.unfed == 1]
-        for s in decoding:
+        for s in decoding:  # the last token, and the sequence's guesses after it
+            draft = self._draft(s, len(decoding))
             batch.append(s)
-            feeds.append(s.decoding.token_ids[-1:])
-            wants.append(True)
+            feeds.append(np.concatenate([s.decoding.token_ids[-1:], draft]) if len(draft) else s.decoding.token_ids[-1:])
+            wants.append(1 + len(draft))
+            drafts.append(draft)
+        guessed = sum(len(d) for d in drafts)
         budget = self._prompt_budget(len(decoding))
+        if guessed and self.batch_tokens is None:  # guesses are rows too: the step stays within its budget
+            budget = max(budget - guessed, MIN_PROMPT_TOKENS)
         prompt_tokens = 0
         for s in live:  # prompts in arrival order: the oldest finishes its prefill first
             unfed = s.unfed
@@ -235,44 +252,61 @@ class BatchEngine:
             start = s.cache.length
             batch.append(s)
             feeds.append(s.decoding.token_ids[start : start + n])
-            wants.append(n == unfed)  # the prompt's last token: its logits pick the first new token
+            wants.append(1 if n == unfed else 0)  # the prompt's last token: its logits pick the first new token
+            drafts.append(EMPTY)
             prompt_tokens += n
         if not batch:
             return
         lengths = [s.cache.length for s in batch]
         started = time.perf_counter()
         try:
-            logits = self.model.forward_batch(feeds, [s.cache for s in batch],
-                                              logits_for=[i for i, w in enumerate(wants) if w])
-            rows = iter(logits)
-            results = [(s, next(rows) if w else None) for s, w in zip(batch, wants)]
+            logits = self.model.forward_batch(feeds, [s.cache for s in batch], rows=wants)
+            ends = np.cumsum(wants)
+            results = [(s, logits[e - w : e]) for s, w, e in zip(batch, wants, ends)]
         except Exception:  # noqa: BLE001 - find the sequence that fails: step each alone
             log.exception("a batched step failed; stepping its %d sequences one by one", len(batch))
             results = []
             for s, ids, length, want in zip(batch, feeds, lengths, wants):
                 s.cache.length = length  # as before the step: its tokens go in again
                 try:
-                    out = self.model.forward_batch([ids], [s.cache], logits_for=[0] if want else [])
-                    results.append((s, out[0] if want else None))
+                    results.append((s, self.model.forward_batch([ids], [s.cache], rows=[want])))
                 except Exception:  # noqa: BLE001
                     log.exception("a sequence failed in its step")
                     self._finish(s, FINISH_ERROR)
+                    results.append((s, None))
         else:
-            self._measure(time.perf_counter() - started, len(decoding), prompt_tokens)
+            self._measure(time.perf_counter() - started, len(decoding), prompt_tokens + guessed)
         self.busy_seconds += time.perf_counter() - started
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(batch))
         # a prompt's last token may ride in a decode slot (one token left): counted as the prompt's
         self.prompt_tokens_computed += sum(max(0, min(len(ids), s.decoding.prompt_tokens - length))
                                            for s, ids, length in zip(batch, feeds, lengths))
-        for s, row in results:
-            if row is None:
+        for (s, rows), draft in zip(results, drafts):
+            if rows is None or not len(rows) or s.done:
                 continue
             try:
-                self._accept(s, row)
+                self._accept(s, rows, draft)
             except Exception:  # noqa: BLE001 - one request's failure must not take the others down
                 log.exception("a sequence failed to pick its token")
                 self._finish(s, FINISH_ERROR)
+
+    def _draft(self, seq: Sequence, decoding: int) -> np.ndarray:
+        """The guesses to verify after seq's last token this step (none without a speculator). A guess
+        pays when the tokens it is expected to add are worth more than its row costs the step: the
+        engine measures a row's cost and a decode step's, shared by the `decoding` sequences."""
+        spec = seq.speculator
+        if spec is None:
+            return EMPTY
+        d = seq.decoding
+        step = None if self.decode_step_seconds is None else self.decode_step_seconds / max(decoding, 1)
+        try:
+            return spec.draft(d.token_ids, d.max_new_tokens - d.completion_tokens - 1, step_seconds=step,
+                              extra_seconds=self.prompt_token_seconds)
+        except Exception:  # noqa: BLE001 - a drafter's failure costs the sequence its guesses only
+            log.exception("a drafter failed; the sequence goes on without guesses")
+            seq.speculator = None
+            return EMPTY
 
     def _measure(self, seconds: float, decoding: int, prompt_tokens: int) -> None:
         """Running averages of what a decode-only step and one prompt token cost (the prompt budget)."""
@@ -289,14 +323,28 @@ class BatchEngine:
         t = self.prompt_token_seconds
         self.prompt_token_seconds = per_token if t is None else 0.7 * t + 0.3 * per_token
 
-    def _accept(self, seq: Sequence, logits: np.ndarray) -> None:
+    def _accept(self, seq: Sequence, rows: np.ndarray, draft: np.ndarray) -> None:
+        """Picks seq's next token from rows[0]; while each pick is the guess rows[i] followed, the next
+        token from rows[i + 1]. The guesses after the first wrong one leave the cache."""
         decoding = seq.decoding
-        token = decoding.accept(logits)
-        self.tokens_generated += 1
+        tokens: list[int] = []
+        for i, row in enumerate(rows):
+            tokens.append(decoding.accept(row))
+            if decoding.finished or i >= len(draft) or tokens[-1] != draft[i]:
+                break
+        if len(draft):
+            kept = next((i for i, t in enumerate(tokens[: len(draft)]) if t != draft[i]), min(len(tokens), len(draft)))
+            seq.speculator.verified(len(draft), kept)
+            self.draft_tokens += len(draft)
+            self.accepted_draft_tokens += kept
+            if not seq.cache.truncate(len(decoding.token_ids) - 1):  # within a ring's slack: cannot happen
+                raise RuntimeError("speculative decoding could not roll the KV cache back")
+        self.tokens_generated += len(tokens)
         if seq.first_token_at is None:
             seq.first_token_at = time.perf_counter()
-        if decoding.stop_token is None:  # stop tokens are not passed on
-            seq.on_token(token)
+        for i, token in enumerate(tokens):
+            if decoding.stop_token is None or i < len(tokens) - 1:  # stop tokens are not passed on
+                seq.on_token(token)
         if decoding.finished:
             self._finish(seq, decoding.finish_reason)
 

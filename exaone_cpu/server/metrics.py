@@ -113,6 +113,10 @@ def render(engine: BatchEngine, requests: RequestCounters, model_name: str) -> s
            [(engine.prompt_tokens_computed, model)])
     metric("exaone_generation_tokens_total", "counter", "Tokens generated.", [(engine.tokens_generated, model)])
     metric("exaone_engine_steps_total", "counter", "Batched forward steps.", [(engine.steps, model)])
+    metric("exaone_speculative_draft_tokens_total", "counter", "Guessed tokens checked (speculative decoding).",
+           [(engine.draft_tokens, model)])
+    metric("exaone_speculative_accepted_tokens_total", "counter", "Guessed tokens kept (speculative decoding).",
+           [(engine.accepted_draft_tokens, model)])
     metric("exaone_engine_busy_seconds_total", "counter", "Seconds spent in forward steps.",
            [(engine.busy_seconds, model)])
     decode = engine.decode_step_seconds

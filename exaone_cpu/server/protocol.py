@@ -444,10 +444,16 @@ def now() -> int:
     return int(time.time())
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+          predictions: tuple[int, int] | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; predictions: (guessed tokens kept, dropped) when the server speculates."""
+    out = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens,
+           "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+    if predictions is not None:
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": predictions[0],
+                                            "rejected_prediction_tokens": predictions[1]}
+    return out
 
 
 def parse_tokenize(body: Any) -> tuple[str, bool, bool]:
