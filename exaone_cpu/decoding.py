@@ -352,4 +352,7 @@ class TokenStream:
             # its first token (about 1 GB and 2 s for the 1.2B at 8192 positions)
             self._cache = self.model.new_cache(self.prompt_tokens + min(self.max_new_tokens, 256))
         progress = {} if self.on_prefill is None else {"on_progress": self.on_prefill}
-        return self.model.forward(prompt[self.cached_tokens :], self._cache, **progress)
+        logits = self.model.forward(prompt[self.cached_tokens :], self._cache, **progress)
+        if self.speculator is not None:  # a draft model reads the prompt now, not in the first round
+            self.speculator.prefill(prompt)
+        return logits

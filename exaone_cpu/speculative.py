@@ -233,7 +233,9 @@ class PromptLookup:
 
 class DraftModel:
     """A draft model's greedy continuation, on its own KV cache that follows the sequence: each
-    round it is cut back to the tokens kept and fed the ones it has not seen."""
+    round it is cut back to the tokens kept and fed the ones it has not seen. prefill() feeds a
+    prompt ahead of the first round; otherwise a backlog longer than the draft's prefill_chunk is fed
+    one chunk per call, with no guess until it is caught up (a server step stays bounded)."""
 
     def __init__(self, model: Model):
         self.model = model
@@ -241,11 +243,10 @@ class DraftModel:
         self._fed: list[int] = []  # the tokens in self.cache (the kept ones, then the last round's guesses)
         self._seen = 0  # len(token_ids) at the last call: token_ids[:_seen] is known to match _fed
 
-    def propose(self, token_ids: np.ndarray, k: int) -> np.ndarray:
-        model = self.model
-        n = len(token_ids)
-        if n + k > model.config.max_position_embeddings:
-            return EMPTY
+    def _sync(self, token_ids: np.ndarray, limit: int | None) -> np.ndarray | None:
+        """Cuts the cache back to what is still right and feeds up to `limit` of the tokens after it
+        (all but the last, whose logits are returned once everything before it is in)."""
+        model, n = self.model, len(token_ids)
         if self.cache is None:
             self.cache = model.new_cache(n + 256)
         # what the cache holds that is still right: the tokens known then, and the guesses kept since
@@ -256,22 +257,37 @@ class DraftModel:
         if keep < self.cache.length and not self.cache.truncate(keep):
             self.cache, keep = model.new_cache(n + 256), 0
         del self._fed[keep:]
-        feed = token_ids[keep:]
+        self._seen = keep
+        feed = token_ids[keep:] if limit is None else token_ids[keep : keep + limit]
         self._fed.extend(feed.tolist())
         logits = model.forward(feed, self.cache)
+        self._seen = keep + len(feed)
+        return logits if self._seen == n else None
+
+    def prefill(self, token_ids: np.ndarray) -> None:
+        if len(token_ids) > 1 and len(token_ids) <= self.model.config.max_position_embeddings:
+            self._sync(token_ids[:-1], None)
+
+    def propose(self, token_ids: np.ndarray, k: int) -> np.ndarray:
+        model = self.model
+        n = len(token_ids)
+        if n + k > model.config.max_position_embeddings:
+            return EMPTY
+        logits = self._sync(token_ids, model.prefill_chunk)
+        if logits is None:  # still catching up
+            return EMPTY
         guess = []
         for i in range(k):
             guess.append(int(np.argmax(logits)))
             if i + 1 < k:
                 logits = model.forward(guess[-1:], self.cache)
                 self._fed.append(guess[-1])
-        self._seen = n
         return np.array(guess, np.int64)
 
 
 # ---- one sequence's speculation ----------------------------------------------------------------------------
 
-PRIOR_TRIALS, PRIOR_ACCEPT = 2.0, 0.6  # a new sequence guesses as if 60 % of guesses were kept
+PRIOR_TRIALS, PRIOR_ACCEPT = 1.0, 0.6  # a new sequence guesses as if 60 % of guesses were kept (one guess's weight)
 ACCEPT_DECAY = 0.9  # per guess looked at: the acceptance follows the text as it changes
 PRIOR_EXTRA = 0.1  # cost of one more position in a forward, relative to a one-token step, until measured
 MIN_GAIN = 1.02  # guess only when the expected tokens per unit of time beat plain decoding by this
@@ -357,13 +373,20 @@ class Speculator:
             self._draft_token = seconds if self._draft_token == 0.0 else 0.8 * self._draft_token + 0.2 * seconds
         return guess
 
+    def prefill(self, prompt: np.ndarray) -> None:
+        """Lets a drafter that keeps state (a draft model) take in the prompt before the first round."""
+        prefill = getattr(self.drafter, "prefill", None)
+        if prefill is not None:
+            prefill(prompt)
+
     def timed(self, positions: int, seconds: float) -> None:
         """A forward of `positions` tokens after the prompt took `seconds`."""
         if positions == 1:
             self._step = seconds if self._step is None else 0.8 * self._step + 0.2 * seconds
         else:
-            step = self._step if self._step is not None else seconds / (1 + PRIOR_EXTRA * (positions - 1))
-            extra = max(seconds - step, 0.0) / (positions - 1)
+            if self._step is None:  # every step so far verified guesses: a first estimate, refined by plain steps
+                self._step = seconds / (1 + PRIOR_EXTRA * (positions - 1))
+            extra = max(seconds - self._step, 0.0) / (positions - 1)
             self._extra = extra if self._extra is None else 0.8 * self._extra + 0.2 * extra
 
     def verified(self, drafted: int, kept: int) -> None:
