@@ -339,9 +339,7 @@ class TokenStream:
     def _end_round(self, kept: int) -> None:
         """Drops the rest of the round: the cache goes back to every token but the last."""
         r, self._round = self._round, None
-        self.speculator.verified(len(r.draft), kept)
-        if not self._cache.truncate(len(self.token_ids) - 1):  # a round fits a ring's slack: cannot happen
-            raise RuntimeError("speculative decoding could not roll the KV cache back")
+        self.speculator.end_round(len(r.draft), kept, self._cache, len(self.token_ids) - 1)
 
     def _prefill(self) -> np.ndarray:
         prompt = self.decoding.prompt_ids

@@ -389,6 +389,13 @@ class Speculator:
             extra = max(seconds - self._step, 0.0) / (positions - 1)
             self._extra = extra if self._extra is None else 0.8 * self._extra + 0.2 * extra
 
+    def end_round(self, drafted: int, kept: int, cache: Any, length: int) -> None:
+        """A round checked `drafted` guesses and kept the first `kept`: counted, and the sequence's KV
+        cache cut back to its first `length` tokens (every token but the last picked)."""
+        self.verified(drafted, kept)
+        if not cache.truncate(length):  # a round fits in one prefill chunk, a ring's slack: cannot happen
+            raise RuntimeError("speculative decoding could not roll the KV cache back")
+
     def verified(self, drafted: int, kept: int) -> None:
         """A round checked `drafted` guesses and kept the first `kept`."""
         self.rounds += 1

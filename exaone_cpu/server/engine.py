@@ -334,11 +334,9 @@ class BatchEngine:
                 break
         if len(draft):
             kept = next((i for i, t in enumerate(tokens[: len(draft)]) if t != draft[i]), min(len(tokens), len(draft)))
-            seq.speculator.verified(len(draft), kept)
+            seq.speculator.end_round(len(draft), kept, seq.cache, len(decoding.token_ids) - 1)
             self.draft_tokens += len(draft)
             self.accepted_draft_tokens += kept
-            if not seq.cache.truncate(len(decoding.token_ids) - 1):  # within a ring's slack: cannot happen
-                raise RuntimeError("speculative decoding could not roll the KV cache back")
         self.tokens_generated += len(tokens)
         if seq.first_token_at is None:
             seq.first_token_at = time.perf_counter()
