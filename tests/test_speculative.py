@@ -427,3 +427,12 @@ def test_generator_and_chat_session_with_speculation(tmp_path):
     assert turns[0] == turns[1] == turns[2]
     off = ChatSession(spec, speculative="off", max_new_tokens=4)
     assert off.send("x").until_done().draft_tokens is None
+    # a structured-output mask applies to every row of a round (guesses it forbids are never kept)
+    pytest.importorskip("llguidance")
+    schema = {"type": "object", "properties": {"abc": {"type": "string", "maxLength": 12}}, "required": ["abc"],
+              "additionalProperties": False}
+    for seed in range(3):
+        a = plain.generate(prompt, json_schema=schema, temperature=1.0, seed=seed)
+        b = spec.generate(prompt, json_schema=schema, temperature=1.0, seed=seed,
+                          speculative=Speculative(ngram_min=1, adaptive=False))
+        assert (a.token_ids, a.text) == (b.token_ids, b.text) and b.draft_tokens > 0
