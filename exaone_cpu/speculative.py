@@ -101,10 +101,6 @@ class Speculative:
         if not isinstance(self.adaptive, bool):
             raise ValueError(f"speculative: adaptive must be True or False, got {self.adaptive!r}")
 
-    @property
-    def name(self) -> str:
-        return self.method
-
     def new_drafter(self) -> Drafter:
         if self.drafter is not None:
             return self.drafter()
