@@ -41,6 +41,14 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i[3-6]86|x86)$")
   endfunction()
   set(EXAONE_AVX2_FLAGS -mavx2 -mfma -mf16c)
   set(EXAONE_AVX512_FLAGS ${EXAONE_AVX2_FLAGS} -mavx512f -mavx512bw -mavx512vl)
+  if(NOT MSVC)
+    # Clang 18-20 put the 512-bit registers in a feature of their own, evex512, which -mavx512f
+    # does not always bring along (zig 0.15's driver, for one): ask for it where it exists.
+    check_cxx_compiler_flag("-mevex512" EXAONE_EVEX512_FLAG)
+    if(EXAONE_EVEX512_FLAG)
+      list(APPEND EXAONE_AVX512_FLAGS -mevex512)
+    endif()
+  endif()
   # AVX-VNNI (VEX vpdpbusd) quantized matmuls
   exaone_isa_variant(quant_avxvnni.cpp "${EXAONE_AVX2_FLAGS};-mavxvnni" /arch:AVX2 EXAONE_HAVE_AVXVNNI)
   # AVX-512 F float matmuls (the rest of that table is AVX2's)

@@ -2,7 +2,8 @@
 bench.sh with bench_report.py. Syntax (bash -n) and shellcheck on every script; each script's
 options and checks; the unit template's placeholders and keys; bench.sh end to end on a tiny
 fixture. The end-to-end install (a fresh venv, builds the C++ extension: minutes) runs only with
-EXAONE_CPU_TEST_INSTALL=1."""
+EXAONE_CPU_TEST_INSTALL=1, or with EXAONE_CPU_TEST_WHEEL=WHEEL (installs that wheel, no build:
+tools/test_wheel.sh sets it)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ UNIT = EDGE / "exaone-cpu.service"
 TINY = REPO / "tests" / "fixtures" / "tiny-1.2b"
 SCRIPTS = sorted(EDGE.glob("*.sh"))
 NATIVE = platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
+# install.sh builds from source with the first of these it finds; tools/test_wheel.sh runs this file
+# with none on PATH (and EXAONE_CPU_TEST_WHEEL naming the wheel under test)
+COMPILER = any(shutil.which(c) for c in (os.environ.get("CXX"), "c++", "g++", "clang++") if c)
+WHEEL = os.environ.get("EXAONE_CPU_TEST_WHEEL")
+NO_COMPILER = "no C++ compiler found"
 PLACEHOLDERS = ("@USER@", "@VENV@", "@MODEL@", "@HOST@", "@PORT@", "@THREADS@", "@CTX@", "@PARALLEL@", "@CACHE_MB@",
                 "@MEMORY_MAX@")
 
@@ -68,6 +74,19 @@ vendor_id\t: GenuineIntel
 model name\t: Intel(R) N100
 flags\t\t: fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2
 """
+
+
+def a_wheel(tmp_path: Path) -> Path:
+    """A wheel file for install.sh --check-only, which reads only its name."""
+    wheel = tmp_path / "exaone_cpu-0.1.0-cp311-cp311-linux_x86_64.whl"
+    wheel.write_bytes(b"")
+    return wheel
+
+
+def source_options(tmp_path: Path) -> list:
+    """install.sh options for the checks that are not about the source: the default (this checkout,
+    built with a compiler) where a compiler is found, a wheel where none is."""
+    return [] if COMPILER else ["--source", a_wheel(tmp_path)]
 
 
 def run(cmd, *, env=None, timeout=120, cwd=None):
@@ -149,7 +168,7 @@ def test_install_help_names_the_options():
 @pytest.mark.skipif(not NATIVE, reason="install.sh supports x86_64 and aarch64 Linux")
 def test_install_checks_pass_on_this_machine(tmp_path):
     venv = tmp_path / "venv"
-    r = run(["bash", INSTALL, "--check-only", "--venv", venv])
+    r = run(["bash", INSTALL, "--check-only", "--venv", venv, *source_options(tmp_path)])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "All checks passed" in r.stdout
     arch = platform.machine()
@@ -172,7 +191,8 @@ def test_install_checks_pass_on_this_machine(tmp_path):
 def test_install_reads_arm_cpu_and_features(tmp_path, cpuinfo, cpu, features):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
     env = {"EXAONE_EDGE_CPUINFO": str(tmp_path / "cpuinfo"), "EXAONE_EDGE_ARCH": "aarch64"}
-    r = run(["bash", INSTALL, "--check-only", "--python", sys.executable, "--venv", tmp_path / "venv"], env=env)
+    r = run(["bash", INSTALL, "--check-only", "--python", sys.executable, "--venv", tmp_path / "venv",
+             *source_options(tmp_path)], env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "architecture: aarch64" in r.stdout
     assert cpu in r.stdout
@@ -183,7 +203,8 @@ def test_install_reads_arm_cpu_and_features(tmp_path, cpuinfo, cpu, features):
 def test_install_warns_about_x86_without_avx2(tmp_path):
     (tmp_path / "cpuinfo").write_text(X86_CPUINFO.replace(" fma avx2", ""))
     env = {"EXAONE_EDGE_CPUINFO": str(tmp_path / "cpuinfo"), "EXAONE_EDGE_ARCH": "x86_64"}
-    r = run(["bash", INSTALL, "--check-only", "--python", sys.executable, "--venv", tmp_path / "venv"], env=env)
+    r = run(["bash", INSTALL, "--check-only", "--python", sys.executable, "--venv", tmp_path / "venv",
+             *source_options(tmp_path)], env=env)
     assert r.returncode == 0, r.stderr
     assert "CPU: Intel(R) N100" in r.stdout
     assert "features: avx2=no fma=no f16c=yes" in r.stdout
@@ -233,12 +254,37 @@ esac
      "exaone_cpu[server] @ git+https://example.org/exaone_cpu.git@v0.1.0"),
 ], ids=["default", "dir-no-server", "wheel", "pinned", "range", "own-extras", "git-url"])
 def test_install_source_to_requirement(tmp_path, source, options, expected):
-    (tmp_path / "exaone_cpu-0.1.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
+    a_wheel(tmp_path)
     args = [] if source is None else ["--source", source.format(repo=REPO, tmp=tmp_path)]
     r = run(["bash", INSTALL, "--check-only", "--python", sys.executable, "--venv", tmp_path / "venv", *args, *options])
+    builds = not expected.endswith((".whl", ".whl[server]"))
+    if builds and not COMPILER:
+        assert r.returncode == 1 and NO_COMPILER in r.stderr, r.stdout + r.stderr
+        return
     assert r.returncode == 0, r.stderr
     assert f"would install: {expected.format(tmp=tmp_path)}\n" in r.stdout
-    assert ("C++ compiler:" in r.stdout) == (not expected.endswith((".whl", ".whl[server]")))
+    assert ("C++ compiler:" in r.stdout) == builds
+
+
+@pytest.mark.skipif(not NATIVE, reason="install.sh supports x86_64 and aarch64 Linux")
+def test_install_without_a_compiler_takes_a_wheel_and_names_what_a_build_needs(tmp_path):
+    # this PATH: every program but the compilers (in tmp_path/bin, each linked to its first match)
+    (tmp_path / "bin").mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for program in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            link = tmp_path / "bin" / program.name
+            if re.fullmatch(r"(cc|c\+\+|g\+\+|clang\+\+)", program.name) or link.exists():
+                continue
+            if os.access(program, os.X_OK) and not program.is_dir():
+                link.symlink_to(program)
+    env = {"PATH": str(tmp_path / "bin"), "CXX": ""}
+    common = ["bash", INSTALL, "--check-only", "--python", sys.executable, "--venv", tmp_path / "venv"]
+    r = run([*common, "--source", REPO], env=env)
+    assert r.returncode == 1
+    assert NO_COMPILER in r.stderr and "build-essential" in r.stderr
+    r = run([*common, "--source", a_wheel(tmp_path)], env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "All checks passed" in r.stdout and "C++ compiler:" not in r.stdout
 
 
 @pytest.mark.skipif(not NATIVE, reason="install.sh supports x86_64 and aarch64 Linux")
@@ -257,19 +303,21 @@ def test_install_does_not_overwrite_a_directory_that_is_not_a_venv(tmp_path):
     target = tmp_path / "data"
     target.mkdir()
     (target / "precious.txt").write_text("keep me")
-    r = run(["bash", INSTALL, "--python", sys.executable, "--venv", target, "--source", REPO])
+    r = run(["bash", INSTALL, "--python", sys.executable, "--venv", target, "--source", a_wheel(tmp_path)])
     assert r.returncode == 1
     assert "exists and is not a virtual environment" in r.stderr
     assert sorted(p.name for p in target.iterdir()) == ["precious.txt"]
 
 
-@pytest.mark.skipif(os.environ.get("EXAONE_CPU_TEST_INSTALL") != "1",
-                    reason="builds exaone_cpu into a fresh venv (minutes): set EXAONE_CPU_TEST_INSTALL=1")
+@pytest.mark.skipif(os.environ.get("EXAONE_CPU_TEST_INSTALL") != "1" and not WHEEL,
+                    reason="builds exaone_cpu into a fresh venv (minutes): set EXAONE_CPU_TEST_INSTALL=1 "
+                           "(or EXAONE_CPU_TEST_WHEEL=a wheel to install)")
 @pytest.mark.skipif(not NATIVE, reason="install.sh supports x86_64 and aarch64 Linux")
 def test_install_end_to_end(tmp_path):
     venv = tmp_path / "venv"
-    r = run(["bash", INSTALL, "--venv", venv, "--source", REPO], timeout=1800, cwd=tmp_path)
+    r = run(["bash", INSTALL, "--venv", venv, "--source", WHEEL or REPO], timeout=1800, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert ("C++ compiler:" in r.stdout) == (WHEEL is None)
     m = re.search(r"^kernels: (\w+) \(available on this CPU: ([\w, ]+)\)$", r.stdout, re.M)
     assert m, r.stdout[-3000:]
     isa, available = m.group(1), m.group(2).split(", ")

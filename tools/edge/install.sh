@@ -169,30 +169,6 @@ py_bits=$("$python" -c 'import struct; print(8 * struct.calcsize("P"))')
        sudo apt-get install python3-venv   (or python3.X-venv matching '$python')"
 info "Python: $py_version ($(command -v "$python")), venv available"
 
-# Does the source need compiling? Everything but a wheel file does (no binary wheels are published).
-case "$source_spec" in
-  *.whl) needs_build=0 ;;
-  *) needs_build=1 ;;
-esac
-if [ "$needs_build" = 1 ]; then
-  cxx=""
-  for c in "${CXX:-}" c++ g++ clang++; do
-    if [ -n "$c" ] && command -v "$c" >/dev/null 2>&1; then cxx="$c"; break; fi
-  done
-  [ -n "$cxx" ] || die "no C++ compiler found (the C++ kernels are built during the install):
-       sudo apt-get install build-essential python3-dev"
-  py_include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-  [ -f "$py_include/Python.h" ] || die "Python headers are missing ($py_include/Python.h):
-       sudo apt-get install python3-dev   (or python3.X-dev matching '$python')"
-  info "C++ compiler: $(command -v "$cxx"); Python headers: $py_include"
-  case "$source_spec" in
-    git+*) command -v git >/dev/null 2>&1 || die "--source $source_spec needs git: sudo apt-get install git" ;;
-  esac
-  if [ "$offline" = 1 ] && ! command -v cmake >/dev/null 2>&1; then
-    warn "no cmake on PATH: --offline needs cmake >= 3.18 (sudo apt-get install cmake) or a cmake wheel in --find-links"
-  fi
-fi
-
 # ---- memory and disk --------------------------------------------------------------------------
 
 meminfo_mib() {  # value of /proc/meminfo field $1 in MiB (empty if absent)
@@ -250,6 +226,30 @@ elif [[ "$source_spec" =~ ^([A-Za-z0-9._-]+)([<>=!~].*)?$ ]]; then  # name and o
   requirement="${BASH_REMATCH[1]}$extra${BASH_REMATCH[2]}"
 else
   die "--source '$source_spec' is neither an existing path, a URL nor a requirement"
+fi
+
+# Does the source need compiling? Everything but a wheel file does.
+case "$source_spec" in
+  *.whl) needs_build=0 ;;
+  *) needs_build=1 ;;
+esac
+if [ "$needs_build" = 1 ]; then
+  cxx=""
+  for c in "${CXX:-}" c++ g++ clang++; do
+    if [ -n "$c" ] && command -v "$c" >/dev/null 2>&1; then cxx="$c"; break; fi
+  done
+  [ -n "$cxx" ] || die "no C++ compiler found (the C++ kernels are built during the install):
+       sudo apt-get install build-essential python3-dev"
+  py_include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  [ -f "$py_include/Python.h" ] || die "Python headers are missing ($py_include/Python.h):
+       sudo apt-get install python3-dev   (or python3.X-dev matching '$python')"
+  info "C++ compiler: $(command -v "$cxx"); Python headers: $py_include"
+  case "$source_spec" in
+    git+*) command -v git >/dev/null 2>&1 || die "--source $source_spec needs git: sudo apt-get install git" ;;
+  esac
+  if [ "$offline" = 1 ] && ! command -v cmake >/dev/null 2>&1; then
+    warn "no cmake on PATH: --offline needs cmake >= 3.18 (sudo apt-get install cmake) or a cmake wheel in --find-links"
+  fi
 fi
 
 if [ "$check_only" = 1 ]; then
@@ -332,7 +332,8 @@ fi
 # and a board without one would need a Rust toolchain, so only a prebuilt wheel is tried.
 if [ "$structured" = 1 ]; then
   if "$vpy" -m pip install "${pip_opts[@]}" --only-binary=:all: "llguidance>=1.0" >/dev/null 2>&1; then
-    echo "structured output: llguidance $("$vpy" -c 'import llguidance; print(llguidance.__version__)')"
+    # (older llguidance releases, the newest for Python 3.9, have no __version__)
+    echo "structured output: llguidance $("$vpy" -c 'import importlib.metadata as m, llguidance; print(m.version("llguidance"))')"
   else
     warn "no llguidance wheel for this platform: structured output (json_schema, grammars, enforced tool calls) is unavailable; everything else works"
   fi
