@@ -8,8 +8,8 @@
 #
 #   tools/build_wheel.sh [--arch x86_64|aarch64] [PYTHON ...]   # default: this machine's, python3
 #
-# For the other architecture it cross-compiles: zig targets it directly, CMake is told the target,
-# scikit-build-core names the extension from SETUPTOOLS_EXT_SUFFIX, `wheel tags` renames the wheel,
+# For the other architecture it cross-compiles: zig targets it directly, CMake is told the target and
+# pybind11 the extension's suffix, `wheel tags` renames the wheel,
 # and the Python headers are this machine's (CPython's C API and struct layouts are the same on every
 # 64-bit Linux).
 # Writes dist/exaone_cpu-*-manylinux_2_28_ARCH.whl and prints each wheel's tag and size.
@@ -57,7 +57,9 @@ for py in "${pythons[@]}"; do
     suffix="$("$py" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX').replace('$host', '$arch'))")"
     cross=("SETUPTOOLS_EXT_SUFFIX=$suffix")
     cross_settings=(--config-settings=cmake.define.CMAKE_SYSTEM_NAME=Linux
-                    --config-settings=cmake.define.CMAKE_SYSTEM_PROCESSOR="$arch")
+                    --config-settings=cmake.define.CMAKE_SYSTEM_PROCESSOR="$arch"
+                    --config-settings=cmake.define.PYTHON_MODULE_EXTENSION="$suffix"
+                    --config-settings=cmake.define.PYTHON_MODULE_EXT_SUFFIX="$suffix")
   else
     cross_settings=()
   fi
