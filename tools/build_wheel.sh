@@ -9,10 +9,10 @@
 #   tools/build_wheel.sh [--arch x86_64|aarch64] [PYTHON ...]   # default: this machine's, python3
 #
 # For the other architecture it cross-compiles: zig targets it directly, CMake is told the target and
-# pybind11 the extension's suffix, `wheel tags` renames the wheel,
-# and the Python headers are this machine's (CPython's C API and struct layouts are the same on every
-# 64-bit Linux).
-# Writes dist/exaone_cpu-*-manylinux_2_28_ARCH.whl and prints each wheel's tag and size.
+# pybind11 the extension's suffix, `wheel tags` renames the wheel, and the Python headers are this
+# machine's (CPython's C API and struct layouts are the same on every 64-bit Linux).
+# Writes dist/exaone_cpu-*-manylinux_2_28_x86_64.whl (or, cross-built, the oldest tag auditwheel finds
+# the wheel meets: manylinux_2_27_aarch64 today) and prints each wheel's tag and size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 host="$(uname -m)"
