@@ -52,10 +52,8 @@ done
 mkdir -p dist
 for py in "${pythons[@]}"; do
   tag="$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-  cross=()
   if [ "$arch" != "$host" ]; then
     suffix="$("$py" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX').replace('$host', '$arch'))")"
-    cross=("SETUPTOOLS_EXT_SUFFIX=$suffix")
     cross_settings=(--config-settings=cmake.define.CMAKE_SYSTEM_NAME=Linux
                     --config-settings=cmake.define.CMAKE_SYSTEM_PROCESSOR="$arch"
                     --config-settings=cmake.define.PYTHON_MODULE_EXTENSION="$suffix"
@@ -63,7 +61,7 @@ for py in "${pythons[@]}"; do
   else
     cross_settings=()
   fi
-  env "${cross[@]}" CC="$scratch/bin/cc" CXX="$scratch/bin/c++" "$py" -m pip wheel . --no-deps -q -w "$scratch/raw-$tag" \
+  CC="$scratch/bin/cc" CXX="$scratch/bin/c++" "$py" -m pip wheel . --no-deps -q -w "$scratch/raw-$tag" \
     --config-settings=build-dir="$scratch/build-$tag-$arch" "${cross_settings[@]}"
   if [ "$arch" != "$host" ]; then  # named for this machine (pip resolves the build's own tools for it)
     "$tools/bin/wheel" tags --remove --platform-tag "linux_$arch" "$scratch/raw-$tag"/*.whl >/dev/null
