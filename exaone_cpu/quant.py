@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -647,9 +648,12 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, spec: QuantSpec, *, fo
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(dst, log)
-    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".tmp-", dir=dst.parent))
+    # Named before it exists and made inside the try: an interrupt (Ctrl-C, SIGTERM) arriving right
+    # after the directory appears still removes it (with mkdtemp it could come before `tmp` was set).
+    tmp = dst.parent / f"{dst.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result is an ordinary model directory
+        tmp.mkdir()
+        os.chmod(tmp, 0o755)  # whatever the umask: the result is an ordinary model directory
         (tmp / _OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
         metadata = {"format": "pt", "format_version": str(FORMAT_VERSION), "quant_method": QUANT_METHOD,
                     "quantization": spec.name}
