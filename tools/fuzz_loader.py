@@ -22,6 +22,7 @@ tests/test_fuzz_loader.py runs a bounded number of cases with a fixed seed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -287,6 +288,7 @@ def _try_load(path: str, queue) -> None:
         queue.put(("BAD", f"{type(e).__name__} before loading: {e}"[:300]))
 
 
+@functools.lru_cache(maxsize=None)
 def _context():
     """Workers forked from a fork server that has imported exaone_cpu once: as cheap as forking the
     caller, without forking a process that runs other threads (a test runner's, a server's)."""
