@@ -191,7 +191,7 @@ GGML_TYPES: dict[int, GGMLType] = {t.id: t for t in (
     GGMLType("Q8_0", 8, 32, 34, _dq_q8_0, ("Q8G", 32)),
     GGMLType("Q4_K", 12, QK_K, 144, _k(_unpack_q4_k), ("Q4KA", 32), _unpack_q4_k),
     GGMLType("Q5_K", 13, QK_K, 176, _k(_unpack_q5_k), ("Q8KA", 32), _unpack_q5_k),
-    GGMLType("Q6_K", 14, QK_K, 210, _k(_unpack_q6_k), ("Q8K", 16), _unpack_q6_k),
+    GGMLType("Q6_K", 14, QK_K, 210, _k(_unpack_q6_k), ("Q6K", 16), _unpack_q6_k),
     GGMLType("IQ4_XS", 23, QK_K, 136, _k(_unpack_iq4_xs), ("Q8K", 32), _unpack_iq4_xs),
     GGMLType("BF16", 30, 1, 2, _dq_bf16),
 )}

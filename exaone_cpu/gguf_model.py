@@ -7,7 +7,7 @@ Weights, by block type (the traits table in exaone_cpu.formats):
     Q8_0, Q4_0       -> Q8G / Q4G, group 32 (the same int8 values / nibbles and f16 scales)
     Q4_K             -> Q4KA (the same nibbles, 6-bit scales and mins, f16 d and dmin)
     Q5_K             -> Q8KA (the 5-bit codes one per byte, the same scales)
-    Q6_K             -> Q8K, groups of 16 (codes - 32 as int8, the int8 scales, f16 d)
+    Q6_K             -> Q6K, groups of 16 (the 6-bit codes kept, the int8 scales, f16 d)
     IQ4_XS           -> Q8K, groups of 32 (the table values as int8, the 6-bit scales - 32, f16 d)
 Transcoding repacks the blocks into our kernels' row tiles once, at load; the values are the
 file's, bit for bit (no re-quantization): dequantized, they equal gguf's reference.

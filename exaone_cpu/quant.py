@@ -212,7 +212,7 @@ class QuantLinear:
 
     @property
     def in_features(self) -> int:
-        return self.qweight.shape[1] * (8 // self.format.code_bits)
+        return self.qweight.shape[1] * 8 // self.format.code_bits
 
     @property
     def nbytes(self) -> int:
@@ -249,10 +249,16 @@ class QuantLinear:
 
 def _pack_codes(codes: np.ndarray, format) -> np.ndarray:
     """Row-major codes [N, K] as the format's qweight: 8-bit codes, or nibbles paired (k, k + 4)
-    within each run of 8, in the row tiles."""
+    within each run of 8, or (6-bit codes, as u - 32) per block of 32 the low 4 bits as nibbles then
+    2 runs of 4 bytes holding the high 2 bits (csrc/kernels/quant.h), in the row tiles."""
     n, k = codes.shape
     if format.code_bits == 8:
         return _tile_rows(np.ascontiguousarray(codes, dtype=np.int8 if format.code_signed else np.uint8), 4)
+    if format.code_bits == 6:
+        u = (np.asarray(codes, dtype=np.int16) + 32).astype(np.uint8).reshape(n, k // 32, 4, 2, 4)  # [block, o, s, i]
+        nibbles = ((u[:, :, :, 0, :] & 15) | ((u[:, :, :, 1, :] & 15) << 4)).reshape(n, k // 32, 16)
+        high = sum(((u[:, :, o, :, :] >> 4) & 3) << (2 * o) for o in range(4)).astype(np.uint8).reshape(n, k // 32, 8)
+        return _tile_rows(np.concatenate([nibbles, high], axis=2).reshape(n, 3 * k // 4), 4)
     u = np.asarray(codes, dtype=np.uint8).reshape(n, k // 8, 2, 4)  # 8-k runs: k 0-3, k 4-7
     return _tile_rows((u[:, :, 0, :] | (u[:, :, 1, :] << 4)).reshape(n, k // 2), 4)
 

@@ -153,7 +153,7 @@ def k_quant_files(tmp_path, kind, seed=0):
             write_gguf(src, tmp_path / f"{kind}-f32.gguf", "Q8_0", blocks=values), sorted(blocks))
 
 
-@pytest.mark.parametrize("kind,fmt,group", [("Q4_K", "Q4KA", 32), ("Q5_K", "Q8KA", 32), ("Q6_K", "Q8K", 16),
+@pytest.mark.parametrize("kind,fmt,group", [("Q4_K", "Q4KA", 32), ("Q5_K", "Q8KA", 32), ("Q6_K", "Q6K", 16),
                                             ("IQ4_XS", "Q8K", 32)])
 def test_k_quant_blocks_keep_the_files_values(tmp_path, kind, fmt, group):
     path, reference, names = k_quant_files(tmp_path, kind)

@@ -25,12 +25,14 @@ QuantFormat checked_format(QuantFormat f) {
 }
 
 // group_size as the user gives it (32, 64, 128; 0 = one scale per row, Q8G only; the K formats:
-// 32, or 16 for Q8K) -> values per scale.
+// 32, or 16 for Q8K; Q6K: 16) -> values per scale.
 int64_t resolve_group(QuantFormat f, int64_t group_size, int64_t K) {
   if (kernels::traits(f).k_scales) {
-    if (group_size == 32 || (group_size == 16 && f == QuantFormat::Q8K)) return group_size;
+    if (f == QuantFormat::Q6K ? group_size == 16 : group_size == 32 || (group_size == 16 && f == QuantFormat::Q8K))
+      return group_size;
     throw py::value_error("unsupported group_size " + std::to_string(group_size) + " for " + format_name(f) +
-                          (f == QuantFormat::Q8K ? " (supported: 16, 32)" : " (supported: 32)"));
+                          (f == QuantFormat::Q8K ? " (supported: 16, 32)" : f == QuantFormat::Q6K ? " (supported: 16)"
+                                                                                                   : " (supported: 32)"));
   }
   if (group_size == 0) {
     if (f != QuantFormat::Q8G)
@@ -57,12 +59,14 @@ QuantWeight weight_view(const py::array& qweight, const py::array& scales, const
   QuantWeight w{};
   w.format = f;
   const std::string codes = std::string("qweight (") + t.name + ": " + (t.code_bits == 4 ? "uint8 [N, K/2])" :
-                            t.code_signed ? "int8 [N, K])" : "uint8 [N, K])");
+                            t.code_bits == 6 ? "uint8 [N, 3K/4])" : t.code_signed ? "int8 [N, K])" : "uint8 [N, K])");
   if (t.code_bits == 8 && t.code_signed)
     checked<int8_t>(qweight, codes.c_str(), 2);
   else
     checked<uint8_t>(qweight, codes.c_str(), 2);
-  w.K = t.code_bits == 8 ? qweight.shape(1) : 2 * qweight.shape(1);
+  if (qweight.shape(1) * 8 % t.code_bits != 0)
+    throw py::value_error(codes + ": " + std::to_string(qweight.shape(1)) + " bytes per row are not whole codes");
+  w.K = qweight.shape(1) * 8 / t.code_bits;
   w.N = qweight.shape(0);
   check_k(w.K, "qweight");
   w.group = resolve_group(f, group_size, w.K);
@@ -218,7 +222,7 @@ py::tuple repack_gguf(py::array raw, int type, int64_t K) {
   w.K = K;
   w.group = group;
   py::array qweight = t.code_bits == 8 && t.code_signed ? py::array(py::array_t<int8_t>({N, K}))
-                      : py::array(py::array_t<uint8_t>({N, t.code_bits == 8 ? K : K / 2}));
+                      : py::array(py::array_t<uint8_t>({N, K * t.code_bits / 8}));
   py::array scales;
   uint16_t* sp = nullptr;
   uint8_t* kp = nullptr;
@@ -277,11 +281,12 @@ void register_quant(py::module_& m) {
       .value("Q8G", QuantFormat::Q8G, "int8, f16 scale per group")
       .value("Q4G", QuantFormat::Q4G, "int4 symmetric, f16 scale per group")
       .value("Q4GA", QuantFormat::Q4GA, "int4 asymmetric, f16 scale and min per group")
-      .value("Q8K", QuantFormat::Q8K, "int8 codes, int8 sub-scale per 16 or 32 and f16 d per 256 (Q6_K, IQ4_XS)")
+      .value("Q8K", QuantFormat::Q8K, "int8 codes, int8 sub-scale per 16 or 32 and f16 d per 256 (IQ4_XS)")
       .value("Q4KA", QuantFormat::Q4KA, "int4 codes, 6-bit scale and min per 32, f16 d and dmin per 256 (Q4_K)")
       .value("Q8KA", QuantFormat::Q8KA, "uint8 codes, 6-bit scale and min per 32, f16 d and dmin per 256 (Q5_K)")
+      .value("Q6K", QuantFormat::Q6K, "6-bit codes (nibbles + 2 high bits), int8 sub-scale per 16, f16 d per 256 (Q6_K)")
       .def_property_readonly("code_bits", [](QuantFormat f) { return kernels::traits(checked_format(f)).code_bits; },
-                             "8: one code per byte; 4: nibbles")
+                             "8: one code per byte; 4: nibbles; 6: nibbles and 2 high bits")
       .def_property_readonly("code_signed", [](QuantFormat f) { return kernels::traits(checked_format(f)).code_signed; },
                              "codes are int8 (else uint8 / nibbles)")
       .def_property_readonly("has_min", [](QuantFormat f) { return kernels::traits(checked_format(f)).has_min; },

@@ -16,8 +16,9 @@
 //   Q8K  int8 codes    : qweight int8  [N, K],   w = (d_j * c_g) * q                 c int8, G 16 or 32
 //   Q4KA nibbles + min : qweight uint8 [N, K/2], w = (d_j * c_g) * u - dmin_j * mc_g  c, mc uint8, G 32
 //   Q8KA uint8 codes   : qweight uint8 [N, K],   w = (d_j * c_g) * u - dmin_j * mc_g  u in [0, 63], G 32
-// (Q6_K -> Q8K G16 with q = code - 32; IQ4_XS -> Q8K G32 with q its table value; Q4_K -> Q4KA;
-// Q5_K -> Q8KA.) Their scales are one uint8 array [N, kscale_row_bytes()], tiled as below.
+//   Q6K  6-bit codes   : qweight uint8 [N, 3K/4], w = (d_j * c_g) * (u - 32)          c int8, G 16
+// (Q6_K -> Q6K, its 6 bits kept; IQ4_XS -> Q8K G32 with q its table value; Q4_K -> Q4KA; Q5_K ->
+// Q8KA.) Their scales are one uint8 array [N, kscale_row_bytes()], tiled as below.
 //
 // Row tiles: the arrays keep those shapes, but rows are stored in tiles of 8 (the last tile holds
 // the N % 8 rows left, W = its width), each tile in the same bytes its rows would take row-major,
@@ -25,6 +26,10 @@
 // stays with one row from the first block to the output:
 //   int8 codes (Q8G, Q8K, Q8KA): tile bytes [K/4][W][4]:  byte (q, r, i) = q[n0 + r, 4q + i]
 //   nibbles (Q4G, Q4GA, Q4KA):   tile bytes [K/8][W][4]:  byte (o, r, i) = u[n0 + r, 8o + i] | u[n0 + r, 8o + 4 + i] << 4
+//   6 bits (Q6K): per 32-value block b, 24 W bytes: the low 4 bits of its u as nibbles above (16 W
+//     bytes, o = 0..3 within the block), then 2 runs s of 4 W bytes holding the high 2 bits:
+//     byte (s, r, i) bits 2o..2o+1 = u[n0 + r, 32b + 8o + 4s + i] >> 4, so one 32-byte load of the
+//     nibbles and one of the high bits rebuild the 32 bytes an int8 tile would hold for 4 k
 //   scales / mins: tile [G][W]:  element (g, r) = s[n0 + r, g]
 //   K scales: tile sections, in order: d f16 [S][W], dmin f16 [S][W] (with a min), c [G][W],
 //             mc [G][W] (with a min); S = K / 256
@@ -49,23 +54,27 @@ struct BlockA8 {
 };
 static_assert(sizeof(BlockA8) == 40, "BlockA8 must be 40 bytes: d, sum, 32 quants");
 
-enum class QuantFormat : int { Q8G = 0, Q4G = 1, Q4GA = 2, Q8K = 3, Q4KA = 4, Q8KA = 5 };
-constexpr int kNumQuantFormats = 6;
+enum class QuantFormat : int { Q8G = 0, Q4G = 1, Q4GA = 2, Q8K = 3, Q4KA = 4, Q8KA = 5, Q6K = 6 };
+constexpr int kNumQuantFormats = 7;
 constexpr int64_t kSuperBlock = 256;  // values per K-format super-block
 
 // What each format is, in one place (ggml's type_traits): the binding, the ops and the kernels
 // read it instead of testing formats one by one.
 struct QuantFormatTraits {
   const char* name;
-  int code_bits;     // 8: one code per byte; 4: nibbles
-  bool code_signed;  // codes are int8 (Q8G, Q8K); else uint8 / nibbles (Q4G subtracts 8 itself)
+  int code_bits;     // 8: one code per byte; 4: nibbles; 6: nibbles + 2 high bits (Q6K)
+  bool code_signed;  // weight codes are signed: int8 (Q8G, Q8K), u - 32 (Q6K); else uint8 / nibbles
+                     // (Q4G subtracts 8 itself)
   bool has_min;      // a min per group (Q4GA, Q4KA, Q8KA)
   bool k_scales;     // two-level scales of the K formats, in QuantWeight::kscales
 };
 inline constexpr QuantFormatTraits kQuantFormats[kNumQuantFormats] = {
     {"Q8G", 8, true, false, false},  {"Q4G", 4, false, false, false}, {"Q4GA", 4, false, true, false},
     {"Q8K", 8, true, false, true},   {"Q4KA", 4, false, true, true},  {"Q8KA", 8, false, true, true},
+    {"Q6K", 6, true, false, true},
 };
+// Bytes of one 32-value block of a full 8-row tile: 256 (8-bit), 192 (6-bit), 128 (nibbles).
+constexpr int64_t tile_block_bytes(QuantFormat f) { return 32 * kQuantFormats[int(f)].code_bits; }
 constexpr const QuantFormatTraits& traits(QuantFormat f) { return kQuantFormats[int(f)]; }
 
 // A quantized [N, K] weight matrix as stored (pointers to memory-mapped or owned arrays).
@@ -73,7 +82,7 @@ struct QuantWeight {
   QuantFormat format;
   int64_t N, K;
   int64_t group;            // values per scale: 32, 64, 128, or K (per row); K formats: 16 or 32
-  const void* qweight;      // 8-bit codes: [N, K]; nibbles: uint8 [N, K / 2]
+  const void* qweight;      // 8-bit codes: [N, K]; nibbles: uint8 [N, K / 2]; 6-bit: uint8 [N, 3K / 4]
   const uint16_t* scales;   // f16 [N, groups()] (not K formats)
   const uint16_t* mins;     // f16 [N, groups()] for Q4GA, else null
   const uint8_t* kscales;   // K formats: uint8 [N, kscale_row_bytes()], else null
@@ -81,7 +90,7 @@ struct QuantWeight {
   int64_t groups() const { return (K + group - 1) / group; }
   int64_t blocks() const { return K / kQBlock; }
   int64_t superblocks() const { return K / kSuperBlock; }
-  int64_t row_bytes() const { return traits(format).code_bits == 8 ? K : K / 2; }
+  int64_t row_bytes() const { return K * traits(format).code_bits / 8; }
   int64_t kscale_row_bytes() const {
     return traits(format).has_min ? 4 * superblocks() + 2 * groups() : 2 * superblocks() + groups();
   }
@@ -92,11 +101,19 @@ struct QuantWeight {
 
 constexpr int kTileRows = 8;
 
-// Byte of qweight holding weight (n, k): for int4, its nibble is the low one when (k & 4) == 0.
+// Byte of qweight holding weight (n, k): for int4, its nibble is the low one when (k & 4) == 0;
+// for 6-bit codes the byte of its low 4 bits (the same nibble rule), qweight_high_index the byte of
+// its high 2 bits (bits 2 * ((k & 31) >> 3)).
 inline int64_t qweight_index(const QuantWeight& w, int64_t n, int64_t k) {
   const int64_t n0 = w.tile_row0(n), W = w.tile_width(n), r = n - n0;
-  if (traits(w.format).code_bits == 8) return n0 * w.K + (k >> 2) * 4 * W + r * 4 + (k & 3);
+  const int bits = traits(w.format).code_bits;
+  if (bits == 8) return n0 * w.K + (k >> 2) * 4 * W + r * 4 + (k & 3);
+  if (bits == 6) return n0 * w.row_bytes() + (k >> 5) * 24 * W + ((k & 31) >> 3) * 4 * W + r * 4 + (k & 3);
   return n0 * (w.K / 2) + (k >> 3) * 4 * W + r * 4 + (k & 3);
+}
+inline int64_t qweight_high_index(const QuantWeight& w, int64_t n, int64_t k) {
+  const int64_t n0 = w.tile_row0(n), W = w.tile_width(n), r = n - n0;
+  return n0 * w.row_bytes() + (k >> 5) * 24 * W + 16 * W + ((k >> 2) & 1) * 4 * W + r * 4 + (k & 3);
 }
 
 // Element of scales / mins holding group g of row n.
@@ -105,15 +122,31 @@ inline int64_t scale_index(const QuantWeight& w, int64_t n, int64_t g) {
   return n0 * w.groups() + g * w.tile_width(n) + (n - n0);
 }
 
-// Integer weight (n, k) as stored: an 8-bit code (int8 or uint8 as the format says) or the
-// unsigned nibble u.
+// Integer weight (n, k) as stored: an 8-bit code (int8 or uint8 as the format says), the unsigned
+// nibble u, or a 6-bit code's u - 32.
 inline int weight_code(const QuantWeight& w, int64_t n, int64_t k) {
   const int64_t i = qweight_index(w, n, k);
   const QuantFormatTraits& t = traits(w.format);
-  if (t.code_bits == 8)
-    return t.code_signed ? static_cast<const int8_t*>(w.qweight)[i] : static_cast<const uint8_t*>(w.qweight)[i];
-  const uint8_t b = static_cast<const uint8_t*>(w.qweight)[i];
-  return (k & 4) ? (b >> 4) : (b & 15);
+  const uint8_t* q = static_cast<const uint8_t*>(w.qweight);
+  if (t.code_bits == 8) return t.code_signed ? static_cast<const int8_t*>(w.qweight)[i] : q[i];
+  const int u = (k & 4) ? (q[i] >> 4) : (q[i] & 15);
+  if (t.code_bits == 4) return u;
+  return (u | (((q[qweight_high_index(w, n, k)] >> (2 * ((k & 31) >> 3))) & 3) << 4)) - 32;
+}
+
+// Stores code c (as weight_code returns it) at (n, k) of qweight (zeroed before for nibbles and 6-bit
+// codes, whose bytes it ORs into).
+inline void set_weight_code(const QuantWeight& w, void* qweight, int64_t n, int64_t k, int c) {
+  uint8_t* q = static_cast<uint8_t*>(qweight);
+  const int bits = traits(w.format).code_bits;
+  const int64_t i = qweight_index(w, n, k);
+  if (bits == 8) {
+    q[i] = uint8_t(c);
+    return;
+  }
+  const int u = bits == 6 ? c + 32 : c;
+  q[i] |= uint8_t((u & 15) << ((k & 4) ? 4 : 0));
+  if (bits == 6) q[qweight_high_index(w, n, k)] |= uint8_t(((u >> 4) & 3) << (2 * ((k & 31) >> 3)));
 }
 
 // The K scales of the row tile starting at n0 (a multiple of 8), as the layout above places them:
@@ -150,7 +183,7 @@ inline float kscale_value(const QuantWeight& w, int64_t n, int64_t g) {
   const KScaleTile t = kscale_tile(w, w.tile_row0(n));
   const int64_t r = n - w.tile_row0(n), j = g * w.group / kSuperBlock;
   const uint8_t c = t.c[g * t.W + r];
-  const float cv = traits(w.format).has_min ? float(c) : float(int8_t(c));
+  const float cv = traits(w.format).has_min ? float(c) : float(int8_t(c));  // signed without a min
   return f16_to_f32_value(t.d[j * t.W + r]) * cv;
 }
 inline float kmin_value(const QuantWeight& w, int64_t n, int64_t g) {

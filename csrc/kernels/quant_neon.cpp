@@ -85,23 +85,39 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
 
 // ---- matmul -------------------------------------------------------------------------------------
 
+// Bytes j (rows 4j..4j+3) of load q (k 4q..4q+3) of a block at p as signed 8-bit codes: an 8-bit
+// tile's own bytes, or a 6-bit block's u - 32 rebuilt from nibble run q / 2 and bits 2 (q / 2).. of
+// high-bit run q % 2 (quant.h). q is a constant once the callers' loops are unrolled.
+template <QuantFormat F>
+inline int8x16_t codes16(const uint8_t* p, int q, int j) {
+  if constexpr (F == QuantFormat::Q6K) {
+    const uint8x16_t nib = vld1q_u8(p + 32 * (q >> 1) + 16 * j), hb = vld1q_u8(p + 128 + 32 * (q & 1) + 16 * j);
+    const uint8x16_t lo = (q & 1) ? vshrq_n_u8(nib, 4) : vandq_u8(nib, vdupq_n_u8(15));
+    const int o = q >> 1;
+    const uint8x16_t h = o == 0 ? vshlq_n_u8(hb, 4) : o == 1 ? vshlq_n_u8(hb, 2) : o == 2 ? hb : vshrq_n_u8(hb, 2);
+    return vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(h, vdupq_n_u8(0x30)))), vdupq_n_s8(32));
+  } else {
+    return vld1q_s8(reinterpret_cast<const int8_t*>(p + 32 * q + 16 * j));
+  }
+}
+
 // Block sums: isum[i][0] holds rows 0-3 and isum[i][1] rows 4-7 of a full row tile against token
 // i's activation block xb[i]: Σ_k q[r, k] * qs_i[k], with q the signed weight (Q8G; Q4G as u - 8) or
 // the unsigned nibble u (Q4GA). p is the block's 128 (int4) or 256 (int8) bytes in the tile.
 struct Baseline {
-  // Half -1: the whole block; 0 / 1: only k 0-15 / 16-31 (8-bit codes, for Q8K's groups of 16).
-  // 8-bit codes are multiplied as signed bytes: Q8KA's unsigned codes (<= 63) are the same values.
+  // Half -1: the whole block; 0 / 1: only k 0-15 / 16-31 (8- and 6-bit codes, for groups of 16).
+  // 8-bit codes are multiplied as signed bytes: Q8KA's unsigned codes (<= 63) are the same values;
+  // 6-bit codes as u - 32.
   template <QuantFormat F, int MT, int Half = -1>
   static inline void block_dot(const uint8_t* p, const BlockA8* const* xb, int32x4_t (*isum)[2]) {
-    if constexpr (traits(F).code_bits == 8) {
+    if constexpr (traits(F).code_bits != 4) {
       // acc[i][j]: rows 2j and 2j + 1, two lanes (k mod 4 in pairs) each.
       int32x4_t acc[MT][4];
       for (int i = 0; i < MT; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = vdupq_n_s32(0);
       for (int q = Half < 0 ? 0 : 4 * Half; q < (Half < 0 ? 8 : 4 * Half + 4); q += 2) {  // two 32-byte steps: 8 k of 8 rows
-        const int8_t* wp = reinterpret_cast<const int8_t*>(p + 32 * q);
-        const int8x16_t w0 = vld1q_s8(wp), w1 = vld1q_s8(wp + 16);       // step q: rows 0-3, 4-7
-        const int8x16_t w2 = vld1q_s8(wp + 32), w3 = vld1q_s8(wp + 48);  // step q + 1
+        const int8x16_t w0 = codes16<F>(p, q, 0), w1 = codes16<F>(p, q, 1);          // step q: rows 0-3, 4-7
+        const int8x16_t w2 = codes16<F>(p, q + 1, 0), w3 = codes16<F>(p, q + 1, 1);  // step q + 1
         for (int i = 0; i < MT; ++i) {
           const int8x16_t a0 = dup4(xb[i]->qs + 4 * q), a1 = dup4(xb[i]->qs + 4 * q + 4);
           const int8x8_t a0l = vget_low_s8(a0), a1l = vget_low_s8(a1);
@@ -155,10 +171,9 @@ struct Sdot {
     for (int i = 0; i < MT; ++i) lo[i] = hi[i] = vdupq_n_s32(0);
     // Each half of the block's activations (16 bytes, 4 lanes of 4 k) meets the weights of 16 k.
     for (int h = Half < 0 ? 0 : Half; h < (Half < 0 ? 2 : Half + 1); ++h) {
-      if constexpr (traits(F).code_bits == 8) {  // 4 steps of 4 k: lane j is step j
-        const int8_t* wp = reinterpret_cast<const int8_t*>(p + 128 * h);
+      if constexpr (traits(F).code_bits != 4) {  // 4 steps of 4 k: lane j is step j
         int8x16_t wv[8];
-        for (int j = 0; j < 8; ++j) wv[j] = vld1q_s8(wp + 16 * j);
+        for (int j = 0; j < 8; ++j) wv[j] = codes16<F>(p, 4 * h + j / 2, j % 2);
         for (int i = 0; i < MT; ++i) {
           const int8x16_t a = vld1q_s8(xb[i]->qs + 16 * h);
           lo[i] = vdotq_laneq_s32(lo[i], wv[0], a, 0);
@@ -272,7 +287,7 @@ template <QuantFormat F, int MT, class Dot, bool Halves>
 void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
   constexpr bool kMin = traits(F).has_min, kSigned = !kMin;
   const int64_t S = w.superblocks();
-  const int64_t block_bytes = traits(F).code_bits == 8 ? 256 : 128;
+  const int64_t block_bytes = tile_block_bytes(F);
   const uint8_t* tile = static_cast<const uint8_t*>(w.qweight) + n0 * w.row_bytes();
   const KScaleTile ks = kscale_tile(w, n0);
   float32x4_t acc[MT][2];
@@ -341,7 +356,9 @@ void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* c
 
 template <QuantFormat F, int MT, class Dot>
 inline void tile8_any(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* const* y) {
-  if constexpr (traits(F).k_scales) {
+  if constexpr (F == QuantFormat::Q6K) {
+    tile8_k<F, MT, Dot, true>(x, w, n0, y);
+  } else if constexpr (traits(F).k_scales) {
     if (F == QuantFormat::Q8K && w.group == 16)
       tile8_k<F, MT, Dot, true>(x, w, n0, y);
     else
@@ -408,7 +425,7 @@ EXAONE_DOTPROD __attribute__((flatten)) void matmul_sdot(const BlockA8* xq, int6
 #define EXAONE_NEON_MATMULS(fn)                                                                       \
   {                                                                                                   \
     fn<QuantFormat::Q8G>, fn<QuantFormat::Q4G>, fn<QuantFormat::Q4GA>, fn<QuantFormat::Q8K>,          \
-        fn<QuantFormat::Q4KA>, fn<QuantFormat::Q8KA>                                                  \
+        fn<QuantFormat::Q4KA>, fn<QuantFormat::Q8KA>, fn<QuantFormat::Q6K>                            \
   }
 
 // ---- weight quantizer sums ----------------------------------------------------------------------

@@ -64,7 +64,7 @@ inline float min_of(const QuantWeight& w, int64_t n, int64_t g) {
 }
 
 // acc = Σ_g isum_g * (s_g * d_b) [+ m_g * (d_b * sum_g)], over the groups of each 32-value block in
-// order (one group per block, or two of 16 for Q8K with G 16; a group of 64 or 128 spans blocks).
+// order (one group per block, or two of 16 for G 16 (Q8K, Q6K); a group of 64 or 128 spans blocks).
 template <QuantFormat F>
 void matmul_ref(const BlockA8* xq, int64_t T, const QuantWeight& w, int64_t n0, int64_t n1, float* y,
                 int64_t ldy) {
@@ -119,6 +119,7 @@ void dequant_row(const QuantWeight& w, int64_t n, float* out) {
     case QuantFormat::Q8K: dequant_row_t<QuantFormat::Q8K>(w, n, out); break;
     case QuantFormat::Q4KA: dequant_row_t<QuantFormat::Q4KA>(w, n, out); break;
     case QuantFormat::Q8KA: dequant_row_t<QuantFormat::Q8KA>(w, n, out); break;
+    case QuantFormat::Q6K: dequant_row_t<QuantFormat::Q6K>(w, n, out); break;
   }
 }
 
@@ -390,7 +391,8 @@ const QuantKernelTable& quant_scalar_table() {
       "scalar",
       quantize_a8,
       {matmul_fmt<QuantFormat::Q8G>, matmul_fmt<QuantFormat::Q4G>, matmul_fmt<QuantFormat::Q4GA>,
-       matmul_fmt<QuantFormat::Q8K>, matmul_fmt<QuantFormat::Q4KA>, matmul_fmt<QuantFormat::Q8KA>},
+       matmul_fmt<QuantFormat::Q8K>, matmul_fmt<QuantFormat::Q4KA>, matmul_fmt<QuantFormat::Q8KA>,
+       matmul_fmt<QuantFormat::Q6K>},
       dequant_row,
       sym_sums,
       asym_sums,

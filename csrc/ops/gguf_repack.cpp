@@ -58,6 +58,23 @@ struct Out {
     for (int64_t k = 0; k < count; k += 8, p += stride)
       for (int i = 0; i < 4; ++i) p[i] = uint8_t((u[k + i] & 15) | (u[k + 4 + i] << 4));
   }
+  // u: 6-bit codes (0..63), count a multiple of 32 from k0 (a multiple of 32): per block the low
+  // 4 bits as nibbles, then the high 2 bits of k 8o + 4s + i in bits 2o of byte (s, i) (quant.h).
+  void codes6(int64_t n, int64_t k0, const uint8_t* u, int64_t count) const {
+    const int64_t W = w.tile_width(n);
+    for (int64_t b = 0; b < count; b += 32) {
+      uint8_t* p = qw + kernels::qweight_index(w, n, k0 + b);
+      for (int o = 0; o < 4; ++o, p += 4 * W)
+        for (int i = 0; i < 4; ++i) p[i] = uint8_t((u[b + 8 * o + i] & 15) | ((u[b + 8 * o + 4 + i] & 15) << 4));
+      uint8_t* h = qw + kernels::qweight_high_index(w, n, k0 + b);
+      for (int s = 0; s < 2; ++s, h += 4 * W)
+        for (int i = 0; i < 4; ++i) {
+          uint8_t v = 0;
+          for (int o = 0; o < 4; ++o) v = uint8_t(v | (((u[b + 8 * o + 4 * s + i] >> 4) & 3) << (2 * o)));
+          h[i] = v;
+        }
+    }
+  }
   void scale(int64_t n, int64_t g, uint16_t s) const { scales[kernels::scale_index(w, n, g)] = s; }
   // K scales of row n: super-block j's d (dmin), group g's c (mc).
   void kd(int64_t n, int64_t j, uint16_t d, uint16_t dmin) const {
@@ -129,6 +146,7 @@ void row_q5_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
   }
 }
 
+// Q6_K keeps its 6 bits (Q6K): u = the stored code, value (d * sc) * (u - 32).
 void row_q6_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
   uint8_t q[256];
   for (int64_t j = 0; j < K / 256; ++j, b += 210) {
@@ -141,12 +159,12 @@ void row_q6_k(const Out& o, int64_t n, const uint8_t* b, int64_t K) {
       for (int l = 0; l < 32; ++l) {
         const uint8_t* L = ql + 64 * h;
         const uint8_t H = qh[32 * h + l];
-        q[128 * h + l] = uint8_t(int8_t(((L[l] & 15) | ((H & 3) << 4)) - 32));
-        q[128 * h + 32 + l] = uint8_t(int8_t(((L[l + 32] & 15) | (((H >> 2) & 3) << 4)) - 32));
-        q[128 * h + 64 + l] = uint8_t(int8_t(((L[l] >> 4) | (((H >> 4) & 3) << 4)) - 32));
-        q[128 * h + 96 + l] = uint8_t(int8_t(((L[l + 32] >> 4) | (((H >> 6) & 3) << 4)) - 32));
+        q[128 * h + l] = uint8_t((L[l] & 15) | ((H & 3) << 4));
+        q[128 * h + 32 + l] = uint8_t((L[l + 32] & 15) | (((H >> 2) & 3) << 4));
+        q[128 * h + 64 + l] = uint8_t((L[l] >> 4) | (((H >> 4) & 3) << 4));
+        q[128 * h + 96 + l] = uint8_t((L[l + 32] >> 4) | (((H >> 6) & 3) << 4));
       }
-    o.codes8(n, 256 * j, q, 256);
+    o.codes6(n, 256 * j, q, 256);
   }
 }
 
@@ -176,7 +194,7 @@ struct Repack {
 const Repack kRepacks[] = {
     {8, QuantFormat::Q8G, 32, 32, 34, row_q8_0},     {2, QuantFormat::Q4G, 32, 32, 18, row_q4_0},
     {12, QuantFormat::Q4KA, 32, 256, 144, row_q4_k}, {13, QuantFormat::Q8KA, 32, 256, 176, row_q5_k},
-    {14, QuantFormat::Q8K, 16, 256, 210, row_q6_k},  {23, QuantFormat::Q8K, 32, 256, 136, row_iq4_xs},
+    {14, QuantFormat::Q6K, 16, 256, 210, row_q6_k},  {23, QuantFormat::Q8K, 32, 256, 136, row_iq4_xs},
 };
 
 }  // namespace

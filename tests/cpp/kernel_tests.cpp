@@ -712,7 +712,8 @@ struct KFormatGroup {
   int code_lo, code_hi;  // codes drawn from [code_lo, code_hi]
 };
 const KFormatGroup kKFormats[] = {
-    {QuantFormat::Q8K, 16, -32, 31},    // Q6_K
+    {QuantFormat::Q8K, 16, -32, 31},    // Q6_K's values in int8 codes
+    {QuantFormat::Q6K, 16, -32, 31},    // Q6_K as stored: 6-bit codes
     {QuantFormat::Q8K, 32, -128, 127},  // IQ4_XS (table values -127..113) and anything int8
     {QuantFormat::Q4KA, 32, 0, 15},     // Q4_K
     {QuantFormat::Q8KA, 32, 0, 63},     // Q5_K (0..31) and up to the 6 bits the kernels allow
@@ -723,14 +724,10 @@ void fill_kformat(QMat& m, const KFormatGroup& fg, Rng& rng, bool exact) {
   const QuantWeight w = m.view();
   for (int64_t n = 0; n < m.N; ++n)
     for (int64_t c = 0; c < m.K; ++c) {
-      const int64_t i = k::qweight_index(w, n, c);
       int v = fg.code_lo + rng.below(fg.code_hi - fg.code_lo + 1);
       if (n == 0 && c % kQBlock < 4) v = fg.code_lo;  // extremes against |qs| = 127
       if (n == 1 && c % kQBlock < 4) v = fg.code_hi;
-      if (k::traits(fg.f).code_bits == 8)
-        m.qw[size_t(i)] = uint8_t(v);
-      else
-        m.qw[size_t(i)] |= uint8_t(v << ((c & 4) ? 4 : 0));
+      k::set_weight_code(w, m.qw.data(), n, c, v);
     }
   const bool min = k::traits(fg.f).has_min;
   const uint16_t exact_d[3] = {0x3400, 0x3800, 0x3c00};  // 0.25, 0.5, 1
