@@ -178,6 +178,42 @@ def test_k_quant_blocks_keep_the_files_values(tmp_path, kind, fmt, group):
     assert kl < 8e-3 and top1 >= 0.95, f"{kind}: KL {kl:.2e}, top-1 {top1:.3f}"
 
 
+def _vm_flags(addr: int) -> list[str]:
+    """The VmFlags of the mapping of this process holding address addr (Linux /proc/self/smaps)."""
+    region = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            region = lo <= addr < hi
+        elif region and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {addr:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only: huge pages come from madvise")
+def test_weights_made_at_load_are_advised_huge_pages(tmp_path):
+    # repack_gguf and quantize allocate their outputs in mappings advised MADV_HUGEPAGE ("hg"),
+    # chunks shared by consecutive weights and kept while any of their arrays lives
+    rng = np.random.default_rng(0)
+    raw = random_k_blocks(rng, "Q6_K", 64, 512)
+    made = [_core.repack_gguf(raw, 14, 512) for _ in range(3)]
+    w = rng.standard_normal((64, 256)).astype(np.float32)
+    qw, scales, _ = _core.quantize(w, _core.WeightType.F32, _core.QuantFormat.Q8G, 32)
+    for a in [qw, scales] + [x for m in made for x in m[:2]]:
+        assert "hg" in _vm_flags(a.ctypes.data), "weight array not in huge-page memory"
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.flags.writeable
+    want = [m[0].copy() for m in made]
+    del made[0], made[1]  # the chunk stays mapped for the array left
+    np.testing.assert_array_equal(made[0][0], want[2])
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    ref = _core.quant_matmul(x, np.array(qw), np.array(scales), None, _core.QuantFormat.Q8G, 32)
+    np.testing.assert_array_equal(_core.quant_matmul(x, qw, scales, None, _core.QuantFormat.Q8G, 32), ref)
+    model = exaone_cpu.load(k_quant_files(tmp_path, "Q4_K")[0])
+    assert all("hg" in _vm_flags(lin.qweight.ctypes.data) for lin in
+               [model.layers[0].q_proj, model.layers[-1].down_proj])
+
+
 def test_k_format_arrays_are_checked():
     rng = np.random.default_rng(0)
     raw = random_k_blocks(rng, "Q4_K", 16, 512)

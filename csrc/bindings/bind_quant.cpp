@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include "../ops/quant_ops.h"
+#include "../runtime/huge_pages.h"
 #include "checks.h"
 
 namespace exaone {
@@ -16,6 +17,17 @@ using kernels::QuantWeight;
 using kernels::WeightType;
 
 namespace {
+
+// A weight array made at load [rows, cols], on huge pages where the OS has them
+// (runtime/huge_pages.h), else from numpy's allocator. Uninitialised: the caller writes every byte.
+template <class T>
+py::array_t<T> weight_array(int64_t rows, int64_t cols) {
+  HugePageBlock b = huge_page_alloc(size_t(rows) * size_t(cols) * sizeof(T));
+  if (!b.data) return py::array_t<T>({rows, cols});
+  auto* owner = new std::shared_ptr<void>(std::move(b.owner));
+  py::capsule keep(owner, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
+  return py::array_t<T>({rows, cols}, static_cast<T*>(b.data), keep);
+}
 
 const char* format_name(QuantFormat f) { return kernels::traits(f).name; }
 
@@ -182,13 +194,13 @@ py::tuple quantize(py::array src, WeightType wtype, QuantFormat f, int64_t group
   check_k(K, "quantize");
   const int64_t group = resolve_group(f, group_size, K);
   const int64_t G = (K + group - 1) / group;
-  py::array qweight = f == QuantFormat::Q8G ? py::array(py::array_t<int8_t>({N, K}))
-                                            : py::array(py::array_t<uint8_t>({N, K / 2}));
-  py::array_t<uint16_t> scales({N, G});
+  py::array qweight = f == QuantFormat::Q8G ? py::array(weight_array<int8_t>(N, K))
+                                            : py::array(weight_array<uint8_t>(N, K / 2));
+  py::array_t<uint16_t> scales = weight_array<uint16_t>(N, G);
   py::object mins = py::none();
   kernels::QuantOut out{N, qweight.mutable_data(), scales.mutable_data(), nullptr};
   if (f == QuantFormat::Q4GA) {
-    py::array_t<uint16_t> m({N, G});
+    py::array_t<uint16_t> m = weight_array<uint16_t>(N, G);
     out.mins = m.mutable_data();
     mins = m;
   }
@@ -221,18 +233,18 @@ py::tuple repack_gguf(py::array raw, int type, int64_t K) {
   w.N = N;
   w.K = K;
   w.group = group;
-  py::array qweight = t.code_bits == 8 && t.code_signed ? py::array(py::array_t<int8_t>({N, K}))
-                      : py::array(py::array_t<uint8_t>({N, K * t.code_bits / 8}));
+  py::array qweight = t.code_bits == 8 && t.code_signed ? py::array(weight_array<int8_t>(N, K))
+                      : py::array(weight_array<uint8_t>(N, K * t.code_bits / 8));
   py::array scales;
   uint16_t* sp = nullptr;
   uint8_t* kp = nullptr;
   if (t.k_scales) {
-    py::array_t<uint8_t> a({N, w.kscale_row_bytes()});
+    py::array_t<uint8_t> a = weight_array<uint8_t>(N, w.kscale_row_bytes());
     kp = a.mutable_data();
     w.kscales = kp;
     scales = a;
   } else {
-    py::array_t<uint16_t> a({N, w.groups()});
+    py::array_t<uint16_t> a = weight_array<uint16_t>(N, w.groups());
     sp = a.mutable_data();
     w.scales = sp;
     scales = a;
