@@ -190,6 +190,17 @@ def test_bench_json(capsys, fixture):
     assert d["decode_gb_s"] == pytest.approx((weights + int(kv)) * d["decode_tok_s"]["median"] / 1e9)
     if sys.platform.startswith("linux"):
         assert 1 < d["rss_mib"] <= d["peak_rss_mib"] + 1
+    assert d["mmap"] is True
+
+
+def test_bench_no_mmap_reads_the_weights_into_memory(capsys, monkeypatch):
+    seen = []
+    real = exaone_cpu.load
+    monkeypatch.setattr(exaone_cpu, "load", lambda *a, **kw: seen.append(kw["mmap"]) or real(*a, **kw))
+    rc, out, err = run_cli(capsys, "bench", TINY, "--prompt", 4, "--gen", 2, "--repeat", 1, "--threads", 1, "--json",
+                           "--no-mmap")
+    assert rc == 0, err
+    assert seen == [False] and json.loads(out)["mmap"] is False
 
 
 def test_bench_table(capsys):

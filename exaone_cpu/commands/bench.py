@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompt ids (default 0)")
     p.add_argument("--kv-dtype", choices=("f32", "f16", "int8"), default="f32",
                    help="KV cache element type (default f32; f16 halves what attention reads, int8 quarters it)")
+    p.add_argument("--no-mmap", action="store_true",
+                   help="read the weights into memory instead of mapping the files (as generate, chat and serve)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                          f"max_position_embeddings ({config.max_position_embeddings})")
     progress = sys.stderr if not args.json else None
     t0 = time.perf_counter()
-    model = exaone_cpu.load(args.model, threads=args.threads, kv_dtype=args.kv_dtype)
+    model = exaone_cpu.load(args.model, threads=args.threads, kv_dtype=args.kv_dtype, mmap=not args.no_mmap)
     load_s = time.perf_counter() - t0
     files = weight_files(args.model)
     if progress:
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "weight_files": [f.name for f in files],
         "weight_file_bytes": sum(f.stat().st_size for f in files),
         "prefill_chunk": model.prefill_chunk,
+        "mmap": not args.no_mmap,
         "malloc": _core.malloc_mode(),  # EXAONE_CPU_MALLOC: whether freed activations stay in the heap
         "load_s": load_s,
         "peak_rss_mib": peak_rss_mib(),
