@@ -46,13 +46,19 @@ namespace kernels {
 
 constexpr int64_t kQBlock = 32;  // values per quantization block along K
 
-// 32 activations x[i] ≈ d * qs[i], qs in [-127, 127]; sum = Σ qs (used by the Q4GA min term).
+// 32 activations x[i] ≈ d * qs[i], qs in [-127, 127]; sum = Σ qs (Q4G's and the int8 codes' bias
+// terms), dsum = d * float(sum) (the min term of the formats with a min) and sum_lo = Σ qs[0..16)
+// (the halves of the groups of 16) are made once with the block, not again by every row tile that
+// reads it (a SIMD matmul's per-block work is a few dozen instructions: a scalar convert and
+// multiply, or a 16-byte sum, per token and block was a tenth of it).
 struct BlockA8 {
   float d;
   int32_t sum;
+  float dsum;
+  int32_t sum_lo;
   int8_t qs[kQBlock];
 };
-static_assert(sizeof(BlockA8) == 40, "BlockA8 must be 40 bytes: d, sum, 32 quants");
+static_assert(sizeof(BlockA8) == 48, "BlockA8 must be 48 bytes: d, sum, dsum, sum_lo, 32 quants");
 
 enum class QuantFormat : int { Q8G = 0, Q4G = 1, Q4GA = 2, Q8K = 3, Q4KA = 4, Q8KA = 5, Q6K = 6 };
 constexpr int kNumQuantFormats = 7;

@@ -55,7 +55,10 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
     const __m256 id = _mm256_set1_ps(zero ? 0.0f : 1.0f / o.d);
     __m256i q[4];
     for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));  // nearest even
-    o.sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    const __m256i lo = _mm256_add_epi32(q[0], q[1]);
+    o.sum_lo = hsum_i32(lo);
+    o.sum = hsum_i32(_mm256_add_epi32(lo, _mm256_add_epi32(q[2], q[3])));
+    o.dsum = o.d * float(o.sum);
     // packs work per 128-bit lane; the permutation restores element order.
     const __m256i q01 = _mm256_packs_epi32(q[0], q[1]), q23 = _mm256_packs_epi32(q[2], q[3]);
     const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q01, q23), order);

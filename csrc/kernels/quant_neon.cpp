@@ -71,9 +71,10 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
     const float32x4_t id = vdupq_n_f32(zero ? 0.0f : 1.0f / o.d);
     int32x4_t q[8];
     for (int i = 0; i < 8; ++i) q[i] = vcvtnq_s32_f32(vmulq_f32(v[i], id));  // nearest even
-    int32x4_t s = vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3]));
-    s = vaddq_s32(s, vaddq_s32(vaddq_s32(q[4], q[5]), vaddq_s32(q[6], q[7])));
-    o.sum = vaddvq_s32(s);
+    const int32x4_t s_lo = vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3]));
+    o.sum_lo = vaddvq_s32(s_lo);
+    o.sum = vaddvq_s32(vaddq_s32(s_lo, vaddq_s32(vaddq_s32(q[4], q[5]), vaddq_s32(q[6], q[7]))));
+    o.dsum = o.d * float(o.sum);
     // |q| <= 127: narrowing keeps the low bytes, as the scalar int8_t cast does.
     for (int h = 0; h < 2; ++h) {
       const int16x8_t q01 = vcombine_s16(vmovn_s32(q[4 * h]), vmovn_s32(q[4 * h + 1]));
@@ -258,7 +259,7 @@ void tile8(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* con
         acc[i][0] = vfmaq_f32(acc[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(s0, d));
         acc[i][1] = vfmaq_f32(acc[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(s1, d));
         if constexpr (F == QuantFormat::Q4GA) {
-          const float ds = d * float(xb[i]->sum);
+          const float ds = xb[i]->dsum;
           acc[i][0] = vfmaq_n_f32(acc[i][0], m0, ds);
           acc[i][1] = vfmaq_n_f32(acc[i][1], m1, ds);
         }
@@ -328,7 +329,7 @@ void tile8_k(const BlockA8* const* x, const QuantWeight& w, int64_t n0, float* c
           sj[i][0] = vfmaq_f32(sj[i][0], vcvtq_f32_s32(isum[i][0]), vmulq_n_f32(c0, d));
           sj[i][1] = vfmaq_f32(sj[i][1], vcvtq_f32_s32(isum[i][1]), vmulq_n_f32(c1, d));
           if constexpr (kMin) {
-            const float ds = d * float(xb[i]->sum);
+            const float ds = xb[i]->dsum;
             mj[i][0] = vfmaq_n_f32(mj[i][0], mc0, ds);
             mj[i][1] = vfmaq_n_f32(mj[i][1], mc1, ds);
           }

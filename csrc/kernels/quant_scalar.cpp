@@ -35,8 +35,10 @@ void quantize_a8(const float* x, int64_t K, BlockA8* out) {
       const int q = int(round_ne(xb[i] * id));
       o.qs[i] = int8_t(q);
       sum += q;
+      if (i == kQBlock / 2 - 1) o.sum_lo = sum;
     }
     o.sum = sum;
+    o.dsum = o.d * float(sum);
   }
 }
 
