@@ -59,13 +59,12 @@ struct Out {
       for (int i = 0; i < 4; ++i) p[i] = uint8_t((u[k + i] & 15) | (u[k + 4 + i] << 4));
   }
   // u: 6-bit codes (0..63), count a multiple of 32 from k0 (a multiple of 32): per block the low
-  // 4 bits as nibbles, then the high 2 bits of k 8o + 4s + i in bits 2o of byte (s, i) (quant.h).
+  // 4 bits as nibbles (their runs 4 W bytes apart as in the int4 formats; nibbles() keeps the low 4
+  // bits of each), then the high 2 bits of k 8o + 4s + i in bits 2o of byte (s, i) (quant.h).
   void codes6(int64_t n, int64_t k0, const uint8_t* u, int64_t count) const {
     const int64_t W = w.tile_width(n);
     for (int64_t b = 0; b < count; b += 32) {
-      uint8_t* p = qw + kernels::qweight_index(w, n, k0 + b);
-      for (int o = 0; o < 4; ++o, p += 4 * W)
-        for (int i = 0; i < 4; ++i) p[i] = uint8_t((u[b + 8 * o + i] & 15) | ((u[b + 8 * o + 4 + i] & 15) << 4));
+      nibbles(n, k0 + b, u + b, 32);
       uint8_t* h = qw + kernels::qweight_high_index(w, n, k0 + b);
       for (int s = 0; s < 2; ++s, h += 4 * W)
         for (int i = 0; i < 4; ++i) {

@@ -655,14 +655,9 @@ void test_quant_exact(const std::vector<QuantTable>& tables) {
         const QuantWeight w = m.view();
         for (int64_t n = 0; n < N; ++n)
           for (int64_t k = 0; k < K; ++k) {
-            const int64_t i = exaone::kernels::qweight_index(w, n, k);
-            if (fg.f == QuantFormat::Q8G) {
-              const int c = n == 0 && k % kQBlock < 8 ? -128 : rng.below(256) - 128;
-              m.qw[size_t(i)] = uint8_t(int8_t(c));
-            } else {
-              const int c = n == 0 ? 15 : n == 1 ? 0 : rng.below(16);
-              m.qw[size_t(i)] |= uint8_t(c << ((k & 4) ? 4 : 0));
-            }
+            const int c = fg.f == QuantFormat::Q8G ? (n == 0 && k % kQBlock < 8 ? -128 : rng.below(256) - 128)
+                                                   : (n == 0 ? 15 : n == 1 ? 0 : rng.below(16));
+            exaone::kernels::set_weight_code(w, m.qw.data(), n, k, c);
           }
         for (size_t i = 0; i < m.sc.size(); ++i) m.sc[i] = scales[rng.below(3)];
         for (size_t i = 0; i < m.mn.size(); ++i) m.mn[i] = mins[rng.below(3)];
