@@ -5,7 +5,13 @@
 One token is bound by memory (the weights are read once per step), many tokens by the integer units;
 the point where the two meet is the ceiling of batched decoding in the server.
 
-    python tools/bench_gemm.py MODEL [--tokens 1,2,4,8,64] [--threads 2] [--repeat 5]
+    python tools/bench_gemm.py MODEL [MODEL ...] [--tokens 1,2,4,8,64] [--threads 2] [--repeat 5]
+
+With several models (checkpoints or GGUF files of the same shape) they are loaded into one process
+and timed in turn, round after round, and each gets its rate as a ratio to the first's: on a machine
+whose speed drifts by 10-30 % within minutes, such ratios stay put where rates measured in separate
+runs do not (e.g. a GGUF file's K-format kernels against our int4 checkpoint's, before and after a
+kernel change).
 """
 
 from __future__ import annotations
@@ -21,39 +27,49 @@ from exaone_cpu.quant import project
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
+    ap.add_argument("models", nargs="+", metavar="model")
     ap.add_argument("--tokens", default="1,2,4,8,64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    model = exaone_cpu.load(args.model, threads=args.threads)
-    layers = model.layers
-    c = model.config
-    macs_per_token = 3 * c.hidden_size * c.intermediate_size * len(layers)
-    weight_bytes = sum(l.gate_proj.nbytes + l.up_proj.nbytes + l.down_proj.nbytes for l in layers) \
-        if hasattr(layers[0].gate_proj, "nbytes") else None
+    models = [exaone_cpu.load(m, threads=args.threads) for m in args.models]
+    c = models[0].config
+    for path, m in zip(args.models[1:], models[1:]):
+        if (m.config.hidden_size, m.config.intermediate_size, m.config.num_hidden_layers) != \
+                (c.hidden_size, c.intermediate_size, c.num_hidden_layers):
+            raise SystemExit(f"bench_gemm.py: {path} has another shape than {args.models[0]}")
+    macs_per_token = 3 * c.hidden_size * c.intermediate_size * c.num_hidden_layers
     rng = np.random.default_rng(0)
-    print(f"model {args.model}, {args.threads} threads, isa {exaone_cpu.isa()}; MLP projections of {len(layers)} layers")
-    print("| tokens | ms (best of repeats) | GMAC/s | GB/s of weights |")
-    print("|---:|---:|---:|---:|")
+    print(f"{args.threads} threads, isa {exaone_cpu.isa()}; MLP projections of {c.num_hidden_layers} layers")
+    print("| tokens | model | formats | ms (best of repeats) | GMAC/s | GB/s of weights | GMAC/s / the first's |")
+    print("|---:|---|---|---:|---:|---:|---:|")
     for T in (int(t) for t in args.tokens.split(",")):
         x = rng.standard_normal((T, c.hidden_size)).astype(np.float32)
         xi = rng.standard_normal((T, c.intermediate_size)).astype(np.float32)
 
-        def run() -> None:
+        def run(layers, x=x, xi=xi) -> None:
             for layer in layers:
                 project(x, layer.gate_proj, layer.up_proj)
                 layer.down_proj(xi)
 
-        run()
-        times = []
+        times: list[list[float]] = [[] for _ in models]
+        for m in models:
+            run(m.layers)  # warm: pages in, buffers sized
         for _ in range(args.repeat):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        t = min(times)
-        rate = "" if weight_bytes is None else f"{weight_bytes / t / 1e9:.1f}"
-        print(f"| {T} | {t * 1e3:.1f} | {T * macs_per_token / t / 1e9:.0f} | {rate} |", flush=True)
+            for i, m in enumerate(models):
+                start = time.perf_counter()
+                run(m.layers)
+                times[i].append(time.perf_counter() - start)
+        first = None
+        for path, m, ts in zip(args.models, models, times):
+            t = min(ts)
+            lins = [lin for layer in m.layers for lin in (layer.gate_proj, layer.up_proj, layer.down_proj)]
+            nbytes = sum(lin.nbytes for lin in lins) if all(hasattr(lin, "nbytes") for lin in lins) else None
+            formats = "/".join(sorted({getattr(getattr(lin, "format", None), "name", "float") for lin in lins}))
+            rate = T * macs_per_token / t / 1e9
+            first = first or rate
+            gbs = "" if nbytes is None else f"{nbytes / t / 1e9:.1f}"
+            print(f"| {T} | {path} | {formats} | {t * 1e3:.1f} | {rate:.0f} | {gbs} | {rate / first:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
