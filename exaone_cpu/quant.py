@@ -267,7 +267,7 @@ def _tile_rows(a: np.ndarray, unit: int) -> np.ndarray:
     """a [N, M] in the row tiles of csrc/kernels/quant.h: every 8 rows (the last N % 8 = W rows)
     stored as [M / unit][W][unit], so one load holds `unit` consecutive elements of each row."""
     n, m = a.shape
-    out = np.empty((n, m), a.dtype)  # C order whatever a's layout
+    out = _core.weight_empty((n, m), a.dtype)  # C order whatever a's layout; huge pages: decode streams it
     full = n & ~7
     if full:
         out[:full] = a[:full].reshape(full // 8, 8, m // unit, unit).transpose(0, 2, 1, 3).reshape(full, m)

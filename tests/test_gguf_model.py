@@ -212,6 +212,13 @@ def test_weights_made_at_load_are_advised_huge_pages(tmp_path):
     model = exaone_cpu.load(k_quant_files(tmp_path, "Q4_K")[0])
     assert all("hg" in _vm_flags(lin.qweight.ctypes.data) for lin in
                [model.layers[0].q_proj, model.layers[-1].down_proj])
+    # weights packed in numpy (AWQ / GPTQ / compressed-tensors codes) are placed there too
+    codes = rng.integers(0, 16, (64, 256)).astype(np.uint8)
+    lin = QuantLinear.from_codes(codes, np.full((64, 2), 0x3C00, np.uint16), None, _core.QuantFormat.Q4G, 128)
+    assert "hg" in _vm_flags(lin.qweight.ctypes.data) and "hg" in _vm_flags(lin.scales.ctypes.data)
+    np.testing.assert_array_equal(lin.dequantize(), codes.astype(np.float32) - 8)
+    with pytest.raises(ValueError, match="negative"):
+        _core.weight_empty((-1, 4), np.uint8)
 
 
 def test_k_format_arrays_are_checked():

@@ -2,6 +2,7 @@
 // (qweight, scales, mins) against its format and group size, release the GIL, call the op.
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <pybind11/stl.h>
 
@@ -27,6 +28,23 @@ py::array_t<T> weight_array(int64_t rows, int64_t cols) {
   auto* owner = new std::shared_ptr<void>(std::move(b.owner));
   py::capsule keep(owner, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
   return py::array_t<T>({rows, cols}, static_cast<T*>(b.data), keep);
+}
+
+// weight_empty(shape, dtype): weight_array for the weights packed in numpy (AWQ / GPTQ /
+// compressed-tensors codes, GGUF blocks without a C++ repack), so they stream from huge pages too.
+py::array weight_empty(const std::vector<int64_t>& shape, const py::object& dtype_like) {
+  const py::dtype dtype = py::dtype::from_args(dtype_like);
+  size_t bytes = size_t(dtype.itemsize());
+  for (int64_t n : shape) {
+    if (n < 0) throw py::value_error("weight_empty: negative dimension");
+    if (n && bytes > (size_t(1) << 40) / size_t(n)) throw py::value_error("weight_empty: more than 1 TiB");
+    bytes *= size_t(n);
+  }
+  HugePageBlock b = huge_page_alloc(bytes);
+  if (!b.data) return py::array(dtype, shape);
+  auto* owner = new std::shared_ptr<void>(std::move(b.owner));
+  py::capsule keep(owner, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
+  return py::array(dtype, shape, b.data, keep);
 }
 
 const char* format_name(QuantFormat f) { return kernels::traits(f).name; }
@@ -320,6 +338,8 @@ void register_quant(py::module_& m) {
         "Rows ids of the dequantized weight as float32 [len(ids), K] (embedding lookup).");
   m.def("repack_gguf", &repack_gguf, py::arg("raw"), py::arg("type"), py::arg("values_per_row"),
         "GGUF rows of one block type -> (qweight, scales, format, group_size), the file's values exactly");
+  m.def("weight_empty", &weight_empty, py::arg("shape"), py::arg("dtype"),
+        "An uninitialised C-order array for a weight made at load, on huge pages where the OS has them.");
   m.def("quant_isa", [] { return std::string(kernels::quant_active().name); },
         "Name of the quantized kernels in use (follows set_isa / EXAONE_CPU_ISA).");
   m.def("quantize_activations", &quantize_activations, py::arg("x"),
