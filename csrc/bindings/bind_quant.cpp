@@ -19,19 +19,9 @@ using kernels::WeightType;
 
 namespace {
 
-// A weight array made at load [rows, cols], on huge pages where the OS has them
-// (runtime/huge_pages.h), else from numpy's allocator. Uninitialised: the caller writes every byte.
-template <class T>
-py::array_t<T> weight_array(int64_t rows, int64_t cols) {
-  HugePageBlock b = huge_page_alloc(size_t(rows) * size_t(cols) * sizeof(T));
-  if (!b.data) return py::array_t<T>({rows, cols});
-  auto* owner = new std::shared_ptr<void>(std::move(b.owner));
-  py::capsule keep(owner, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
-  return py::array_t<T>({rows, cols}, static_cast<T*>(b.data), keep);
-}
-
-// weight_empty(shape, dtype): weight_array for the weights packed in numpy (AWQ / GPTQ /
-// compressed-tensors codes, GGUF blocks without a C++ repack), so they stream from huge pages too.
+// An uninitialised C-order array for a weight made at load (GGUF blocks repacked, weights quantized
+// as they load, codes packed in numpy: AWQ / GPTQ / compressed-tensors, GGUF blocks without a C++
+// repack), on huge pages where the OS has them (runtime/huge_pages.h), else from numpy's allocator.
 py::array weight_empty(const std::vector<int64_t>& shape, const py::object& dtype_like) {
   const py::dtype dtype = py::dtype::from_args(dtype_like);
   size_t bytes = size_t(dtype.itemsize());
@@ -45,6 +35,12 @@ py::array weight_empty(const std::vector<int64_t>& shape, const py::object& dtyp
   auto* owner = new std::shared_ptr<void>(std::move(b.owner));
   py::capsule keep(owner, [](void* p) { delete static_cast<std::shared_ptr<void>*>(p); });
   return py::array(dtype, shape, b.data, keep);
+}
+
+// weight_empty [rows, cols] of T, for the ops that write every byte.
+template <class T>
+py::array_t<T> weight_array(int64_t rows, int64_t cols) {
+  return py::array_t<T>(weight_empty({rows, cols}, py::dtype::of<T>()));
 }
 
 const char* format_name(QuantFormat f) { return kernels::traits(f).name; }
