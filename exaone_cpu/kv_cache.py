@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
 from .config import Exaone4Config
 
 KV_DTYPES = {"f32": np.float32, "f16": np.float16, "int8": np.int8}
@@ -33,24 +32,16 @@ class LayerCache:
     def quantized(self) -> bool:
         return self.k.dtype == np.int8
 
-    def store(self, positions: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
-        """Writes the K/V [T, kv_heads, head_dim] of consecutive positions (one forward step of one
-        sequence)."""
-        if self.ring:
-            where = positions % len(self.pos)
-        else:
-            start, end = int(positions[0]), int(positions[-1]) + 1  # a slice: no fancy indexing per token
-            if end > len(self.pos):
-                self._grow(max(end, 2 * len(self.pos)))
-            where = slice(start, end)
-        if self.quantized:  # per head and position: scale = max|x| / 127, codes rounded half to even
-            slots = where if isinstance(where, np.ndarray) else np.arange(where.start, where.stop, dtype=np.int64)
-            _core.kv_store_int8(np.ascontiguousarray(k, dtype=np.float32), slots, self.k, self.k_scale)
-            _core.kv_store_int8(np.ascontiguousarray(v, dtype=np.float32), slots, self.v, self.v_scale)
-        else:
-            self.k[:, where] = k.transpose(1, 0, 2)
-            self.v[:, where] = v.transpose(1, 0, 2)
-        self.pos[where] = positions
+    def reserve(self, end: int) -> None:
+        """Room for positions < end: a global layer's buffer grows (by doubling, so decoding copies
+        it rarely); a ring has its fixed size."""
+        if not self.ring and end > len(self.pos):
+            self._grow(max(end, 2 * len(self.pos)))
+
+    def slots(self, positions: np.ndarray) -> np.ndarray:
+        """The slot each position's K/V is written to (by _core.attention_block): the position
+        itself in a global layer (after reserve), its place in the ring in a sliding one."""
+        return positions % len(self.pos) if self.ring else positions
 
     def _grow(self, capacity: int) -> None:
         for name in ("k", "v", "k_scale", "v_scale"):
@@ -67,7 +58,7 @@ class LayerCache:
     def view(self) -> tuple:
         """K, V [kv_heads, slots, head_dim] and the position of each slot (-1: empty), every slot
         of the buffer (the kernel skips empty ones; a slice would not be contiguous); for an int8
-        cache also the scales [kv_heads, slots]: what _core.attention / attention_batch take."""
+        cache also the scales [kv_heads, slots]: what _core.attention / attention_block take."""
         if self.quantized:
             return self.k, self.v, self.pos, self.k_scale, self.v_scale
         return self.k, self.v, self.pos
@@ -123,6 +114,11 @@ class KVCache:
                 self.layers.append(
                     LayerCache(config.num_key_value_heads, config.head_dim, initial_capacity, False, dtype)
                 )
+
+    def reserve(self, end: int) -> None:
+        """Room in every layer for positions < end (before a step writes them)."""
+        for layer in self.layers:
+            layer.reserve(end)
 
     def reusable(self, length: int) -> bool:
         """Whether the state after the first `length` tokens can be recovered (see truncate)."""

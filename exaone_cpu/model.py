@@ -109,34 +109,25 @@ class Model:
         return _core.to_f32(rows, self.embed_tokens.wtype)
 
     def decoder_layer(self, i: int, layer: DecoderLayer, h: np.ndarray, positions: np.ndarray,
-                      caches: Sequence[tuple[LayerCache, slice]]) -> None:
-        """Runs layer i on h [T, hidden] in place. The rows may belong to several sequences: each
-        (cache, rows) pair appends those rows' K/V to that sequence's cache and attends within it,
-        while the matmuls run on all rows at once, so every weight is read once per step."""
+                      caches: Sequence[LayerCache], starts: np.ndarray) -> None:
+        """Runs layer i on h [T, hidden] in place. The rows may belong to several sequences: rows
+        starts[b] .. starts[b + 1] append their K/V to sequence b's cache caches[b] and attend within
+        it, while the matmuls run on all rows at once, so every weight is read once per step."""
         c = self.config
         T, H, KV, D = h.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
         eps = c.rms_norm_eps
 
         q, k, v = project(h, layer.q_proj, layer.k_proj, layer.v_proj)
-        q = q.reshape(T, H, D)  # [T, heads, head_dim]
-        k = k.reshape(T, KV, D)  # [T, kv_heads, head_dim]
-        v = v.reshape(T, KV, D)
-        _core.rmsnorm(q, layer.q_norm, eps, out=q)
-        _core.rmsnorm(k, layer.k_norm, eps, out=k)
-        if c.uses_rope(i):
-            _core.rope(q, positions, self.inv_freq)
-            _core.rope(k, positions, self.inv_freq)
-        attn = np.empty((T, H, D), np.float32)  # [T, heads, head_dim]
-        for cache, rows in caches:
-            cache.store(positions[rows], k[rows], v[rows])
         if len(caches) == 1:
-            k_all, v_all, key_pos, *scales = caches[0][0].view()  # [kv_heads, slots, head_dim], [slots]
-            _core.attention(q, k_all, v_all, key_pos, positions, c.window(i) or 0, self.attention_scale, attn,
-                            *scales)
-        else:  # every sequence's rows in one call: one pass over the thread pool
-            starts = np.array([rows.start for _, rows in caches] + [T], np.int64)
-            _core.attention_batch(q, [cache.view() for cache, _ in caches], starts, positions, c.window(i) or 0,
-                                  self.attention_scale, out=attn)
+            slots = caches[0].slots(positions)  # [T] where each row's K/V goes
+        else:
+            slots = np.concatenate([cache.slots(positions[a:b]) for cache, a, b in zip(caches, starts, starts[1:])])
+        # q_norm / k_norm, RoPE (unless a NoPE layer), K/V into the caches, attention: one C++ call
+        attn = _core.attention_block(
+            q.reshape(T, H, D), k.reshape(T, KV, D), v.reshape(T, KV, D),  # [T, heads | kv_heads, head_dim]
+            layer.q_norm, layer.k_norm, eps, positions, self.inv_freq if c.uses_rope(i) else None,
+            [cache.view() for cache in caches], starts, slots, c.window(i) or 0, self.attention_scale,
+        )  # [T, heads, head_dim]
         o = layer.o_proj(attn.reshape(T, H * D))  # [T, hidden]
         _core.rmsnorm_add(h, o, layer.post_attention_layernorm, eps)
 
@@ -151,14 +142,15 @@ class Model:
     def hidden_states_batch(self, token_ids: Sequence[np.ndarray], caches: Sequence[KVCache]) -> np.ndarray:
         """hidden_states of several sequences in one pass: rows [sum of lengths, hidden], in order."""
         lengths = [len(ids) for ids in token_ids]
-        bounds = np.cumsum([0] + lengths)
-        rows = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        starts = np.cumsum([0] + lengths, dtype=np.int64)  # [batch + 1] each sequence's first row
         h = self.embed(np.concatenate(token_ids))  # [T, hidden]
         positions = np.concatenate(
             [np.arange(cache.length, cache.length + n, dtype=np.int64) for cache, n in zip(caches, lengths)]
         )
+        for cache, n in zip(caches, lengths):
+            cache.reserve(cache.length + n)
         for i, layer in enumerate(self.layers):
-            self.decoder_layer(i, layer, h, positions, [(cache.layers[i], r) for cache, r in zip(caches, rows)])
+            self.decoder_layer(i, layer, h, positions, [cache.layers[i] for cache in caches], starts)
         for cache, n in zip(caches, lengths):
             cache.length += n
         return _core.rmsnorm(h, self.norm, self.config.rms_norm_eps, out=h)

@@ -439,6 +439,93 @@ def test_attention_batch_equals_attention_per_sequence(isa, dtype, window):
         _core.attention_batch(q, short, starts, np.concatenate(positions), window, 1.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8])
+@pytest.mark.parametrize("rope", [True, False])
+def test_attention_block_equals_norms_rope_store_and_attention(isa, dtype, rope):
+    """attention_block is rmsnorm per head, RoPE, the cache store (numpy: a copy, astype(float16),
+    or quantize_rows) and attention_batch, bit for bit, for several sequences: decode rows and a
+    chunk, one of them wrapping around a ring (slots = positions % S)."""
+    H, KV, D, eps, window = 4, 2, 16, 1e-5, 5
+    lengths, sizes, filled = [1, 3, 4], [9, 14, 6], [5, 11, 9]  # the last: positions 9..12 in a ring of 6
+    T = sum(lengths)
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((T, KV, D)).astype(np.float32) * 3
+    v = rng.standard_normal((T, KV, D)).astype(np.float32)
+    q_norm, k_norm = (rng.uniform(0.5, 1.5, D).astype(np.float32) for _ in range(2))
+    inv_freq = (1.0 / 10000 ** (np.arange(0, D, 2) / D)).astype(np.float32) if rope else None
+
+    def new_cache(S, n):
+        x = rng.standard_normal((2, KV, S, D)).astype(np.float32)
+        pos = np.full(S, -1, np.int64)
+        pos[np.arange(max(0, n - S), n) % S] = np.arange(max(0, n - S), n)
+        if dtype == np.int8:
+            (kq, ks), (vq, vs) = quantize_rows(x[0]), quantize_rows(x[1])
+            return [kq, vq, pos, ks, vs]
+        return [x[0].astype(dtype), x[1].astype(dtype), pos]
+
+    caches = [new_cache(S, n) for S, n in zip(sizes, filled)]
+    expected_caches = [[a.copy() for a in c] for c in caches]
+    positions = np.concatenate([np.arange(n, n + m, dtype=np.int64) for n, m in zip(filled, lengths)])
+    starts = np.cumsum([0] + lengths).astype(np.int64)
+    slots = np.concatenate([positions[a:b] % S for a, b, S in zip(starts, starts[1:], sizes)])
+
+    eq, ek = _core.rmsnorm(q, q_norm, eps), _core.rmsnorm(k, k_norm, eps)
+    if rope:
+        _core.rope(eq, positions, inv_freq)
+        _core.rope(ek, positions, inv_freq)
+    for b, c in enumerate(expected_caches):
+        rows, where = slice(starts[b], starts[b + 1]), slots[starts[b] : starts[b + 1]]
+        for x, dst in ((ek, 0), (v, 1)):
+            if dtype == np.int8:
+                c[dst][:, where], c[dst + 3][:, where] = quantize_rows(x[rows].transpose(1, 0, 2))
+            else:
+                c[dst][:, where] = x[rows].transpose(1, 0, 2).astype(dtype)
+        c[2][where] = positions[rows]
+    expected = _core.attention_batch(eq, [tuple(c) for c in expected_caches], starts, positions, window, D**-0.5)
+
+    out = _core.attention_block(q, k, v, q_norm, k_norm, eps, positions, inv_freq, [tuple(c) for c in caches],
+                                starts, slots, window, D**-0.5)
+    assert np.array_equal(q, eq) and np.array_equal(k, ek)  # normalized and rotated in place
+    for c, e in zip(caches, expected_caches):
+        for a, b in zip(c, e):
+            assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    assert np.array_equal(out, expected)
+
+    one = [tuple(caches[0])]
+    args = (q[:1], k[:1], v[:1], q_norm, k_norm, eps, positions[:1], inv_freq, one)
+    with pytest.raises(ValueError, match="slots\\[0\\] = 9 is outside cache 0's 9 slots"):
+        _core.attention_block(*args, np.array([0, 1], np.int64), np.array([9], np.int64), 0, 1.0)
+    with pytest.raises(ValueError, match="slot 2 of cache 0 is written by two rows"):
+        _core.attention_block(q[:2], k[:2], v[:2], q_norm, k_norm, eps, positions[:2], inv_freq, one,
+                              np.array([0, 2], np.int64), np.array([2, 2], np.int64), 0, 1.0)
+    frozen = [a.copy() for a in caches[0]]
+    frozen[0].flags.writeable = False
+    with pytest.raises(ValueError, match="must be writable"):
+        _core.attention_block(*args[:-1], [tuple(frozen)], np.array([0, 1], np.int64), np.array([1], np.int64), 0, 1.0)
+    with pytest.raises(ValueError, match="k: dimension 1 must be 2"):
+        _core.attention_block(q[:1], q[:1], v[:1], *args[3:], np.array([0, 1], np.int64), np.array([1], np.int64),
+                              0, 1.0)
+
+
+def test_f16_store_rounds_like_numpy(isa):
+    """The f16 cache's store (the table's f32_to_f16, through attention_block) gives numpy's
+    astype(float16) bit for bit: ties to even, subnormal halves, overflow to infinity, +-0."""
+    D = 64
+    special = np.array([0.0, -0.0, 65504.0, 65519.99, 65520.0, -70000.0, 6.0e-8, 2.9e-8, 3.0e-8, -1e-9, 1e-40,
+                        1 + 2**-11, 1 + 3 * 2**-11, 2**-14 * (1 + 2**-11), 2**-24 * 1.5], np.float32)
+    x = (rng.standard_normal(8 * D) * 2.0 ** rng.integers(-26, 17, 8 * D)).astype(np.float32)
+    x[: len(special)] = special
+    x = x.reshape(8, 1, D)
+    cache = (np.zeros((1, 8, D), np.float16), np.zeros((1, 8, D), np.float16), np.full(8, -1, np.int64))
+    ones = np.ones(D, np.float32)
+    _core.attention_block(np.ones((8, 1, D), np.float32), np.ones((8, 1, D), np.float32), x, ones, ones, 1e-5,
+                          np.arange(8, dtype=np.int64), None, [cache], np.array([0, 8], np.int64),
+                          np.arange(8, dtype=np.int64), 0, 1.0)
+    with np.errstate(over="ignore"):  # numpy warns on the values that become infinity
+        expected = x[:, 0].astype(np.float16)
+    assert np.array_equal(cache[1][0].view(np.uint16), expected.view(np.uint16))
+
+
 def test_boundary_rejects_bad_arrays():
     x = np.ones((2, 8), np.float32)
     w = np.ones((3, 8), np.float32)

@@ -110,43 +110,46 @@ ops::KVType kv_type_of(const py::array& k) {
 }
 
 // A KV cache's k / v [kv_heads, slots, D] (f32, f16, or int8 with k_scale / v_scale [kv_heads,
-// slots] f32) and key_pos [slots], checked against the queries' D and the first cache's type.
-ops::KVView checked_kv(py::array& k, py::array& v, const py::array& key_pos, const py::object& k_scale,
-                       const py::object& v_scale, int64_t D, int64_t KV, ops::KVType type,
-                       const std::string& which) {
+// slots] f32) and key_pos [slots], checked against the queries' D and the first cache's type (and,
+// for a cache an op writes, that every array is writable; one that is not is only read, through
+// view()).
+ops::KVBuffers checked_kv(py::array& k, py::array& v, py::array& key_pos, const py::object& k_scale,
+                          const py::object& v_scale, int64_t D, int64_t KV, ops::KVType type,
+                          const std::string& which, const char* op, bool writable = false) {
   const bool scaled = !k_scale.is_none() || !v_scale.is_none();
+  const std::string where = std::string(op) + ": " + which;
   if (scaled != (type == ops::KVType::I8))
-    throw py::value_error("attention: " + which + (scaled ? "k_scale / v_scale are only for an int8 cache"
-                                                          : "an int8 cache needs k_scale and v_scale"));
-  ops::KVView view{};
+    throw py::value_error(where + (scaled ? "k_scale / v_scale are only for an int8 cache"
+                                          : "an int8 cache needs k_scale and v_scale"));
+  auto data = [&](py::array& a) { return writable ? a.mutable_data() : const_cast<void*>(a.data()); };
+  ops::KVBuffers view{};
   if (type == ops::KVType::F16) {
     if ((k.dtype().kind() != 'f' && k.dtype().kind() != 'u') || k.itemsize() != 2)
-      throw py::value_error("attention: " + which + "k_cache must be float32, float16 or int8, got " +
-                            std::string(py::str(k.dtype())));
+      throw py::value_error(where + "k_cache must be float32, float16 or int8, got " + std::string(py::str(k.dtype())));
     if (v.itemsize() != 2 || k.dtype().kind() != v.dtype().kind())
-      throw py::value_error("attention: " + which + "k_cache and v_cache must have the same dtype");
+      throw py::value_error(where + "k_cache and v_cache must have the same dtype");
     k = k.dtype().kind() == 'f' ? k.view("uint16") : k;
     v = v.dtype().kind() == 'f' ? v.view("uint16") : v;
-    checked<uint16_t>(k, (which + "k_cache (f16)").c_str(), 3, {KV, -1, D});
-    checked<uint16_t>(v, (which + "v_cache (f16)").c_str(), 3, {KV, k.shape(1), D});
+    checked<uint16_t>(k, (which + "k_cache (f16)").c_str(), 3, {KV, -1, D}, writable);
+    checked<uint16_t>(v, (which + "v_cache (f16)").c_str(), 3, {KV, k.shape(1), D}, writable);
   } else if (type == ops::KVType::I8) {
-    checked<int8_t>(k, (which + "k_cache (int8)").c_str(), 3, {KV, -1, D});
-    checked<int8_t>(v, (which + "v_cache (int8)").c_str(), 3, {KV, k.shape(1), D});
+    checked<int8_t>(k, (which + "k_cache (int8)").c_str(), 3, {KV, -1, D}, writable);
+    checked<int8_t>(v, (which + "v_cache (int8)").c_str(), 3, {KV, k.shape(1), D}, writable);
     if (!py::isinstance<py::array>(k_scale) || !py::isinstance<py::array>(v_scale))
-      throw py::value_error("attention: " + which + "an int8 cache needs k_scale and v_scale as float32 arrays");
+      throw py::value_error(where + "an int8 cache needs k_scale and v_scale as float32 arrays");
     py::array ks = k_scale.cast<py::array>(), vs = v_scale.cast<py::array>();
-    checked<float>(ks, (which + "k_scale").c_str(), 2, {KV, k.shape(1)});
-    checked<float>(vs, (which + "v_scale").c_str(), 2, {KV, k.shape(1)});
-    view.k_scale = cptr<float>(ks);
-    view.v_scale = cptr<float>(vs);
+    checked<float>(ks, (which + "k_scale").c_str(), 2, {KV, k.shape(1)}, writable);
+    checked<float>(vs, (which + "v_scale").c_str(), 2, {KV, k.shape(1)}, writable);
+    view.k_scale = static_cast<float*>(data(ks));
+    view.v_scale = static_cast<float*>(data(vs));
   } else {
-    checked<float>(k, (which + "k_cache").c_str(), 3, {KV, -1, D});
-    checked<float>(v, (which + "v_cache").c_str(), 3, {KV, k.shape(1), D});
+    checked<float>(k, (which + "k_cache").c_str(), 3, {KV, -1, D}, writable);
+    checked<float>(v, (which + "v_cache").c_str(), 3, {KV, k.shape(1), D}, writable);
   }
-  checked<int64_t>(key_pos, (which + "key_pos").c_str(), 1, {k.shape(1)});
-  view.k = k.data();
-  view.v = v.data();
-  view.key_pos = cptr<int64_t>(key_pos);
+  checked<int64_t>(key_pos, (which + "key_pos").c_str(), 1, {k.shape(1)}, writable);
+  view.k = data(k);
+  view.v = data(v);
+  view.key_pos = static_cast<int64_t*>(data(key_pos));
   view.S = k.shape(1);
   return view;
 }
@@ -165,7 +168,7 @@ py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py
   check_heads(H, k);
   const ops::KVType type = kv_type_of(k);
   const int64_t KV = k.ndim() == 3 ? k.shape(0) : -1;
-  const ops::KVView view = checked_kv(k, v, key_pos, k_scale, v_scale, D, KV, type, "");
+  const ops::KVView view = checked_kv(k, v, key_pos, k_scale, v_scale, D, KV, type, "", "attention").view();
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention: window must be >= 0");
   py::array o = out_or_new(out, {T, H, D}, "out");
@@ -179,32 +182,33 @@ py::array attention(py::array q, py::array k, py::array v, py::array key_pos, py
   return o;
 }
 
-// rows[b] = (start, end) of sequence b's rows in q; caches[b] = (k_cache, v_cache, key_pos).
-py::array attention_batch(py::array q, py::list caches, py::array row_starts, py::array q_pos, int64_t window,
-                          float scale, py::object out) {
-  checked<float>(q, "q", 3);
-  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
-  const int64_t B = int64_t(caches.size());
-  if (B == 0) throw py::value_error("attention_batch: no caches");
+// The sequence of each of T rows from row_starts [B + 1] (rows row_starts[b] .. row_starts[b + 1]
+// are sequence b's; each sequence has at least one).
+std::vector<int64_t> rows_of_sequences(const py::array& row_starts, int64_t B, int64_t T, const char* op) {
   checked<int64_t>(row_starts, "row_starts", 1, {B + 1});
   const int64_t* starts = cptr<int64_t>(row_starts);
   if (starts[0] != 0 || starts[B] != T)
-    throw py::value_error("attention_batch: row_starts must run from 0 to the " + std::to_string(T) + " rows of q");
+    throw py::value_error(std::string(op) + ": row_starts must run from 0 to the " + std::to_string(T) + " rows of q");
   std::vector<int64_t> view_of_row(static_cast<size_t>(T), 0);
   for (int64_t b = 0; b < B; ++b) {
     if (starts[b + 1] <= starts[b])
-      throw py::value_error("attention_batch: row_starts must increase (sequence " + std::to_string(b) +
+      throw py::value_error(std::string(op) + ": row_starts must increase (sequence " + std::to_string(b) +
                             " has no rows)");
     for (int64_t t = starts[b]; t < starts[b + 1]; ++t) view_of_row[size_t(t)] = b;
   }
-  std::vector<py::object> keep;  // the (possibly re-viewed) arrays stay alive while the op runs
-  std::vector<ops::KVView> views;
-  ops::KVType type = ops::KVType::F32;
-  int64_t KV = -1;
-  for (int64_t b = 0; b < B; ++b) {
-    py::tuple c = caches[size_t(b)].cast<py::tuple>();
+  return view_of_row;
+}
+
+// caches[b] = (k_cache, v_cache, key_pos) or, int8, (k_cache, v_cache, key_pos, k_scale, v_scale),
+// all of one type, checked; the arrays (some re-viewed) are kept alive in keep while the op runs.
+std::vector<ops::KVBuffers> checked_caches(const py::list& caches, int64_t H, int64_t D, ops::KVType& type,
+                                           int64_t& KV, std::vector<py::object>& keep, const char* op,
+                                           bool writable) {
+  std::vector<ops::KVBuffers> views;
+  for (size_t b = 0; b < caches.size(); ++b) {
+    py::tuple c = caches[b].cast<py::tuple>();
     if (c.size() != 3 && c.size() != 5)
-      throw py::value_error("attention_batch: each cache must be (k_cache, v_cache, key_pos) or, int8, "
+      throw py::value_error(std::string(op) + ": each cache must be (k_cache, v_cache, key_pos) or, int8, "
                             "(k_cache, v_cache, key_pos, k_scale, v_scale)");
     py::array k = c[0].cast<py::array>(), v = c[1].cast<py::array>(), kp = c[2].cast<py::array>();
     py::object ks = c.size() == 5 ? py::object(c[3]) : py::object(py::none());
@@ -215,15 +219,27 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
       type = kv_type_of(k);
       KV = k.ndim() == 3 ? k.shape(0) : -1;
     } else if (kv_type_of(k) != type) {
-      throw py::value_error("attention_batch: " + which + "every cache must have the same dtype");
+      throw py::value_error(std::string(op) + ": " + which + "every cache must have the same dtype");
     }
-    views.push_back(checked_kv(k, v, kp, ks, vs, D, KV, type, which));
-    keep.push_back(k);
-    keep.push_back(v);
-    keep.push_back(kp);
-    keep.push_back(ks);
-    keep.push_back(vs);
+    views.push_back(checked_kv(k, v, kp, ks, vs, D, KV, type, which, op, writable));
+    for (const py::object& a : {py::object(k), py::object(v), py::object(kp), ks, vs}) keep.push_back(a);
   }
+  return views;
+}
+
+py::array attention_batch(py::array q, py::list caches, py::array row_starts, py::array q_pos, int64_t window,
+                          float scale, py::object out) {
+  checked<float>(q, "q", 3);
+  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
+  const int64_t B = int64_t(caches.size());
+  if (B == 0) throw py::value_error("attention_batch: no caches");
+  const std::vector<int64_t> view_of_row = rows_of_sequences(row_starts, B, T, "attention_batch");
+  std::vector<py::object> keep;
+  ops::KVType type = ops::KVType::F32;
+  int64_t KV = -1;
+  const std::vector<ops::KVBuffers> buffers = checked_caches(caches, H, D, type, KV, keep, "attention_batch", false);
+  std::vector<ops::KVView> views;
+  for (const ops::KVBuffers& b : buffers) views.push_back(b.view());
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention_batch: window must be >= 0");
   py::array o = out_or_new(out, {T, H, D}, "out");
@@ -233,6 +249,64 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
   {
     py::gil_scoped_release nogil;
     ops::attention_batch(qp, T, H, D, views.data(), view_of_row.data(), type, KV, qpos, window, scale, op);
+  }
+  return o;
+}
+
+py::array attention_block(py::array q, py::array k, py::array v, py::array q_norm, py::array k_norm, float eps,
+                          py::array q_pos, py::object inv_freq, py::list caches, py::array row_starts,
+                          py::array slots, int64_t window, float scale, py::object out) {
+  checked<float>(q, "q", 3, {}, true);
+  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
+  const int64_t B = int64_t(caches.size());
+  if (B == 0) throw py::value_error("attention_block: no caches");
+  const std::vector<int64_t> view_of_row = rows_of_sequences(row_starts, B, T, "attention_block");
+  std::vector<py::object> keep;
+  ops::KVType type = ops::KVType::F32;
+  int64_t KV = -1;
+  const std::vector<ops::KVBuffers> views = checked_caches(caches, H, D, type, KV, keep, "attention_block", true);
+  checked<float>(k, "k", 3, {T, KV, D}, true);
+  checked<float>(v, "v", 3, {T, KV, D});
+  checked<float>(q_norm, "q_norm", 1, {D});
+  checked<float>(k_norm, "k_norm", 1, {D});
+  checked<int64_t>(q_pos, "q_pos", 1, {T});
+  py::array freq;
+  if (!inv_freq.is_none()) {
+    if (D % 2) throw py::value_error("attention_block: head_dim must be even for RoPE, got " + std::to_string(D));
+    freq = inv_freq.cast<py::array>();
+    checked<float>(freq, "inv_freq", 1, {D / 2});
+  }
+  checked<int64_t>(slots, "slots", 1, {T});
+  const int64_t* sp = cptr<int64_t>(slots);
+  const int64_t* starts = cptr<int64_t>(row_starts);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t S = views[size_t(b)].S;
+    std::vector<bool> taken(starts[b + 1] - starts[b] > 1 ? size_t(S) : 0);
+    for (int64_t t = starts[b]; t < starts[b + 1]; ++t) {
+      if (sp[t] < 0 || sp[t] >= S)
+        throw py::value_error("attention_block: slots[" + std::to_string(t) + "] = " + std::to_string(sp[t]) +
+                              " is outside cache " + std::to_string(b) + "'s " + std::to_string(S) + " slots");
+      if (!taken.empty()) {
+        if (taken[size_t(sp[t])])
+          throw py::value_error("attention_block: slot " + std::to_string(sp[t]) + " of cache " +
+                                std::to_string(b) + " is written by two rows");
+        taken[size_t(sp[t])] = true;
+      }
+    }
+  }
+  if (window < 0) throw py::value_error("attention_block: window must be >= 0");
+  py::array o = out_or_new(out, {T, H, D}, "out");
+  float* qp = mptr<float>(q);
+  float* kp = mptr<float>(k);
+  const float* vp = cptr<float>(v);
+  const float *qn = cptr<float>(q_norm), *kn = cptr<float>(k_norm);
+  const float* fp = inv_freq.is_none() ? nullptr : cptr<float>(freq);
+  const int64_t* qpos = cptr<int64_t>(q_pos);
+  float* op = mptr<float>(o);
+  {
+    py::gil_scoped_release nogil;
+    ops::attention_block(qp, kp, vp, T, H, KV, D, qn, kn, eps, qpos, fp, views.data(), B,
+                         B > 1 ? view_of_row.data() : nullptr, sp, type, window, scale, op);
   }
   return o;
 }
@@ -301,6 +375,14 @@ void register_ops(py::module_& m) {
         py::arg("q_pos"), py::arg("window"), py::arg("scale"), py::arg("out") = py::none(),
         "attention() for several sequences in one call: rows row_starts[b]..row_starts[b+1] of q attend "
         "within caches[b] = (k_cache, v_cache, key_pos), or (k_cache, v_cache, key_pos, k_scale, v_scale) for int8.");
+  m.def("attention_block", &attention_block, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("q_norm"),
+        py::arg("k_norm"), py::arg("eps"), py::arg("q_pos"), py::arg("inv_freq"), py::arg("caches"),
+        py::arg("row_starts"), py::arg("slots"), py::arg("window"), py::arg("scale"), py::arg("out") = py::none(),
+        "A decoder layer's attention after its projections, in one call: q [T, heads, head_dim] and k "
+        "[T, kv_heads, head_dim] RMS-normalized per head (q_norm, k_norm) and, unless inv_freq is None, "
+        "rotated (RoPE at q_pos), in place; row t's k and v written to slot slots[t] of its sequence's "
+        "cache (caches and row_starts as attention_batch takes them; key_pos[slots[t]] = q_pos[t]); "
+        "then attention_batch. Returns out [T, heads, head_dim].");
   m.def("kv_store_int8", &kv_store_int8, py::arg("src"), py::arg("slots"), py::arg("q"), py::arg("scales"),
         "The int8 KV cache's store: src[t, h] -> q[h, slots[t]] (round half to even of x / s) and "
         "scales[h, slots[t]] = s = max|x| / 127.");

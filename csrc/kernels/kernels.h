@@ -56,6 +56,9 @@ struct KernelTable {
                     float* scores, float* out);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   void (*f16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+  // n f32 values as IEEE f16 bits, rounded to nearest even (numpy's astype(float16)): the f16 KV
+  // cache's store.
+  void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);
   // out[i] = exp((x[i] - shift) * scale) for x[i] <= shift, exactly 0 where the exponent is below
   // -87 (or -inf: masked tokens); returns the sum of out in double. The sampler's softmax numerator.
   double (*exp_shifted_f32)(const float* x, int64_t n, float shift, float scale, float* out);

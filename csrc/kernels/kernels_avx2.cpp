@@ -416,6 +416,16 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = F16W::load1(src + i);
 }
 
+// F16C's conversion rounds to nearest even, as the scalar reference (f32 subnormals become +-0
+// either way; MXCSR's flush bits do not touch a half result).
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; ++i) dst[i] = f32_to_f16_value(src[i]);
+}
+
 double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, float* out) {
   const __m256 sv = _mm256_set1_ps(shift), kv = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-87.0f);
   __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
@@ -539,7 +549,7 @@ const KernelTable* avx2_table() {
   static const KernelTable table = {
       "avx2",      matmul_f32,  matmul_bf16, matmul_f16,  dot_f32,     axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32_avx2, attend_f16_avx2, attend_i8_avx2,
-      bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
+      bf16_to_f32, f16_to_f32, f32_to_f16, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
       attend_rows,
   };
   return &table;

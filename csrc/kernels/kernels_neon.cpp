@@ -232,6 +232,13 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = F16W::load1(src + i);
 }
 
+// FCVTN rounds by FPCR: to nearest even unless a caller changed the mode (the scalar reference's rounding).
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+  for (; i < n; ++i) dst[i] = f32_to_f16_value(src[i]);
+}
+
 double exp_shifted_f32(const float* x, int64_t n, float shift, float scale, float* out) {
   const float32x4_t sv = vdupq_n_f32(shift), kv = vdupq_n_f32(scale), lo = vdupq_n_f32(-87.0f);
   float64x2_t acc0 = vdupq_n_f64(0.0), acc1 = vdupq_n_f64(0.0);
@@ -320,7 +327,7 @@ const KernelTable* neon_table() {
       rmsnorm_f32, silu_mul_f32, rope_f32,   softmax_f32, attend_f32,
       nullptr,  // attend_f16: the f16 cache is widened into scratch for attend_f32
       nullptr,  // attend_i8: likewise, each row times its scale
-      bf16_to_f32, f16_to_f32, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
+      bf16_to_f32, f16_to_f32, f32_to_f16, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
       attend_rows,
   };
   return &table;

@@ -268,13 +268,17 @@ void f16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32_value(src[i]);
 }
 
+void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_f16_value(src[i]);
+}
+
 }  // namespace
 
 const KernelTable& scalar_table() {
   static const KernelTable table = {
       "scalar",    matmul_f32,   matmul_bf16, matmul_f16,  dot_f32,    axpy_f32,
       rmsnorm_f32, silu_mul_f32, rope_f32,    softmax_f32, attend_f32, attend_f16, attend_i8,
-      bf16_to_f32, f16_to_f32,  exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
+      bf16_to_f32, f16_to_f32,  f32_to_f16, exp_shifted_f32, sums_at_least_f32, max_f32, find_in_range_f32,
       attend_rows,
   };
   return table;

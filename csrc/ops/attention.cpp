@@ -171,6 +171,47 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
   });
 }
 
+void attention_block(float* q, float* k, const float* v, int64_t T, int64_t H, int64_t KV, int64_t D,
+                     const float* q_norm, const float* k_norm, float eps, const int64_t* q_pos,
+                     const float* inv_freq, const KVBuffers* caches, int64_t n_caches,
+                     const int64_t* view_of_row, const int64_t* slots, KVType kv_type, int64_t window,
+                     float scale, float* out) {
+  rmsnorm(q, T * H, D, q_norm, eps, q, false);
+  rmsnorm(k, T * KV, D, k_norm, eps, k, false);
+  if (inv_freq) {
+    rope(q, T, H, D, q_pos, inv_freq, 1.0f);
+    rope(k, T, KV, D, q_pos, inv_freq, 1.0f);
+  }
+  const kernels::KernelTable& kt = kernels::active();
+  // Rows write distinct slots (of one cache, or of different caches): no two tasks touch one row.
+  ThreadPool::global().parallel_for(T, [&](int64_t t) {
+    const KVBuffers& c = caches[view_of_row ? view_of_row[t] : 0];
+    const int64_t s = slots[t], S = c.S;
+    const float* kt_rows = k + t * KV * D;
+    const float* vt_rows = v + t * KV * D;
+    if (kv_type == KVType::I8) {
+      kv_store_int8(kt_rows, 1, KV, D, &s, S, static_cast<int8_t*>(c.k), c.k_scale);
+      kv_store_int8(vt_rows, 1, KV, D, &s, S, static_cast<int8_t*>(c.v), c.v_scale);
+    } else {
+      for (int64_t h = 0; h < KV; ++h) {
+        const int64_t at = (h * S + s) * D;
+        if (kv_type == KVType::F16) {
+          kt.f32_to_f16(kt_rows + h * D, static_cast<uint16_t*>(c.k) + at, D);
+          kt.f32_to_f16(vt_rows + h * D, static_cast<uint16_t*>(c.v) + at, D);
+        } else {
+          std::copy(kt_rows + h * D, kt_rows + (h + 1) * D, static_cast<float*>(c.k) + at);
+          std::copy(vt_rows + h * D, vt_rows + (h + 1) * D, static_cast<float*>(c.v) + at);
+        }
+      }
+    }
+    c.key_pos[s] = q_pos[t];
+  });
+  thread_local std::vector<KVView> views;
+  views.clear();
+  for (int64_t b = 0; b < n_caches; ++b) views.push_back(caches[b].view());
+  attention_batch(q, T, H, D, views.data(), view_of_row, kv_type, KV, q_pos, window, scale, out);
+}
+
 void kv_store_int8(const float* src, int64_t T, int64_t KV, int64_t D, const int64_t* slots, int64_t S,
                    int8_t* q, float* scales) {
   for (int64_t t = 0; t < T; ++t) {

@@ -60,6 +60,30 @@ void attention_batch(const float* q, int64_t T, int64_t H, int64_t D, const KVVi
                      const int64_t* view_of_row, KVType kv_type, int64_t KV, const int64_t* q_pos,
                      int64_t window, float scale, float* out);
 
+// One sequence's KV cache as attention_block writes it: the arrays of a KVView, writable.
+struct KVBuffers {
+  void* k;
+  void* v;
+  int64_t* key_pos;
+  int64_t S;
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
+  KVView view() const { return {k, v, key_pos, S, k_scale, v_scale}; }
+};
+
+// The attention half of a decoder layer after its q / k / v projections, in one call: q[T, H, D]
+// and k[T, KV, D] normalized per head in place (q_norm / k_norm [D], eps) and, when inv_freq is not
+// null, rotated (RoPE at q_pos); then row t's k and v [KV, D] written to slot slots[t] of its
+// sequence's cache caches[view_of_row[t]] (view_of_row null: all rows in caches[0]), converted to
+// the cache's type, with key_pos[slots[t]] = q_pos[t]; then attention_batch over those caches into
+// out[T, H, D]. Exactly the composition of rmsnorm, rope, the store and attention_batch. The rows
+// of one sequence must have distinct slots (the binding checks).
+void attention_block(float* q, float* k, const float* v, int64_t T, int64_t H, int64_t KV, int64_t D,
+                     const float* q_norm, const float* k_norm, float eps, const int64_t* q_pos,
+                     const float* inv_freq, const KVBuffers* caches, int64_t n_caches,
+                     const int64_t* view_of_row, const int64_t* slots, KVType kv_type, int64_t window,
+                     float scale, float* out);
+
 // The int8 KV cache's store: for token t and KV head h, row src[t, h, :] (D values) becomes
 // q[h, slots[t], :] = round_half_even(x / s) with s = scales[h, slots[t]] = max|x| / 127 (0 for a
 // zero row, its codes 0), computed as x * (1 / s) in f32 like the numpy reference in tests/test_kernels.py.
