@@ -295,7 +295,8 @@ void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, c
   const __m256 sv = _mm256_set1_ps(scale);
   const int64_t row_bytes = D * int64_t(sizeof(typename L::T));
   // Blocks of 8 keys, outer, so a block's rows are read from memory once and stay in L1 for all G
-  // heads; decode reads every row once, so the rows 32 keys ahead are fetched meanwhile.
+  // heads; decode reads every row once, so the rows 32 keys ahead are fetched meanwhile (and the
+  // block's value rows: see attend512).
   const int64_t ahead = 32;
   int64_t i = 0;
   // f16 rows are widened once per block into L1 scratch, not once per query head.
@@ -305,9 +306,13 @@ void attend_avx2(const float* q, int64_t G, int64_t D, const typename L::T* k, c
   for (; i + 8 <= n; i += 8) {
     const typename L::T* kr[8];
     for (int j = 0; j < 8; ++j) kr[j] = k + slots[i + j] * stride;
-    for (int64_t j = i + ahead; j < i + ahead + 8 && j < n; ++j) {
-      const char* next = reinterpret_cast<const char*>(k + slots[j] * stride);
-      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    for (int64_t j = i; j < i + 8; ++j) {  // and this block's value rows, read once the scores are done
+      const char* kn = j + ahead < n ? reinterpret_cast<const char*>(k + slots[j + ahead] * stride) : nullptr;
+      const char* vn = reinterpret_cast<const char*>(v + slots[j] * stride);
+      for (int64_t l = 0; l < row_bytes; l += 64) {
+        if (kn) _mm_prefetch(kn + l, _MM_HINT_T0);
+        _mm_prefetch(vn + l, _MM_HINT_T0);
+      }
     }
     if (widen && D <= kMaxWidenDim) {
       const float* kf[8];

@@ -146,9 +146,17 @@ void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, con
   alignas(64) float kw[widen ? 8 * 256 : 16];
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    for (int64_t j = i + 32; j < i + 40 && j < n; ++j) {  // decode reads each row once: fetch ahead
-      const char* next = reinterpret_cast<const char*>(k + slots[j] * stride);
-      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+    // Decode reads each row once, from memory: the key rows 32 keys ahead are fetched meanwhile,
+    // and so are this block's value rows, which the weighted sum reads once the scores are done
+    // (fetched then, a block at a time, they cost 1.2x the attention's time: 40 caches of 580
+    // positions, 8 KV heads, f16, 2 threads on Zen 4, in one process).
+    for (int64_t j = i; j < i + 8; ++j) {
+      const char* kn = j + 32 < n ? reinterpret_cast<const char*>(k + slots[j + 32] * stride) : nullptr;
+      const char* vn = reinterpret_cast<const char*>(v + slots[j] * stride);
+      for (int64_t l = 0; l < row_bytes; l += 64) {
+        if (kn) _mm_prefetch(kn + l, _MM_HINT_T0);
+        _mm_prefetch(vn + l, _MM_HINT_T0);
+      }
     }
     const float* kf[8];
     for (int j = 0; j < 8; ++j) {
@@ -188,10 +196,6 @@ void attend512(const float* q, int64_t G, int64_t D, const typename L::T* k, con
   for (int64_t j = 0; j < G * D; j += 16) _mm512_storeu_ps(out + j, _mm512_setzero_ps());
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     const int64_t i1 = i0 + 64 < n ? i0 + 64 : n;
-    for (int64_t j = i1; j < i1 + 64 && j < n; ++j) {  // the next block's value rows, while this one runs
-      const char* next = reinterpret_cast<const char*>(v + slots[j] * stride);
-      for (int64_t l = 0; l < row_bytes; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
-    }
     for (int64_t g = 0; g < G; g += 4) {
       const float* p = scores + g * n;
       float* o = out + g * D;
