@@ -396,3 +396,16 @@ def test_make_random_model_32b_shape_and_partial_layers(tmp_path):
     assert written["num_hidden_layers"] == 2 and written["layer_types"] == ["sliding_attention"] * 2
     model = exaone_cpu.load(out)
     assert len(model.layers) == 2
+
+
+@pytest.mark.parametrize("kv_dtype", ["f32", "f16", "int8"])
+def test_decode_attention_benchmark_runs(kv_dtype):
+    """tools/bench_decode_attention.py (BENCHMARKS.md's decode attention figures) on a tiny shape."""
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_decode_attention.py"
+    run = subprocess.run([sys.executable, str(tool), "--context", "37", "--layers", "3", "--repeat", "2",
+                          "--kv-dtype", kv_dtype, "--heads", "4", "--kv-heads", "2", "--head-dim", "16"],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent)
+    assert run.returncode == 0, run.stderr
+    assert f"{kv_dtype} cache, 4 / 2 heads of 16, 37 positions, 3 caches:" in run.stdout
+    bad = subprocess.run([sys.executable, str(tool), "--heads", "5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a multiple of --kv-heads 8" in bad.stderr
