@@ -227,19 +227,34 @@ std::vector<ops::KVBuffers> checked_caches(const py::list& caches, int64_t H, in
   return views;
 }
 
-py::array attention_batch(py::array q, py::list caches, py::array row_starts, py::array q_pos, int64_t window,
-                          float scale, py::object out) {
-  checked<float>(q, "q", 3);
-  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
-  const int64_t B = int64_t(caches.size());
-  if (B == 0) throw py::value_error("attention_batch: no caches");
-  const std::vector<int64_t> view_of_row = rows_of_sequences(row_starts, B, T, "attention_batch");
-  std::vector<py::object> keep;
+// What attention_batch and attention_block check alike: q [T, H, D] (written when writable), the
+// sequences' caches and which of them each row of q belongs to.
+struct Batch {
+  int64_t T, H, D;
+  std::vector<int64_t> view_of_row;
+  std::vector<py::object> keep;  // the (possibly re-viewed) arrays stay alive while the op runs
   ops::KVType type = ops::KVType::F32;
   int64_t KV = -1;
-  const std::vector<ops::KVBuffers> buffers = checked_caches(caches, H, D, type, KV, keep, "attention_batch", false);
+  std::vector<ops::KVBuffers> caches;
+};
+
+Batch checked_batch(const py::array& q, const py::list& caches, const py::array& row_starts, const char* op,
+                    bool writable) {
+  checked<float>(q, "q", 3, {}, writable);
+  Batch b;
+  b.T = q.shape(0), b.H = q.shape(1), b.D = q.shape(2);
+  if (caches.size() == 0) throw py::value_error(std::string(op) + ": no caches");
+  b.view_of_row = rows_of_sequences(row_starts, int64_t(caches.size()), b.T, op);
+  b.caches = checked_caches(caches, b.H, b.D, b.type, b.KV, b.keep, op, writable);
+  return b;
+}
+
+py::array attention_batch(py::array q, py::list caches, py::array row_starts, py::array q_pos, int64_t window,
+                          float scale, py::object out) {
+  const Batch b = checked_batch(q, caches, row_starts, "attention_batch", false);
+  const int64_t T = b.T, H = b.H, D = b.D;
   std::vector<ops::KVView> views;
-  for (const ops::KVBuffers& b : buffers) views.push_back(b.view());
+  for (const ops::KVBuffers& c : b.caches) views.push_back(c.view());
   checked<int64_t>(q_pos, "q_pos", 1, {T});
   if (window < 0) throw py::value_error("attention_batch: window must be >= 0");
   py::array o = out_or_new(out, {T, H, D}, "out");
@@ -248,7 +263,7 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
   float* op = mptr<float>(o);
   {
     py::gil_scoped_release nogil;
-    ops::attention_batch(qp, T, H, D, views.data(), view_of_row.data(), type, KV, qpos, window, scale, op);
+    ops::attention_batch(qp, T, H, D, views.data(), b.view_of_row.data(), b.type, b.KV, qpos, window, scale, op);
   }
   return o;
 }
@@ -256,15 +271,9 @@ py::array attention_batch(py::array q, py::list caches, py::array row_starts, py
 py::array attention_block(py::array q, py::array k, py::array v, py::array q_norm, py::array k_norm, float eps,
                           py::array q_pos, py::object inv_freq, py::list caches, py::array row_starts,
                           py::array slots, int64_t window, float scale, py::object out) {
-  checked<float>(q, "q", 3, {}, true);
-  const int64_t T = q.shape(0), H = q.shape(1), D = q.shape(2);
-  const int64_t B = int64_t(caches.size());
-  if (B == 0) throw py::value_error("attention_block: no caches");
-  const std::vector<int64_t> view_of_row = rows_of_sequences(row_starts, B, T, "attention_block");
-  std::vector<py::object> keep;
-  ops::KVType type = ops::KVType::F32;
-  int64_t KV = -1;
-  const std::vector<ops::KVBuffers> views = checked_caches(caches, H, D, type, KV, keep, "attention_block", true);
+  const Batch batch = checked_batch(q, caches, row_starts, "attention_block", true);
+  const int64_t T = batch.T, H = batch.H, D = batch.D, B = int64_t(caches.size()), KV = batch.KV;
+  const std::vector<ops::KVBuffers>& views = batch.caches;
   checked<float>(k, "k", 3, {T, KV, D}, true);
   checked<float>(v, "v", 3, {T, KV, D});
   checked<float>(q_norm, "q_norm", 1, {D});
@@ -306,7 +315,7 @@ py::array attention_block(py::array q, py::array k, py::array v, py::array q_nor
   {
     py::gil_scoped_release nogil;
     ops::attention_block(qp, kp, vp, T, H, KV, D, qn, kn, eps, qpos, fp, views.data(), B,
-                         B > 1 ? view_of_row.data() : nullptr, sp, type, window, scale, op);
+                         B > 1 ? batch.view_of_row.data() : nullptr, sp, batch.type, window, scale, op);
   }
   return o;
 }
