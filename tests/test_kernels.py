@@ -502,6 +502,9 @@ def test_attention_block_equals_norms_rope_store_and_attention(isa, dtype, rope)
     frozen[0].flags.writeable = False
     with pytest.raises(ValueError, match="must be writable"):
         _core.attention_block(*args[:-1], [tuple(frozen)], np.array([0, 1], np.int64), np.array([1], np.int64), 0, 1.0)
+    with pytest.raises(ValueError, match="caches 0 and 1 are the same cache"):
+        _core.attention_block(q[:2], k[:2], v[:2], q_norm, k_norm, eps, positions[:2], inv_freq, one + one,
+                              np.array([0, 1, 2], np.int64), np.array([1, 2], np.int64), 0, 1.0)
     with pytest.raises(ValueError, match="k: dimension 1 must be 2"):
         _core.attention_block(q[:1], q[:1], v[:1], *args[3:], np.array([0, 1], np.int64), np.array([1], np.int64),
                               0, 1.0)

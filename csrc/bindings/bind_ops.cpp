@@ -246,6 +246,13 @@ Batch checked_batch(const py::array& q, const py::list& caches, const py::array&
   if (caches.size() == 0) throw py::value_error(std::string(op) + ": no caches");
   b.view_of_row = rows_of_sequences(row_starts, int64_t(caches.size()), b.T, op);
   b.caches = checked_caches(caches, b.H, b.D, b.type, b.KV, b.keep, op, writable);
+  if (writable)  // the rows of two sequences must not write one cache (they would race for its slots)
+    for (size_t i = 0; i < b.caches.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (b.caches[i].k == b.caches[j].k || b.caches[i].v == b.caches[j].v ||
+            b.caches[i].key_pos == b.caches[j].key_pos)
+          throw py::value_error(std::string(op) + ": caches " + std::to_string(j) + " and " + std::to_string(i) +
+                                " are the same cache");
   return b;
 }
 
